@@ -1,0 +1,106 @@
+//! Per-sample cost of the analysis hot path: `RollingStats::push` and `DetectorState::observe`.
+//! Each iteration feeds a batch of `BATCH` samples, so criterion's per-element throughput is ns/sample.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use edgewatch::analysis::detectors::{DetectorSpec, DetectorState};
+use edgewatch::analysis::stats::{RollingStats, WindowSpec};
+
+const BATCH: usize = 4096;
+
+/// Deterministic noisy signal around 20 (xorshift), with an occasional spike and flat stretch.
+fn series() -> Vec<f64> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..BATCH)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let noise = (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            match i % 512 {
+                0 => 80.0,
+                100..=110 => 21.0,
+                _ => 20.0 + 4.0 * noise,
+            }
+        })
+        .collect()
+}
+
+fn bench_rolling_stats(c: &mut Criterion) {
+    let values = series();
+    let mut group = c.benchmark_group("rolling_stats");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut stats = RollingStats::new(
+        WindowSpec {
+            count: Some(256),
+            span_ms: None,
+        },
+        0.05,
+    );
+    let mut ts = 0i64;
+    group.bench_function("push_window_256", |b| {
+        b.iter(|| {
+            for &v in &values {
+                ts += 1000;
+                stats.push(ts, black_box(v));
+            }
+            black_box(stats.mean());
+        })
+    });
+    group.finish();
+}
+
+fn bench_detectors(c: &mut Criterion) {
+    let values = series();
+    let specs = [
+        (
+            "zscore_256_6_32",
+            DetectorSpec::Zscore {
+                window: 256,
+                threshold: 6.0,
+                warmup: 32,
+                min_std: 0.0,
+            },
+        ),
+        (
+            "threshold",
+            DetectorSpec::Threshold {
+                min: Some(0.0),
+                max: Some(40.0),
+                hysteresis: 1.0,
+            },
+        ),
+        ("rate", DetectorSpec::Rate { max_per_sec: 10.0 }),
+        (
+            "stuck",
+            DetectorSpec::Stuck {
+                count: Some(10),
+                duration_ms: Some(60_000),
+                tolerance: 0.001,
+            },
+        ),
+        ("silence", DetectorSpec::Silence { after_ms: 60_000 }),
+    ];
+    let mut group = c.benchmark_group("detector_observe");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, spec) in &specs {
+        let mut state = DetectorState::new(spec, 0);
+        let mut ts = 0i64;
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut anomalous = 0usize;
+                for &v in &values {
+                    ts += 1000;
+                    state.seen(ts);
+                    anomalous += usize::from(state.observe(spec, ts, black_box(v)).anomalous);
+                }
+                black_box(anomalous)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_rolling_stats, bench_detectors);
+criterion_main!(benches);

@@ -1,0 +1,118 @@
+//! Actix shell around `ShardCore`: consumes its bounded batch queue as a stream, ticks silence
+//! detectors, emits summaries, snapshots state to the store and answers API queries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use super::shard::{DeviceView, ShardCore};
+use crate::hub::{Event, Hub};
+use crate::model::{now_ms, Alert};
+use crate::sources::route::Ingest;
+use crate::store::{SaveSnapshot, StoreActor};
+
+pub struct ShardActor {
+    core: ShardCore,
+    rx: Option<mpsc::Receiver<Ingest>>,
+    hub: Addr<Hub>,
+    store: Addr<StoreActor>,
+    summary_every: Duration,
+    persist_every: Duration,
+    out: Vec<Alert>,
+}
+
+impl ShardActor {
+    pub fn new(
+        core: ShardCore,
+        rx: mpsc::Receiver<Ingest>,
+        hub: Addr<Hub>,
+        store: Addr<StoreActor>,
+        summary_every: Duration,
+        persist_every: Duration,
+    ) -> Self {
+        ShardActor {
+            core,
+            rx: Some(rx),
+            hub,
+            store,
+            summary_every,
+            persist_every,
+            out: Vec::new(),
+        }
+    }
+
+    fn emit_alerts(&mut self) {
+        if !self.out.is_empty() {
+            self.hub.do_send(Event::Alerts(std::mem::take(&mut self.out)));
+        }
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(mut rx) = self.rx.take() {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.core.tick(now_ms(), &mut act.out);
+            act.emit_alerts();
+        });
+        let every = self.summary_every;
+        ctx.run_interval(every, move |act, _| {
+            if let Some(s) = act.core.summary(now_ms(), every.as_millis() as u64) {
+                act.hub.do_send(Event::Summary(Arc::new(s)));
+            }
+        });
+        ctx.run_interval(self.persist_every, |act, ctx| {
+            let snap = act.core.snapshot();
+            let shard = act.core.index();
+            act.store
+                .send(SaveSnapshot(snap))
+                .into_actor(act)
+                .map(move |r, _, _| match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(shard, error = %e, "snapshot failed"),
+                    Err(e) => tracing::error!(shard, error = %e, "store unavailable"),
+                })
+                .spawn(ctx);
+        });
+    }
+}
+
+impl StreamHandler<Ingest> for ShardActor {
+    fn handle(&mut self, msg: Ingest, _: &mut Self::Context) {
+        self.core.ingest(msg.source, &msg.batch, now_ms(), &mut self.out);
+        self.emit_alerts();
+    }
+
+    /// The queue closes only at shutdown; keep the actor alive for the final snapshot.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// The shard's devices (or one device), for the API.
+#[derive(Message)]
+#[rtype(result = "Vec<DeviceView>")]
+pub struct QueryDevices(pub Option<String>);
+
+impl Handler<QueryDevices> for ShardActor {
+    type Result = MessageResult<QueryDevices>;
+    fn handle(&mut self, msg: QueryDevices, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.view(msg.0.as_deref()))
+    }
+}
+
+/// Encode all state now (used at shutdown); the caller hands it to the store.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, Vec<u8>)>")]
+pub struct TakeSnapshot;
+
+impl Handler<TakeSnapshot> for ShardActor {
+    type Result = MessageResult<TakeSnapshot>;
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.snapshot())
+    }
+}

@@ -1,0 +1,512 @@
+//! One analyzer shard's state and logic, without actors: per-device, per-metric rolling statistics,
+//! detectors and alert lifecycles; summaries, silence ticks, snapshots and restore.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::detectors::{DetectorSpec, DetectorState, Lifecycle, Transition, Verdict};
+use super::stats::{Accumulator, RollingStats};
+use crate::config::{MetricPolicy, Resolved};
+use crate::model::{Alert, AlertState, Batch, Millis, Severity, Summary, SummaryEntry};
+
+/// Most metrics one device may have; more are rejected (protects memory from a runaway sender).
+pub const MAX_METRICS_PER_DEVICE: usize = 256;
+
+/// What the shard needs from the config, shared by all shards.
+#[derive(Debug)]
+pub struct Policies {
+    pub resolved: Resolved,
+    /// Source index (config order) → source id.
+    pub source_ids: Vec<String>,
+    pub shards: usize,
+}
+
+struct DetectorSlot {
+    name: Arc<str>,
+    spec: DetectorSpec,
+    severity: Severity,
+    hold_ms: i64,
+    state: DetectorState,
+    life: Lifecycle,
+    /// The alert currently firing, to resolve it with the same id and details.
+    active: Option<Alert>,
+}
+
+struct MetricState {
+    name: Box<str>,
+    policy: Arc<MetricPolicy>,
+    stats: RollingStats,
+    interval: Accumulator,
+    total: u64,
+    last: Option<(Millis, f64)>,
+    detectors: Vec<DetectorSlot>,
+}
+
+struct DeviceState {
+    id: Box<str>,
+    bound_source: Option<u16>,
+    default: Arc<MetricPolicy>,
+    /// Metric policies named in the config; others get `default`.
+    named: Option<Arc<HashMap<String, Arc<MetricPolicy>>>>,
+    metrics: Vec<MetricState>,
+    last_seen: Option<Millis>,
+    registered: bool,
+}
+
+/// Persisted form of a device (postcard). Changing this struct: bump `STATE_VERSION` in store.
+#[derive(Serialize, Deserialize)]
+struct DeviceSnapshot {
+    last_seen: Option<Millis>,
+    registered: bool,
+    metrics: Vec<MetricSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetricSnapshot {
+    name: String,
+    stats: RollingStats,
+    total: u64,
+    last: Option<(Millis, f64)>,
+    detectors: Vec<DetectorSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DetectorSnapshot {
+    name: String,
+    spec: DetectorSpec,
+    state: DetectorState,
+    life: Lifecycle,
+    active: Option<Alert>,
+}
+
+/// Read-only view of one device for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceView {
+    pub device: String,
+    pub registered: bool,
+    pub last_seen: Option<Millis>,
+    pub metrics: Vec<MetricView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricView {
+    pub metric: String,
+    pub window: usize,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub ewma: Option<f64>,
+    pub last_value: Option<f64>,
+    pub last_ts: Option<Millis>,
+    pub total: u64,
+    pub detectors: Vec<String>,
+    pub firing: Vec<Alert>,
+}
+
+pub struct ShardCore {
+    index: usize,
+    policies: Arc<Policies>,
+    counters: Arc<crate::status::StatusBoard>,
+    /// Devices in registration order; `index` maps an id to its position.
+    devices: Vec<DeviceState>,
+    by_id: HashMap<Box<str>, u32>,
+    rng: SmallRng,
+}
+
+impl MetricState {
+    fn new(name: &str, policy: Arc<MetricPolicy>, now: Millis) -> Self {
+        let detectors = policy
+            .detectors
+            .iter()
+            .map(|d| DetectorSlot {
+                name: d.name.as_str().into(),
+                spec: d.spec.clone(),
+                severity: d.severity,
+                hold_ms: d.hold_ms,
+                state: DetectorState::new(&d.spec, now),
+                life: Lifecycle::new(),
+                active: None,
+            })
+            .collect();
+        MetricState {
+            name: name.into(),
+            stats: RollingStats::new(policy.window, policy.ewma_alpha),
+            policy,
+            interval: Accumulator::default(),
+            total: 0,
+            last: None,
+            detectors,
+        }
+    }
+}
+
+fn alert_id(rng: &mut SmallRng) -> u64 {
+    rng.gen::<u64>() | 1
+}
+
+/// Applies a verdict to a detector's lifecycle; pushes the alert transition, if any, to `out`.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    slot: &mut DetectorSlot,
+    v: Verdict,
+    device: &str,
+    metric: &str,
+    ts: Millis,
+    value: f64,
+    now: Millis,
+    rng: &mut SmallRng,
+    out: &mut Vec<Alert>,
+) {
+    match slot.life.step(v.anomalous, now, slot.hold_ms) {
+        None => {}
+        Some(Transition::Fire) => {
+            let id = alert_id(rng);
+            slot.life.set_id(id);
+            let a = Alert {
+                id: format!("{id:016x}"),
+                device: device.to_string(),
+                metric: metric.to_string(),
+                detector: slot.name.to_string(),
+                severity: slot.severity,
+                state: AlertState::Firing,
+                ts,
+                value,
+                score: v.score,
+                raised_at: now,
+                resolved_at: None,
+                message: v.message(),
+            };
+            slot.active = Some(a.clone());
+            out.push(a);
+        }
+        Some(Transition::Resolve) => {
+            let mut a = slot.active.take().unwrap_or_else(|| Alert {
+                id: format!("{:016x}", slot.life.id().unwrap_or(0)),
+                device: device.to_string(),
+                metric: metric.to_string(),
+                detector: slot.name.to_string(),
+                severity: slot.severity,
+                state: AlertState::Firing,
+                ts,
+                value,
+                score: v.score,
+                raised_at: slot.life.raised_at().unwrap_or(now),
+                resolved_at: None,
+                message: String::new(),
+            });
+            a.state = AlertState::Resolved;
+            a.ts = ts;
+            a.value = value;
+            a.score = v.score;
+            a.resolved_at = Some(now);
+            a.message = v.message();
+            out.push(a);
+        }
+    }
+}
+
+impl ShardCore {
+    pub fn new(index: usize, policies: Arc<Policies>, counters: Arc<crate::status::StatusBoard>, now: Millis) -> Self {
+        let mut core = ShardCore {
+            index,
+            rng: SmallRng::seed_from_u64(now as u64 ^ ((index as u64) << 48)),
+            devices: Vec::new(),
+            by_id: HashMap::new(),
+            counters,
+            policies,
+        };
+        let policies = core.policies.clone();
+        for (id, dp) in &policies.resolved.devices {
+            if crate::sources::route::shard_of(id, policies.shards) != index {
+                continue;
+            }
+            let named: HashMap<String, Arc<MetricPolicy>> =
+                dp.metrics.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let bound_source = dp
+                .source
+                .as_ref()
+                .and_then(|s| policies.source_ids.iter().position(|x| x == s))
+                .and_then(|i| u16::try_from(i).ok());
+            // Listed metrics exist from the start so that silence detectors work without data.
+            let metrics = named.iter().map(|(m, p)| MetricState::new(m, p.clone(), now)).collect();
+            core.by_id.insert(id.as_str().into(), core.devices.len() as u32);
+            core.devices.push(
+                DeviceState {
+                    id: id.as_str().into(),
+                    bound_source,
+                    default: dp.default.clone(),
+                    named: Some(Arc::new(named)),
+                    metrics,
+                    last_seen: None,
+                    registered: false,
+                },
+            );
+            core.counters.pipeline.devices.fetch_add(1, Relaxed);
+        }
+        core
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Analyses a batch in order; alert transitions are appended to `out`.
+    pub fn ingest(&mut self, source: u16, batch: &Batch, now: Millis, out: &mut Vec<Alert>) {
+        let counters = self.counters.clone();
+        let p = &counters.pipeline;
+        let mut analysed = 0u64;
+        for s in batch.iter() {
+            let i = match self.by_id.get(s.device) {
+                Some(&i) => i,
+                None => match self.register(s.device) {
+                    Some(i) => i,
+                    None => continue,
+                },
+            };
+            let Some(dev) = self.devices.get_mut(i as usize) else { continue };
+            if dev.bound_source.is_some_and(|b| b != source) {
+                p.rejected_wrong_source.fetch_add(1, Relaxed);
+                continue;
+            }
+            dev.last_seen = Some(now);
+            let pos = match dev.metrics.iter().position(|m| &*m.name == s.metric) {
+                Some(i) => i,
+                None => {
+                    if dev.metrics.len() >= MAX_METRICS_PER_DEVICE {
+                        p.rejected_limit.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let policy = dev
+                        .named
+                        .as_ref()
+                        .and_then(|n| n.get(s.metric).cloned())
+                        .unwrap_or_else(|| dev.default.clone());
+                    dev.metrics.push(MetricState::new(s.metric, policy, now));
+                    dev.metrics.len() - 1
+                }
+            };
+            let m = &mut dev.metrics[pos];
+            m.stats.push(s.ts, s.value);
+            m.interval.push(s.value);
+            m.total += 1;
+            m.last = Some((s.ts, s.value));
+            for slot in &mut m.detectors {
+                slot.state.seen(now);
+                let v = slot.state.observe(&slot.spec, s.ts, s.value);
+                judge(slot, v, s.device, &m.name, s.ts, s.value, now, &mut self.rng, out);
+            }
+            analysed += 1;
+        }
+        p.samples_analyzed.fetch_add(analysed, Relaxed);
+    }
+
+    fn register(&mut self, device: &str) -> Option<u32> {
+        let p = &self.counters.pipeline;
+        let Some(policy) = self.policies.resolved.unknown.clone() else {
+            p.rejected_unknown_device.fetch_add(1, Relaxed);
+            return None;
+        };
+        let per_shard = self.policies.resolved.config.analysis.max_devices / self.policies.shards.max(1) + 1;
+        if self.devices.len() >= per_shard || device.is_empty() {
+            p.rejected_limit.fetch_add(1, Relaxed);
+            return None;
+        }
+        tracing::info!(device, shard = self.index, "registered unknown device");
+        p.devices.fetch_add(1, Relaxed);
+        let i = self.devices.len() as u32;
+        self.by_id.insert(device.into(), i);
+        self.devices.push(DeviceState {
+            id: device.into(),
+            bound_source: None,
+            default: policy,
+            named: None,
+            metrics: Vec::new(),
+            last_seen: None,
+            registered: true,
+        });
+        Some(i)
+    }
+
+    /// Time-driven detectors (silence). Call about once a second, also when no data arrives.
+    pub fn tick(&mut self, now: Millis, out: &mut Vec<Alert>) {
+        for dev in self.devices.iter_mut() {
+            let id = &dev.id;
+            for m in &mut dev.metrics {
+                let (ts, value) = m.last.unwrap_or((now, f64::NAN));
+                for slot in &mut m.detectors {
+                    if let Some(v) = slot.state.tick(&slot.spec, now) {
+                        judge(slot, v, id, &m.name, ts.max(now), value, now, &mut self.rng, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Statistics since the previous summary for every metric that saw data; resets the interval.
+    pub fn summary(&mut self, now: Millis, interval_ms: u64) -> Option<Summary> {
+        let mut devices = Vec::new();
+        for dev in self.devices.iter_mut() {
+            let id = &dev.id;
+            for m in &mut dev.metrics {
+                if m.interval.count() == 0 {
+                    continue;
+                }
+                devices.push(SummaryEntry {
+                    device: id.to_string(),
+                    metric: m.name.to_string(),
+                    count: m.interval.count(),
+                    mean: m.interval.mean().unwrap_or(f64::NAN),
+                    std: m.interval.std().unwrap_or(f64::NAN),
+                    min: m.interval.min().unwrap_or(f64::NAN),
+                    max: m.interval.max().unwrap_or(f64::NAN),
+                    last: m.interval.last().unwrap_or(f64::NAN),
+                    total: m.total,
+                });
+                m.interval.reset();
+            }
+        }
+        if devices.is_empty() {
+            return None;
+        }
+        devices.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+        Some(Summary {
+            ts: now,
+            interval_ms,
+            devices,
+        })
+    }
+
+    /// Current state of every device, for the API.
+    pub fn view(&self, device: Option<&str>) -> Vec<DeviceView> {
+        self.devices
+            .iter()
+            .filter(|dev| device.is_none_or(|d| d == &*dev.id))
+            .map(|dev| DeviceView {
+                device: dev.id.to_string(),
+                registered: dev.registered,
+                last_seen: dev.last_seen,
+                metrics: dev
+                    .metrics
+                    .iter()
+                    .map(|m| MetricView {
+                        metric: m.name.to_string(),
+                        window: m.stats.len(),
+                        mean: m.stats.mean(),
+                        std: m.stats.std(),
+                        min: m.stats.min(),
+                        max: m.stats.max(),
+                        ewma: m.stats.ewma(),
+                        last_value: m.last.map(|l| l.1),
+                        last_ts: m.last.map(|l| l.0),
+                        total: m.total,
+                        detectors: m.detectors.iter().map(|d| d.name.to_string()).collect(),
+                        firing: m.detectors.iter().filter_map(|d| d.active.clone()).collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Encodes every device's state for the store.
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.devices.len());
+        for dev in &self.devices {
+            let id = &dev.id;
+            let snap = DeviceSnapshot {
+                last_seen: dev.last_seen,
+                registered: dev.registered,
+                metrics: dev
+                    .metrics
+                    .iter()
+                    .map(|m| MetricSnapshot {
+                        name: m.name.to_string(),
+                        stats: m.stats.clone(),
+                        total: m.total,
+                        last: m.last,
+                        detectors: m
+                            .detectors
+                            .iter()
+                            .map(|d| DetectorSnapshot {
+                                name: d.name.to_string(),
+                                spec: d.spec.clone(),
+                                state: d.state.clone(),
+                                life: d.life.clone(),
+                                active: d.active.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            match postcard::to_stdvec(&snap) {
+                Ok(bytes) => out.push((id.to_string(), bytes)),
+                Err(e) => tracing::error!(device = %id, error = %e, "cannot encode device state"),
+            }
+        }
+        out
+    }
+
+    /// Restores devices owned by this shard from saved snapshots. State whose policy changed
+    /// (other window, other detector settings) starts fresh; the rest continues where it stopped.
+    pub fn restore(&mut self, saved: &[(String, Vec<u8>)], now: Millis) -> usize {
+        let mut restored = 0;
+        for (id, bytes) in saved {
+            if crate::sources::route::shard_of(id, self.policies.shards) != self.index {
+                continue;
+            }
+            let snap: DeviceSnapshot = match postcard::from_bytes(bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(device = %id, error = %e, "unreadable saved state ignored");
+                    continue;
+                }
+            };
+            let i = match self.by_id.get(id.as_str()) {
+                Some(&i) => i,
+                None if snap.registered => match self.register(id) {
+                    Some(i) => i,
+                    None => continue,
+                },
+                None => continue, // device no longer configured
+            };
+            let Some(dev) = self.devices.get_mut(i as usize) else { continue };
+            dev.last_seen = snap.last_seen;
+            for ms in snap.metrics {
+                let pos = match dev.metrics.iter().position(|m| *m.name == *ms.name) {
+                    Some(i) => i,
+                    None => {
+                        let policy = dev
+                            .named
+                            .as_ref()
+                            .and_then(|n| n.get(&ms.name).cloned())
+                            .unwrap_or_else(|| dev.default.clone());
+                        dev.metrics.push(MetricState::new(&ms.name, policy, now));
+                        dev.metrics.len() - 1
+                    }
+                };
+                let m = &mut dev.metrics[pos];
+                if ms.stats.spec() == m.policy.window {
+                    m.stats = ms.stats;
+                }
+                m.total = ms.total;
+                m.last = ms.last;
+                for ds in ms.detectors {
+                    if let Some(slot) = m.detectors.iter_mut().find(|s| *s.name == *ds.name && s.spec == ds.spec) {
+                        if ds.state.matches(&slot.spec) {
+                            slot.state = ds.state;
+                            slot.life = ds.life;
+                            slot.active = ds.active;
+                        }
+                    }
+                }
+            }
+            restored += 1;
+        }
+        restored
+    }
+}

@@ -1,0 +1,150 @@
+//! Local HTTP API (actix-web): health, status, devices, alert log, and the `/ws` live stream.
+//! Handlers only read shared counters or ask actors; none of them can stall analysis.
+
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::analysis::actor::{QueryDevices, ShardActor};
+use crate::analysis::shard::DeviceView;
+use crate::hub::Wire;
+use crate::model::AlertState;
+use crate::status::StatusBoard;
+use crate::store::{AlertFilter, QueryAlerts, StoreActor};
+
+/// What every handler can reach.
+pub struct ApiState {
+    pub node: String,
+    pub status: Arc<StatusBoard>,
+    pub shards: Vec<Addr<ShardActor>>,
+    pub store: Addr<StoreActor>,
+    pub events: broadcast::Sender<Arc<Wire>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        use actix_web::http::StatusCode;
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+    }
+}
+
+/// Binds the API on `listen` (port 0 picks a free port) and returns the bound address and the
+/// server future, which the caller spawns.
+pub fn start(listen: SocketAddr, state: ApiState) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/", web::get().to(index))
+            .route("/healthz", web::get().to(healthz))
+            .route("/api/status", web::get().to(status))
+            .route("/api/devices", web::get().to(devices))
+            .route("/api/devices/{id}", web::get().to(device))
+            .route("/api/alerts", web::get().to(alerts))
+            .route("/ws", web::get().to(ws::handle))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(2)
+    .bind(listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(listen);
+    Ok((addr, server.run()))
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(
+        "edgewatch\n\nGET /healthz\nGET /api/status\nGET /api/devices\nGET /api/devices/{id}\n\
+         GET /api/alerts?state=firing|resolved&device=ID&limit=N\nGET /ws  (WebSocket: alerts and summaries)\n",
+    )
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn status(s: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(s.status.view())
+}
+
+async fn collect_devices(s: &ApiState, device: Option<String>) -> Result<Vec<DeviceView>, ApiError> {
+    let mut all = Vec::new();
+    for shard in &s.shards {
+        let v = shard
+            .send(QueryDevices(device.clone()))
+            .await
+            .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?;
+        all.extend(v);
+    }
+    all.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(all)
+}
+
+async fn devices(s: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(collect_devices(&s, None).await?))
+}
+
+async fn device(s: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let mut v = collect_devices(&s, Some(id.clone())).await?;
+    match v.pop() {
+        Some(d) => Ok(HttpResponse::Ok().json(d)),
+        None => Err(ApiError::NotFound(format!("device {id:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    state: Option<String>,
+    device: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alerts(s: web::Data<ApiState>, q: web::Query<AlertQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let state = match q.state.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some("firing") => Some(AlertState::Firing),
+        Some("resolved") => Some(AlertState::Resolved),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be firing, resolved or all, not {other:?}"
+            )))
+        }
+    };
+    let filter = AlertFilter {
+        state,
+        device: q.device.filter(|d| !d.is_empty()),
+        limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let list = s
+        .store
+        .send(QueryAlerts(filter))
+        .await
+        .map_err(|e| ApiError::Internal(format!("store unavailable: {e}")))?
+        .map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Ok().json(list))
+}

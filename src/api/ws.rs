@@ -1,0 +1,129 @@
+//! `/ws`: the live stream of alerts and summaries (actix-ws). Each client reads its own cursor of
+//! the hub's broadcast ring; one that falls behind or stops reading is dropped, never waited for.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, ApiState};
+use crate::hub::{Kind, Wire, PROTOCOL_VERSION};
+
+/// A client that cannot take a message within this time is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    /// Only events of this device (summaries are cut down to its entries).
+    device: Option<String>,
+    /// `alert` or `summary`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+struct Filter {
+    device: Option<String>,
+    kind: Option<Kind>,
+}
+
+impl Filter {
+    /// The text to send for this event, or `None` when the filter excludes it.
+    fn apply(&self, node: &str, w: &Wire) -> Option<String> {
+        if self.kind.is_some_and(|k| k != w.kind) {
+            return None;
+        }
+        let Some(dev) = &self.device else {
+            return Some(w.json.clone());
+        };
+        match (&w.kind, &w.summary) {
+            (Kind::Alert, _) => (w.device.as_deref() == Some(dev.as_str())).then(|| w.json.clone()),
+            (Kind::Summary, Some(s)) => {
+                let mut mine = (**s).clone();
+                mine.devices.retain(|e| &e.device == dev);
+                (!mine.devices.is_empty()).then(|| crate::hub::summary_json(node, &mine))
+            }
+            (Kind::Summary, None) => None,
+        }
+    }
+}
+
+pub async fn handle(
+    req: HttpRequest,
+    body: web::Payload,
+    s: web::Data<ApiState>,
+    q: web::Query<WsQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let q = q.into_inner();
+    let kind = match q.kind.as_deref() {
+        None | Some("") => None,
+        Some("alert") => Some(Kind::Alert),
+        Some("summary") => Some(Kind::Summary),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("type must be alert or summary, not {other:?}")).into())
+        }
+    };
+    let filter = Filter {
+        device: q.device.filter(|d| !d.is_empty()),
+        kind,
+    };
+    let (resp, mut session, mut incoming) = actix_ws::handle(&req, body)?;
+    let mut rx = s.events.subscribe();
+    let state = s.into_inner();
+    let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    actix_web::rt::spawn(async move {
+        let p = &state.status.pipeline;
+        p.ws_clients.fetch_add(1, Relaxed);
+        tracing::debug!(%peer, "ws client connected");
+        let hello = serde_json::json!({
+            "type": "hello", "v": PROTOCOL_VERSION, "node": state.node, "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        let mut close = None;
+        if session.text(hello).await.is_ok() {
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Ok(w) => {
+                            let Some(text) = filter.apply(&state.node, &w) else { continue };
+                            match tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => break,
+                                Err(_) => {
+                                    p.ws_dropped_slow.fetch_add(1, Relaxed);
+                                    tracing::warn!(%peer, "ws client dropped: not reading");
+                                    break;
+                                }
+                            }
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            p.ws_dropped_slow.fetch_add(1, Relaxed);
+                            tracing::warn!(%peer, missed = n, "ws client dropped: too slow");
+                            close = Some(CloseReason { code: CloseCode::Again, description: Some(format!("too slow: {n} messages missed")) });
+                            break;
+                        }
+                        Err(RecvError::Closed) => {
+                            close = Some(CloseReason { code: CloseCode::Away, description: Some("shutting down".into()) });
+                            break;
+                        }
+                    },
+                    msg = incoming.next() => match msg {
+                        Some(Ok(Message::Ping(b))) => {
+                            if session.pong(&b).await.is_err() { break; }
+                        }
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    },
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.close(close)).await;
+        p.ws_clients.fetch_sub(1, Relaxed);
+        tracing::debug!(%peer, "ws client disconnected");
+    });
+    Ok(resp)
+}

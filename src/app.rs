@@ -1,0 +1,195 @@
+//! Wires the appliance together: store → hub → analyzer shards (one arbiter each) → router →
+//! sources, then the API; and shuts it down gracefully (final snapshot and flush) on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::analysis::actor::{ShardActor, TakeSnapshot};
+use crate::analysis::shard::{Policies, ShardCore};
+use crate::api::{self, ApiState};
+use crate::config::Resolved;
+use crate::hub::Hub;
+use crate::model::now_ms;
+use crate::sources::route::Router;
+use crate::sources::SourceActor;
+use crate::status::{PipelineStats, SourceStats, StatusBoard};
+use crate::store::{SaveSnapshot, Store, StoreActor};
+
+/// Number of analyzer shards for a config (0 = one per core).
+pub fn shard_count(resolved: &Resolved) -> usize {
+    match resolved.config.analysis.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+/// Runs the appliance until SIGINT or SIGTERM. Blocks the calling thread.
+pub fn run(resolved: Resolved) -> anyhow::Result<()> {
+    let cfg = resolved.config.clone();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let store = Store::open(&cfg.data_dir, cfg.store.cache_bytes)
+        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let saved = store.load_snapshots().context("cannot read saved state")?;
+
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("edgewatch-io")
+            .build()
+            .unwrap_or_else(|e| {
+                // Building a runtime fails only when the OS refuses threads; nothing to run then.
+                eprintln!("edgewatch: cannot start the async runtime: {e}");
+                std::process::exit(1)
+            })
+    });
+    let result: anyhow::Result<()> = system.block_on(async move {
+        let status = Arc::new(StatusBoard {
+            node_id: cfg.node_id.clone(),
+            started_at: now_ms(),
+            sources: cfg
+                .sources
+                .iter()
+                .map(|s| Arc::new(SourceStats::new(s.id(), s.kind())))
+                .collect(),
+            pipeline: PipelineStats::default(),
+        });
+
+        let store_arbiter = Arbiter::new();
+        let retention = cfg.store.clone();
+        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention));
+
+        let (events, _) = broadcast::channel(cfg.api.ws_buffer);
+        let hub = Hub::new(cfg.node_id.clone(), events.clone(), store.clone(), status.clone()).start();
+
+        let n = shard_count(&resolved);
+        let policies = Arc::new(Policies {
+            source_ids: cfg.sources.iter().map(|s| s.id().to_string()).collect(),
+            shards: n,
+            resolved,
+        });
+        let saved = Arc::new(saved);
+        let mut senders = Vec::with_capacity(n);
+        let mut shards = Vec::with_capacity(n);
+        let mut arbiters = vec![store_arbiter];
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel(cfg.analysis.queue);
+            senders.push(tx);
+            let arbiter = Arbiter::new();
+            let (policies, status, saved, hub, store) =
+                (policies.clone(), status.clone(), saved.clone(), hub.clone(), store.clone());
+            let (summary, persist) = (cfg.summary_interval.0, cfg.persist_interval.0);
+            shards.push(ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                let now = now_ms();
+                let mut core = ShardCore::new(i, policies, status, now);
+                let restored = core.restore(&saved, now);
+                if restored > 0 {
+                    tracing::info!(shard = i, devices = restored, "state restored");
+                }
+                ShardActor::new(core, rx, hub, store, summary, persist)
+            }));
+            arbiters.push(arbiter);
+        }
+        drop(saved);
+
+        let router = Router::new(senders);
+        let sources: Vec<Addr<SourceActor>> = cfg
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, sc)| {
+                let stats = status.sources[i].clone();
+                SourceActor::for_config(sc, i as u16, router.clone(), stats).start()
+            })
+            .collect();
+        drop(router);
+
+        let (addr, server) = api::start(
+            cfg.api.listen,
+            ApiState {
+                node: cfg.node_id.clone(),
+                status: status.clone(),
+                shards: shards.clone(),
+                store: store.clone(),
+                events,
+            },
+        )
+        .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;
+        let server_handle = server.handle();
+        actix_rt::spawn(server);
+        tracing::info!(
+            node = %cfg.node_id,
+            shards = n,
+            sources = cfg.sources.len(),
+            "edgewatch running: dashboard/API at http://{addr}/  live alerts at ws://{addr}/ws  status at http://{addr}/api/status"
+        );
+
+        let ticker = status.clone();
+        actix_rt::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                ticker.tick();
+            }
+        });
+
+        wait_for_signal().await;
+        tracing::info!("shutting down: stopping sources, saving state");
+        for s in &sources {
+            s.do_send(StopSource);
+        }
+        server_handle.stop(true).await;
+        // Give in-flight batches a moment to reach the shards, then snapshot.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut all = Vec::new();
+        for s in &shards {
+            match s.send(TakeSnapshot).await {
+                Ok(v) => all.extend(v),
+                Err(e) => tracing::error!(error = %e, "a shard did not answer at shutdown"),
+            }
+        }
+        let devices = all.len();
+        match store.send(SaveSnapshot(all)).await {
+            Ok(Ok(())) => tracing::info!(devices, "state saved"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final snapshot failed"),
+            Err(e) => tracing::error!(error = %e, "store unavailable at shutdown"),
+        }
+        for a in &arbiters {
+            a.stop();
+        }
+        Ok(())
+    });
+    result
+}
+
+/// Stops a source (at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopSource;
+
+impl Handler<StopSource> for SourceActor {
+    type Result = ();
+    fn handle(&mut self, _: StopSource, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops edgewatch");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Reads the config file and turns every error into `file:line:column: message (field path)`.
+//! Syntax and schema errors come from toml/serde; semantic ones from `validate`, located the same way.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde_path_to_error::Segment;
+use toml_edit::{ImDocument, Item};
+
+use super::validate::{self, Resolved};
+use super::Config;
+
+/// A config error with its location. `Display` gives `file:line:col: message (at field)`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}{}", field_suffix(.field))]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        /// Dotted path of the offending field, e.g. `device[2].metrics.temp.detectors[0].window`.
+        field: String,
+        message: String,
+    },
+}
+
+fn field_suffix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(" (field `{field}`)")
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+pub(crate) fn path_string(path: &[Seg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            Seg::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Loads, parses and validates a config file.
+pub fn load_file(path: &Path) -> Result<Resolved, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
+        source,
+    })?;
+    parse_str(&text, path)
+}
+
+/// Parses and validates config text; `path` is used in error messages only.
+pub fn parse_str(text: &str, path: &Path) -> Result<Resolved, ConfigError> {
+    let file = path.display().to_string();
+    let doc = ImDocument::parse(text.to_owned()).ok();
+    let locate_err = |path: &[Seg], span: Option<Range<usize>>, message: String| {
+        let span = span
+            .or_else(|| doc.as_ref().and_then(|d| span_of(d, path)))
+            .unwrap_or(0..0);
+        let (line, column) = line_col(text, span.start);
+        ConfigError::Invalid {
+            file: file.clone(),
+            line,
+            column,
+            field: path_string(path),
+            message,
+        }
+    };
+
+    let de = toml::Deserializer::new(text);
+    let config: Config = match serde_path_to_error::deserialize(de) {
+        Ok(c) => c,
+        Err(e) => {
+            let mut path = convert_path(e.path());
+            let inner = e.into_inner();
+            let message = inner.message().trim().to_string();
+            let mut span = inner.span();
+            // Inside tagged enums (sources) toml only knows the table's span: find the key itself.
+            if let Some(name) = unknown_field_name(&message) {
+                let mut deeper = path.clone();
+                deeper.push(Seg::Key(name.to_string()));
+                if let Some(s) = doc.as_ref().and_then(|d| key_span_of(d, &deeper)) {
+                    span = Some(s);
+                    path = deeper;
+                }
+            }
+            return Err(locate_err(&path, span, message));
+        }
+    };
+    validate::validate(config, PathBuf::from(path))
+        .map_err(|(path, message)| locate_err(&path, None, message))
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn convert_path(p: &serde_path_to_error::Path) -> Vec<Seg> {
+    p.iter()
+        .filter_map(|s| match s {
+            Segment::Seq { index } => Some(Seg::Index(*index)),
+            Segment::Map { key } => Some(Seg::Key(key.clone())),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn child<'a>(item: &'a Item, seg: &Seg) -> Option<&'a Item> {
+    match seg {
+        Seg::Key(k) => item.get(k.as_str()),
+        Seg::Index(i) => item.get(*i),
+    }
+}
+
+/// Span of the deepest item on `path` that exists in the document.
+fn span_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<Range<usize>> {
+    if path.is_empty() {
+        return Some(0..0);
+    }
+    if let Some(s) = key_span_of(doc, path) {
+        return Some(s);
+    }
+    let mut item = doc.as_item();
+    let mut best = None;
+    for seg in path {
+        match child(item, seg) {
+            Some(next) => {
+                item = next;
+                if let Some(s) = item_span(item) {
+                    best = Some(s);
+                }
+            }
+            None => break,
+        }
+    }
+    best
+}
+
+/// Span of the last key on `path` (or the item, for an array index).
+fn key_span_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<Range<usize>> {
+    let (last, parent) = path.split_last()?;
+    let mut item = doc.as_item();
+    for seg in parent {
+        item = child(item, seg)?;
+    }
+    match last {
+        Seg::Key(k) => {
+            let table = item.as_table_like()?;
+            let (key, value) = table.get_key_value(k)?;
+            key.span().or_else(|| item_span(value))
+        }
+        Seg::Index(i) => item_span(item.get(*i)?),
+    }
+}
+
+fn item_span(item: &Item) -> Option<Range<usize>> {
+    match item {
+        Item::None => None,
+        Item::Value(v) => v.span(),
+        Item::Table(t) => t.span(),
+        Item::ArrayOfTables(a) => a.span(),
+    }
+}
+
+/// 1-based line and column of a byte offset (column counted in characters).
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match parse_str(text, Path::new("t.toml")) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_located() {
+        let e = err("node_id = \"n\"\nnode_idd = 3\n");
+        assert!(e.starts_with("t.toml:2:1: unknown field `node_idd`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_detector_field_names_line_column_and_field() {
+        let text = "node_id = \"n\"\n\n[[device]]\nid = \"d\"\n[device.metrics.temp]\ndetectors = [\n  { type = \"zscore\", treshold = 3 },\n]\n";
+        let e = err(text);
+        assert!(e.starts_with("t.toml:7:21: unknown field `treshold`"), "{e}");
+        assert!(e.contains("device[0].metrics.temp.detectors[0]"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_inside_tagged_source_is_located_at_the_key() {
+        let text = "node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:1\"\nmax_fram = 10\n";
+        let e = err(text);
+        assert!(e.starts_with("t.toml:6:1: unknown field `max_fram`"), "{e}");
+        assert!(e.contains("(field `source[0].max_fram`)"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_is_located_at_the_value() {
+        let e = err("node_id = \"n\"\nsummary_interval = \"5 parsecs\"\n");
+        assert!(e.starts_with("t.toml:2:20: invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let e = err("node_id = \"n\"\n[api\n");
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn missing_node_id_is_reported() {
+        let e = err("data_dir = \"x\"\n");
+        assert!(e.contains("missing field `node_id`"), "{e}");
+    }
+}

@@ -1,0 +1,452 @@
+//! The one TOML file that configures an appliance: its serde schema, defaults and duration type.
+//! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
+
+mod load;
+mod validate;
+
+pub use load::{load_file, parse_str, ConfigError};
+pub use validate::{MetricPolicy, Resolved};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::decode::Format;
+use crate::model::Severity;
+
+/// A duration written as a human string: "500ms", "30s", "5m", "1h 30m".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub fn as_ms(self) -> i64 {
+        self.0.as_millis().min(i64::MAX as u128) as i64
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (write e.g. \"500ms\", \"30s\", \"5m\")"
+            ))
+        })
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_summary_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_persist_interval() -> Dur {
+    Dur::secs(30)
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identifies this appliance in every message it sends.
+    pub node_id: String,
+    /// Where sled keeps state, alert log and outbox.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How often summaries are emitted.
+    #[serde(default = "default_summary_interval")]
+    pub summary_interval: Dur,
+    /// How often detector state is snapshotted to disk (also at shutdown).
+    #[serde(default = "default_persist_interval")]
+    pub persist_interval: Dur,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
+    pub unknown_devices: UnknownDevices,
+    /// Named metric policies (window and detectors) shared by many devices.
+    #[serde(default, rename = "template")]
+    pub templates: BTreeMap<String, MetricConfig>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_ws_buffer() -> usize {
+    1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the local API, dashboard and `/ws` stream.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Messages a WebSocket client may fall behind before it is dropped.
+    #[serde(default = "default_ws_buffer")]
+    pub ws_buffer: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            ws_buffer: default_ws_buffer(),
+        }
+    }
+}
+
+fn default_cache() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_alert_keep() -> usize {
+    10_000
+}
+fn default_alert_age() -> Dur {
+    Dur::secs(30 * 24 * 3600)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled page cache in bytes (sled's own default is 1 GiB, too much for a Pi).
+    #[serde(default = "default_cache")]
+    pub cache_bytes: u64,
+    /// Alert log retention: at most this many alerts...
+    #[serde(default = "default_alert_keep")]
+    pub alert_log_max: usize,
+    /// ...and none older than this.
+    #[serde(default = "default_alert_age")]
+    pub alert_log_max_age: Dur,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            cache_bytes: default_cache(),
+            alert_log_max: default_alert_keep(),
+            alert_log_max_age: default_alert_age(),
+        }
+    }
+}
+
+fn default_queue() -> usize {
+    64
+}
+fn default_max_devices() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Analyzer shards; 0 means one per CPU core.
+    #[serde(default)]
+    pub shards: usize,
+    /// Batches that may wait for a shard before sources are slowed down.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Upper bound on devices tracked (configured plus auto-registered).
+    #[serde(default = "default_max_devices")]
+    pub max_devices: usize,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            shards: 0,
+            queue: default_queue(),
+            max_devices: default_max_devices(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPolicy {
+    /// Samples from devices not in the config are rejected and counted.
+    #[default]
+    Reject,
+    /// Unknown devices are registered on first sight, using `template`.
+    Register,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownDevices {
+    #[serde(default)]
+    pub policy: UnknownPolicy,
+    /// Template for auto-registered devices (their metrics); none means the default policy.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// How one metric is analysed. Every field is optional; unset fields come from the template.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    /// Another template to start from.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Rolling statistics window in samples.
+    #[serde(default)]
+    pub window: Option<usize>,
+    /// Rolling statistics window in time.
+    #[serde(default)]
+    pub span: Option<Dur>,
+    /// Smoothing factor of the EWMA (0 < alpha <= 1).
+    #[serde(default)]
+    pub ewma_alpha: Option<f64>,
+    #[serde(default)]
+    pub detectors: Option<Vec<DetectorConfig>>,
+}
+
+/// One detector as written in the file. Which fields apply depends on `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    #[serde(rename = "type")]
+    pub kind: DetectorKind,
+    /// Name used in alerts; defaults to the type.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    /// Minimum time an alert stays firing before it may resolve.
+    #[serde(default)]
+    pub hold: Option<Dur>,
+    // zscore
+    #[serde(default)]
+    pub window: Option<usize>,
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    #[serde(default)]
+    pub warmup: Option<usize>,
+    #[serde(default)]
+    pub min_std: Option<f64>,
+    // threshold
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub hysteresis: Option<f64>,
+    // rate
+    #[serde(default)]
+    pub max_per_sec: Option<f64>,
+    // stuck
+    #[serde(default)]
+    pub count: Option<u32>,
+    #[serde(default)]
+    pub duration: Option<Dur>,
+    #[serde(default)]
+    pub tolerance: Option<f64>,
+    // silence
+    #[serde(default)]
+    pub after: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectorKind {
+    Zscore,
+    Threshold,
+    Rate,
+    Stuck,
+    Silence,
+}
+
+/// A device the appliance knows about.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    pub id: String,
+    /// When set, samples for this device are accepted only from this source.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Template for metrics not listed under `metrics`, and the base of those listed.
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricConfig>,
+}
+
+/// A source of samples. `kind` selects the transport.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Sim(SimSource),
+    Tcp(TcpSource),
+}
+
+impl SourceConfig {
+    pub fn id(&self) -> &str {
+        match self {
+            SourceConfig::Sim(s) => &s.id,
+            SourceConfig::Tcp(s) => &s.id,
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Sim(_) => "sim",
+            SourceConfig::Tcp(_) => "tcp",
+        }
+    }
+}
+
+fn default_sim_interval() -> Dur {
+    Dur::millis(200)
+}
+fn default_seed() -> u64 {
+    1
+}
+
+/// Simulated devices: no hardware needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSource {
+    pub id: String,
+    /// Time between two samples of each simulated metric.
+    #[serde(default = "default_sim_interval")]
+    pub interval: Dur,
+    /// Random seed: the same seed gives the same stream.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<SimDevice>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimDevice {
+    pub id: String,
+    pub metrics: BTreeMap<String, SimMetric>,
+}
+
+fn default_anomalies() -> Vec<AnomalyKind> {
+    vec![
+        AnomalyKind::Spike,
+        AnomalyKind::Shift,
+        AnomalyKind::Stuck,
+        AnomalyKind::Dropout,
+    ]
+}
+
+/// One simulated signal: mean + drift·t + amplitude·sin(2πt/period) + noise, with anomalies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimMetric {
+    pub mean: f64,
+    /// Standard deviation of the Gaussian noise.
+    #[serde(default)]
+    pub noise: f64,
+    /// Linear drift per hour.
+    #[serde(default)]
+    pub drift: f64,
+    /// Seasonal amplitude.
+    #[serde(default)]
+    pub amplitude: f64,
+    #[serde(default)]
+    pub period: Option<Dur>,
+    /// Probability that a sample starts an anomaly.
+    #[serde(default)]
+    pub anomaly_rate: f64,
+    #[serde(default = "default_anomalies")]
+    pub anomalies: Vec<AnomalyKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyKind {
+    /// One sample far off (8 to 15 noise deviations).
+    Spike,
+    /// The level jumps and stays for a while.
+    Shift,
+    /// The same value repeats for a while.
+    Stuck,
+    /// No samples for a while.
+    Dropout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMode {
+    /// Listen and accept many clients.
+    #[default]
+    Server,
+    /// Connect out to a peer and reconnect when it goes away.
+    Client,
+}
+
+fn default_max_frame() -> usize {
+    4096
+}
+fn default_max_clients() -> usize {
+    256
+}
+fn default_backoff_min() -> Dur {
+    Dur::millis(200)
+}
+fn default_backoff_max() -> Dur {
+    Dur::secs(30)
+}
+fn default_format() -> Format {
+    Format::Json
+}
+
+/// Raw TCP, one frame per line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSource {
+    pub id: String,
+    #[serde(default)]
+    pub mode: TcpMode,
+    /// Server mode: address to listen on.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Client mode: `host:port` to connect to.
+    #[serde(default)]
+    pub connect: Option<String>,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Longest accepted frame in bytes; longer ones are counted and skipped.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// Server mode: connections beyond this are refused.
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min: Dur,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+}

@@ -1,0 +1,573 @@
+//! Semantic checks (references, ranges, fields that do not apply) and resolution of templates
+//! into one compiled `MetricPolicy` per configured metric. Errors carry the path of the field.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::load::Seg;
+use super::{Config, DetectorConfig, DetectorKind, MetricConfig, SourceConfig, TcpMode};
+use crate::analysis::detectors::DetectorSpec;
+use crate::analysis::stats::WindowSpec;
+use crate::model::Severity;
+
+type VResult<T> = Result<T, (Vec<Seg>, String)>;
+
+/// One configured detector, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorInstance {
+    pub name: String,
+    pub spec: DetectorSpec,
+    pub severity: Severity,
+    pub hold_ms: i64,
+}
+
+/// How one metric is analysed: its statistics window and its detectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricPolicy {
+    pub window: WindowSpec,
+    pub ewma_alpha: f64,
+    pub detectors: Vec<DetectorInstance>,
+}
+
+/// Per-device view of the config.
+#[derive(Debug, Clone)]
+pub struct DevicePolicy {
+    pub source: Option<String>,
+    pub metrics: BTreeMap<String, Arc<MetricPolicy>>,
+    /// Policy for metrics not listed.
+    pub default: Arc<MetricPolicy>,
+}
+
+/// A validated config plus the compiled policies.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: Config,
+    pub path: PathBuf,
+    pub devices: BTreeMap<String, DevicePolicy>,
+    /// Policy for auto-registered devices; `None` when unknown devices are rejected.
+    pub unknown: Option<Arc<MetricPolicy>>,
+}
+
+pub const DEFAULT_WINDOW: usize = 256;
+pub const DEFAULT_EWMA_ALPHA: f64 = 0.1;
+const DEFAULT_HOLD_MS: i64 = 2_000;
+
+/// The detector set a metric gets when the config names none.
+pub fn default_detectors() -> Vec<DetectorInstance> {
+    vec![DetectorInstance {
+        name: "zscore".into(),
+        spec: DetectorSpec::Zscore {
+            window: DEFAULT_WINDOW,
+            threshold: 5.0,
+            warmup: 32,
+            min_std: 0.0,
+        },
+        severity: Severity::Warning,
+        hold_ms: DEFAULT_HOLD_MS,
+    }]
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.extend_from_slice(more);
+    p
+}
+
+fn fail<T>(path: Vec<Seg>, msg: impl Into<String>) -> VResult<T> {
+    Err((path, msg.into()))
+}
+
+fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
+    if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return fail(
+            path,
+            format!("{what} {s:?} must be 1 to 128 characters without spaces or control characters"),
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
+    check_name(vec![key("node_id")], "node_id", &config.node_id)?;
+    if config.summary_interval.as_ms() < 100 {
+        return fail(vec![key("summary_interval")], "must be at least 100ms");
+    }
+    if config.persist_interval.as_ms() < 1000 {
+        return fail(vec![key("persist_interval")], "must be at least 1s");
+    }
+    if config.store.cache_bytes < 1 << 20 {
+        return fail(
+            vec![key("store"), key("cache_bytes")],
+            "must be at least 1048576 (1 MiB)",
+        );
+    }
+    if config.store.alert_log_max == 0 {
+        return fail(vec![key("store"), key("alert_log_max")], "must be at least 1");
+    }
+    if config.api.ws_buffer == 0 {
+        return fail(vec![key("api"), key("ws_buffer")], "must be at least 1");
+    }
+    if config.analysis.queue == 0 {
+        return fail(vec![key("analysis"), key("queue")], "must be at least 1");
+    }
+    if config.analysis.shards > 256 {
+        return fail(vec![key("analysis"), key("shards")], "must be at most 256");
+    }
+
+    let mut source_ids = HashSet::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        let p = vec![key("source"), Seg::Index(i)];
+        check_name(at(&p, &[key("id")]), "source id", s.id())?;
+        if !source_ids.insert(s.id().to_string()) {
+            return fail(at(&p, &[key("id")]), format!("duplicate source id {:?}", s.id()));
+        }
+        validate_source(s, &p)?;
+    }
+
+    // Templates: resolve each once (this also rejects unknown references and cycles).
+    let mut resolver = Resolver {
+        templates: &config.templates,
+        done: HashMap::new(),
+    };
+    for name in config.templates.keys() {
+        resolver.template(name, &[key("template"), key(name)], &mut Vec::new())?;
+    }
+
+    let mut devices = BTreeMap::new();
+    for (i, d) in config.devices.iter().enumerate() {
+        let p = vec![key("device"), Seg::Index(i)];
+        check_name(at(&p, &[key("id")]), "device id", &d.id)?;
+        if devices.contains_key(&d.id) {
+            return fail(at(&p, &[key("id")]), format!("duplicate device id {:?}", d.id));
+        }
+        if let Some(src) = &d.source {
+            if !source_ids.contains(src) {
+                return fail(
+                    at(&p, &[key("source")]),
+                    format!("device {:?} names source {src:?}, which does not exist (sources: {})", d.id, list(&source_ids)),
+                );
+            }
+        }
+        let base = MetricConfig {
+            template: d.template.clone(),
+            ..MetricConfig::default()
+        };
+        let default = resolver.metric(&base, &p, &mut Vec::new())?;
+        let mut metrics = BTreeMap::new();
+        for (m, mc) in &d.metrics {
+            let mp = at(&p, &[key("metrics"), key(m)]);
+            check_name(mp.clone(), "metric name", m)?;
+            let mut merged = mc.clone();
+            if merged.template.is_none() {
+                merged.template = d.template.clone();
+            }
+            metrics.insert(m.clone(), resolver.metric(&merged, &mp, &mut Vec::new())?);
+        }
+        devices.insert(
+            d.id.clone(),
+            DevicePolicy {
+                source: d.source.clone(),
+                metrics,
+                default,
+            },
+        );
+    }
+
+    let unknown = match config.unknown_devices.policy {
+        super::UnknownPolicy::Reject => None,
+        super::UnknownPolicy::Register => {
+            let base = MetricConfig {
+                template: config.unknown_devices.template.clone(),
+                ..MetricConfig::default()
+            };
+            Some(resolver.metric(&base, &[key("unknown_devices")], &mut Vec::new())?)
+        }
+    };
+    if let (Some(t), super::UnknownPolicy::Reject) =
+        (&config.unknown_devices.template, config.unknown_devices.policy)
+    {
+        if !config.templates.contains_key(t) {
+            return fail(
+                vec![key("unknown_devices"), key("template")],
+                format!("template {t:?} does not exist"),
+            );
+        }
+    }
+
+    Ok(Resolved {
+        config,
+        path,
+        devices,
+        unknown,
+    })
+}
+
+fn list(set: &HashSet<String>) -> String {
+    let mut v: Vec<&str> = set.iter().map(String::as_str).collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
+    match s {
+        SourceConfig::Sim(sim) => {
+            if sim.interval.as_ms() < 1 {
+                return fail(at(p, &[key("interval")]), "must be at least 1ms");
+            }
+            let mut ids = HashSet::new();
+            for (i, d) in sim.devices.iter().enumerate() {
+                let dp = at(p, &[key("device"), Seg::Index(i)]);
+                check_name(at(&dp, &[key("id")]), "device id", &d.id)?;
+                if !ids.insert(&d.id) {
+                    return fail(at(&dp, &[key("id")]), format!("duplicate simulated device {:?}", d.id));
+                }
+                for (m, mc) in &d.metrics {
+                    let mp = at(&dp, &[key("metrics"), key(m)]);
+                    check_name(mp.clone(), "metric name", m)?;
+                    if !mc.mean.is_finite() {
+                        return fail(at(&mp, &[key("mean")]), "must be a finite number");
+                    }
+                    if !(mc.noise >= 0.0 && mc.noise.is_finite()) {
+                        return fail(at(&mp, &[key("noise")]), "must be >= 0");
+                    }
+                    if !(0.0..=1.0).contains(&mc.anomaly_rate) {
+                        return fail(at(&mp, &[key("anomaly_rate")]), "must be between 0 and 1");
+                    }
+                    if mc.period.is_some_and(|d| d.as_ms() == 0) {
+                        return fail(at(&mp, &[key("period")]), "must be greater than 0");
+                    }
+                    if mc.amplitude != 0.0 && mc.period.is_none() {
+                        return fail(at(&mp, &[key("amplitude")]), "an amplitude needs a `period`");
+                    }
+                }
+            }
+        }
+        SourceConfig::Tcp(t) => {
+            match t.mode {
+                TcpMode::Server if t.listen.is_none() => {
+                    return fail(at(p, &[key("mode")]), "server mode needs `listen` (e.g. \"0.0.0.0:9000\")");
+                }
+                TcpMode::Client if t.connect.is_none() => {
+                    return fail(at(p, &[key("mode")]), "client mode needs `connect` (e.g. \"sensor-hub:9000\")");
+                }
+                _ => {}
+            }
+            if !(16..=1 << 20).contains(&t.max_frame) {
+                return fail(at(p, &[key("max_frame")]), "must be between 16 and 1048576 bytes");
+            }
+            if t.max_clients == 0 {
+                return fail(at(p, &[key("max_clients")]), "must be at least 1");
+            }
+            if t.backoff_min.as_ms() == 0 {
+                return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
+            }
+            if t.backoff_max < t.backoff_min {
+                return fail(at(p, &[key("backoff_max")]), "must not be less than backoff_min");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A metric config with every template applied, fields still optional.
+#[derive(Default, Clone)]
+struct Layered {
+    window: Option<(usize, Vec<Seg>)>,
+    span: Option<(i64, Vec<Seg>)>,
+    ewma_alpha: Option<f64>,
+    detectors: Option<Vec<DetectorInstance>>,
+}
+
+struct Resolver<'a> {
+    templates: &'a BTreeMap<String, MetricConfig>,
+    done: HashMap<String, Layered>,
+}
+
+impl Resolver<'_> {
+    fn template(&mut self, name: &str, p: &[Seg], stack: &mut Vec<String>) -> VResult<Layered> {
+        if let Some(l) = self.done.get(name) {
+            return Ok(l.clone());
+        }
+        if stack.iter().any(|s| s == name) {
+            stack.push(name.to_string());
+            return fail(p.to_vec(), format!("templates refer to each other in a cycle: {}", stack.join(" -> ")));
+        }
+        let Some(cfg) = self.templates.get(name) else {
+            let mut names: Vec<&str> = self.templates.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return fail(
+                p.to_vec(),
+                format!("template {name:?} does not exist (templates: {})", if names.is_empty() { "none".into() } else { names.join(", ") }),
+            );
+        };
+        stack.push(name.to_string());
+        let l = self.layer(cfg, &[key("template"), key(name)], stack)?;
+        stack.pop();
+        self.done.insert(name.to_string(), l.clone());
+        Ok(l)
+    }
+
+    fn layer(&mut self, cfg: &MetricConfig, p: &[Seg], stack: &mut Vec<String>) -> VResult<Layered> {
+        let mut base = match &cfg.template {
+            Some(t) => self.template(t, &at(p, &[key("template")]), stack)?,
+            None => Layered::default(),
+        };
+        if let Some(w) = cfg.window {
+            if w == 0 || w > 1_000_000 {
+                return fail(at(p, &[key("window")]), "window must be between 1 and 1000000 samples");
+            }
+            base.window = Some((w, at(p, &[key("window")])));
+        }
+        if let Some(s) = cfg.span {
+            if s.as_ms() == 0 {
+                return fail(at(p, &[key("span")]), "span must be greater than 0");
+            }
+            base.span = Some((s.as_ms(), at(p, &[key("span")])));
+        }
+        if let Some(a) = cfg.ewma_alpha {
+            if !(a > 0.0 && a <= 1.0) {
+                return fail(at(p, &[key("ewma_alpha")]), "ewma_alpha must be in (0, 1]");
+            }
+            base.ewma_alpha = Some(a);
+        }
+        if let Some(ds) = &cfg.detectors {
+            let mut out = Vec::with_capacity(ds.len());
+            let mut names = HashSet::new();
+            for (i, d) in ds.iter().enumerate() {
+                let dp = at(p, &[key("detectors"), Seg::Index(i)]);
+                let inst = detector(d, &dp)?;
+                if !names.insert(inst.name.clone()) {
+                    return fail(
+                        at(&dp, &[key("name")]),
+                        format!("two detectors named {:?} on one metric: give one a distinct `name`", inst.name),
+                    );
+                }
+                out.push(inst);
+            }
+            base.detectors = Some(out);
+        }
+        Ok(base)
+    }
+
+    fn metric(&mut self, cfg: &MetricConfig, p: &[Seg], stack: &mut Vec<String>) -> VResult<Arc<MetricPolicy>> {
+        let l = self.layer(cfg, p, stack)?;
+        let window = WindowSpec {
+            count: match (&l.window, &l.span) {
+                (Some(w), _) => Some(w.0),
+                (None, Some(_)) => None,
+                (None, None) => Some(DEFAULT_WINDOW),
+            },
+            span_ms: l.span.map(|s| s.0),
+        };
+        Ok(Arc::new(MetricPolicy {
+            window,
+            ewma_alpha: l.ewma_alpha.unwrap_or(DEFAULT_EWMA_ALPHA),
+            detectors: l.detectors.unwrap_or_else(default_detectors),
+        }))
+    }
+}
+
+const COMMON: &[&str] = &["name", "severity", "hold"];
+
+fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
+    let present: Vec<(&str, bool)> = vec![
+        ("window", d.window.is_some()),
+        ("threshold", d.threshold.is_some()),
+        ("warmup", d.warmup.is_some()),
+        ("min_std", d.min_std.is_some()),
+        ("min", d.min.is_some()),
+        ("max", d.max.is_some()),
+        ("hysteresis", d.hysteresis.is_some()),
+        ("max_per_sec", d.max_per_sec.is_some()),
+        ("count", d.count.is_some()),
+        ("duration", d.duration.is_some()),
+        ("tolerance", d.tolerance.is_some()),
+        ("after", d.after.is_some()),
+    ];
+    let (kind, allowed): (&str, &[&str]) = match d.kind {
+        DetectorKind::Zscore => ("zscore", &["window", "threshold", "warmup", "min_std"]),
+        DetectorKind::Threshold => ("threshold", &["min", "max", "hysteresis"]),
+        DetectorKind::Rate => ("rate", &["max_per_sec"]),
+        DetectorKind::Stuck => ("stuck", &["count", "duration", "tolerance"]),
+        DetectorKind::Silence => ("silence", &["after"]),
+    };
+    for (field, set) in present {
+        if set && !allowed.contains(&field) {
+            let mut all: Vec<&str> = allowed.to_vec();
+            all.extend_from_slice(COMMON);
+            return fail(
+                at(p, &[key(field)]),
+                format!("`{field}` does not apply to a {kind} detector (it takes: {})", all.join(", ")),
+            );
+        }
+    }
+    let f = |k: &str| at(p, &[key(k)]);
+    let finite = |v: Option<f64>, k: &str| -> VResult<()> {
+        match v {
+            Some(x) if !x.is_finite() => fail(f(k), "must be a finite number"),
+            _ => Ok(()),
+        }
+    };
+    for (v, k) in [
+        (d.threshold, "threshold"),
+        (d.min_std, "min_std"),
+        (d.min, "min"),
+        (d.max, "max"),
+        (d.hysteresis, "hysteresis"),
+        (d.max_per_sec, "max_per_sec"),
+        (d.tolerance, "tolerance"),
+    ] {
+        finite(v, k)?;
+    }
+    let spec = match d.kind {
+        DetectorKind::Zscore => {
+            let window = d.window.unwrap_or(DEFAULT_WINDOW);
+            if !(2..=100_000).contains(&window) {
+                return fail(f("window"), "window must be between 2 and 100000 samples");
+            }
+            let threshold = d.threshold.unwrap_or(5.0);
+            if threshold <= 0.0 {
+                return fail(f("threshold"), "threshold must be greater than 0");
+            }
+            let warmup = d.warmup.unwrap_or((window / 8).clamp(2, 32));
+            if warmup < 2 || warmup > window {
+                return fail(f("warmup"), format!("warmup must be between 2 and the window ({window})"));
+            }
+            let min_std = d.min_std.unwrap_or(0.0);
+            if min_std < 0.0 {
+                return fail(f("min_std"), "min_std must be >= 0");
+            }
+            DetectorSpec::Zscore { window, threshold, warmup, min_std }
+        }
+        DetectorKind::Threshold => {
+            if d.min.is_none() && d.max.is_none() {
+                return fail(p.to_vec(), "a threshold detector needs `min`, `max` or both");
+            }
+            let hysteresis = d.hysteresis.unwrap_or(0.0);
+            if hysteresis < 0.0 {
+                return fail(f("hysteresis"), "hysteresis must be >= 0");
+            }
+            if let (Some(lo), Some(hi)) = (d.min, d.max) {
+                if lo >= hi {
+                    return fail(f("max"), format!("max ({hi}) must be greater than min ({lo})"));
+                }
+                if hi - lo <= 2.0 * hysteresis {
+                    return fail(f("hysteresis"), "hysteresis must be less than half of max - min");
+                }
+            }
+            DetectorSpec::Threshold { min: d.min, max: d.max, hysteresis }
+        }
+        DetectorKind::Rate => match d.max_per_sec {
+            Some(r) if r > 0.0 => DetectorSpec::Rate { max_per_sec: r },
+            Some(_) => return fail(f("max_per_sec"), "max_per_sec must be greater than 0"),
+            None => return fail(p.to_vec(), "a rate detector needs `max_per_sec`"),
+        },
+        DetectorKind::Stuck => {
+            if d.count.is_none() && d.duration.is_none() {
+                return fail(p.to_vec(), "a stuck detector needs `count`, `duration` or both");
+            }
+            if d.count.is_some_and(|c| c < 2) {
+                return fail(f("count"), "count must be at least 2");
+            }
+            if d.duration.is_some_and(|x| x.as_ms() == 0) {
+                return fail(f("duration"), "duration must be greater than 0");
+            }
+            let tolerance = d.tolerance.unwrap_or(0.0);
+            if tolerance < 0.0 {
+                return fail(f("tolerance"), "tolerance must be >= 0");
+            }
+            DetectorSpec::Stuck {
+                count: d.count,
+                duration_ms: d.duration.map(|x| x.as_ms()),
+                tolerance,
+            }
+        }
+        DetectorKind::Silence => match d.after {
+            Some(a) if a.as_ms() >= 100 => DetectorSpec::Silence { after_ms: a.as_ms() },
+            Some(_) => return fail(f("after"), "after must be at least 100ms"),
+            None => return fail(p.to_vec(), "a silence detector needs `after` (e.g. \"30s\")"),
+        },
+    };
+    let name = d.name.clone().unwrap_or_else(|| kind.to_string());
+    check_name(f("name"), "detector name", &name)?;
+    Ok(DetectorInstance {
+        name,
+        spec,
+        severity: d.severity.unwrap_or_default(),
+        hold_ms: d.hold.map_or(DEFAULT_HOLD_MS, |h| h.as_ms()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::parse_str;
+
+    fn err(text: &str) -> String {
+        match parse_str(text, Path::new("c.toml")) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn device_naming_missing_source_is_located() {
+        let e = err("node_id = \"n\"\n[[device]]\nid = \"d1\"\nsource = \"nope\"\n");
+        assert!(e.starts_with("c.toml:4:1: device \"d1\" names source \"nope\""), "{e}");
+        assert!(e.contains("(field `device[0].source`)"), "{e}");
+    }
+
+    #[test]
+    fn zero_window_is_located() {
+        let e = err("node_id = \"n\"\n[template.t]\nwindow = 0\n");
+        assert!(e.starts_with("c.toml:3:1: window must be between"), "{e}");
+    }
+
+    #[test]
+    fn field_of_another_detector_kind_is_rejected() {
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max = 3 }]\n");
+        assert!(e.starts_with("c.toml:3:33: `max` does not apply to a zscore detector"), "{e}");
+    }
+
+    #[test]
+    fn template_cycle_and_missing_template() {
+        let e = err("node_id = \"n\"\n[template.a]\ntemplate = \"b\"\n[template.b]\ntemplate = \"a\"\n");
+        assert!(e.contains("cycle"), "{e}");
+        let e = err("node_id = \"n\"\n[[device]]\nid = \"d\"\ntemplate = \"zz\"\n");
+        assert!(e.contains("template \"zz\" does not exist"), "{e}");
+    }
+
+    #[test]
+    fn templates_resolve_with_overrides() {
+        let r = parse_str(
+            "node_id = \"n\"\n[template.t]\nwindow = 10\ndetectors = [{ type = \"threshold\", max = 5.0 }]\n\
+             [[device]]\nid = \"d\"\ntemplate = \"t\"\n[device.metrics.temp]\nwindow = 20\n",
+            Path::new("c.toml"),
+        )
+        .expect("valid");
+        let d = &r.devices["d"];
+        assert_eq!(d.default.window.count, Some(10));
+        assert_eq!(d.metrics["temp"].window.count, Some(20));
+        assert_eq!(d.metrics["temp"].detectors[0].name, "threshold");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for f in ["config/demo.toml", "config/bench-tcp.toml"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            if let Err(e) = super::super::load_file(&p) {
+                panic!("{e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Frame decoders: turn one input frame (a JSON object, a CSV record or key=value pairs) into samples.
+//! Pure code without I/O; `framing` cuts byte streams into frames, the per-format modules parse them.
+
+pub mod csv;
+pub mod framing;
+pub mod json;
+pub mod kv;
+
+use crate::model::Millis;
+use serde::Deserialize;
+use std::fmt;
+
+/// Wire format of a source's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+    Kv,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Kv => "kv",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Longest device id or metric name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most samples one frame may carry.
+pub const MAX_SAMPLES_PER_FRAME: usize = 256;
+/// Timestamps below this are unix seconds, at or above it unix milliseconds.
+pub const SECONDS_CUTOFF: i64 = 100_000_000_000;
+
+/// Why a frame was rejected. The message is meant to be logged as the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not valid UTF-8")]
+    NotUtf8,
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("invalid CSV: {0}")]
+    Csv(String),
+    #[error("invalid key=value frame: {0}")]
+    Kv(String),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("duplicate field `{0}`")]
+    DuplicateField(&'static str),
+    #[error("field `{field}`: {text:?} is not a valid number")]
+    BadNumber { field: String, text: String },
+    #[error("field `{field}`: value is not finite")]
+    NonFinite { field: String },
+    #[error("frame carries no values")]
+    NoValues,
+    #[error("bad {what} name {name:?}: {why}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        why: &'static str,
+    },
+    #[error("too many fields (at most {MAX_SAMPLES_PER_FRAME} samples per frame)")]
+    TooManyFields,
+}
+
+/// Decodes one frame (a line without its delimiter) and pushes its samples into `out`.
+/// Returns how many samples were pushed; `Ok(0)` for a blank frame or a CSV header.
+/// On error nothing has been pushed.
+pub fn decode(
+    format: Format,
+    frame: &[u8],
+    default_device: Option<&str>,
+    out: &mut impl crate::model::SampleSink,
+) -> Result<usize, DecodeError> {
+    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::NotUtf8)?;
+    match format {
+        Format::Json => json::decode(text, default_device, out),
+        Format::Csv => csv::decode(text, default_device, out),
+        Format::Kv => kv::decode(text, default_device, out),
+    }
+}
+
+/// Samples of one frame, collected before any is pushed.
+pub(crate) type Collected<'a> = smallvec::SmallVec<[(std::borrow::Cow<'a, str>, f64); 8]>;
+
+/// Pushes collected samples, all with the same device and timestamp.
+pub(crate) fn emit(
+    out: &mut impl crate::model::SampleSink,
+    device: &str,
+    ts: Option<Millis>,
+    samples: &Collected<'_>,
+) -> usize {
+    for (metric, value) in samples {
+        out.push(device, metric, ts, *value);
+    }
+    samples.len()
+}
+
+/// A name shortened for error messages (at most 64 chars).
+fn shorten(s: &str) -> String {
+    const KEEP: usize = 64;
+    match s.char_indices().nth(KEEP) {
+        Some((cut, _)) => {
+            let mut t = String::with_capacity(cut + 3);
+            t.push_str(s.get(..cut).unwrap_or_default());
+            t.push('…');
+            t
+        }
+        None => s.to_owned(),
+    }
+}
+
+/// Checks a device id or metric name: non-empty, at most `MAX_NAME_LEN` bytes, no control chars.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), DecodeError> {
+    let why = if name.is_empty() {
+        "empty"
+    } else if name.len() > MAX_NAME_LEN {
+        "longer than 128 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters"
+    } else {
+        return Ok(());
+    };
+    Err(DecodeError::BadName {
+        what,
+        name: shorten(name),
+        why,
+    })
+}
+
+/// The frame's device, else the default; validated.
+pub(crate) fn resolve_device<'a>(
+    frame_device: Option<&'a str>,
+    default_device: Option<&'a str>,
+) -> Result<&'a str, DecodeError> {
+    let device = frame_device
+        .or(default_device)
+        .ok_or(DecodeError::MissingField("device"))?;
+    check_name("device", device)?;
+    Ok(device)
+}
+
+pub(crate) fn bad_number(field: &str, text: &str) -> DecodeError {
+    DecodeError::BadNumber {
+        field: shorten(field),
+        text: shorten(text),
+    }
+}
+
+pub(crate) fn check_finite(field: &str, value: f64) -> Result<f64, DecodeError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(DecodeError::NonFinite {
+            field: shorten(field),
+        })
+    }
+}
+
+/// Parses a sample value from text (surrounding whitespace allowed); must be finite.
+pub(crate) fn parse_value(field: &str, text: &str) -> Result<f64, DecodeError> {
+    let v: f64 = text.trim().parse().map_err(|_| bad_number(field, text))?;
+    check_finite(field, v)
+}
+
+/// Converts an integer timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms;
+/// `None` when negative.
+pub(crate) fn ms_from_i64(v: i64) -> Option<Millis> {
+    if v < 0 {
+        None
+    } else if v < SECONDS_CUTOFF {
+        Some(v * 1000)
+    } else {
+        Some(v)
+    }
+}
+
+/// Converts a finite float timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms,
+/// rounded; `None` when negative or beyond the range of `Millis`.
+pub(crate) fn ms_from_f64(v: f64) -> Option<Millis> {
+    let ms = if v < SECONDS_CUTOFF as f64 {
+        v * 1000.0
+    } else {
+        v
+    }
+    .round();
+    // 2^63 is exactly representable; anything at or above it does not fit an i64.
+    if (0.0..9_223_372_036_854_775_808.0).contains(&ms) {
+        Some(ms as Millis)
+    } else {
+        None
+    }
+}
+
+/// Parses a timestamp from text (surrounding whitespace allowed): an integer, else a float.
+pub(crate) fn parse_ts(text: &str) -> Result<Millis, DecodeError> {
+    let t = text.trim();
+    let ms = match t.parse::<i64>() {
+        Ok(v) => ms_from_i64(v),
+        Err(_) => {
+            let v: f64 = t.parse().map_err(|_| bad_number("ts", text))?;
+            ms_from_f64(check_finite("ts", v)?)
+        }
+    };
+    ms.ok_or_else(|| bad_number("ts", text))
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use crate::model::{Millis, SampleSink};
+
+    pub type Rec = (String, String, Option<i64>, f64);
+
+    #[derive(Debug, Default, PartialEq)]
+    pub struct VecSink(pub Vec<Rec>);
+
+    impl SampleSink for VecSink {
+        fn push(&mut self, device: &str, metric: &str, ts: Option<Millis>, value: f64) {
+            self.0
+                .push((device.to_owned(), metric.to_owned(), ts, value));
+        }
+    }
+
+    pub fn rec(d: &str, m: &str, ts: Option<i64>, v: f64) -> Rec {
+        (d.to_owned(), m.to_owned(), ts, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{rec, VecSink};
+    use super::*;
+
+    #[test]
+    fn format_deserializes_lowercase() {
+        #[derive(Deserialize)]
+        struct W {
+            f: Format,
+        }
+        let w: W = serde_json::from_str(r#"{"f":"kv"}"#).unwrap();
+        assert_eq!(w.f, Format::Kv);
+        let w: W = serde_json::from_str(r#"{"f":"json"}"#).unwrap();
+        assert_eq!(w.f, Format::Json);
+        let w: W = serde_json::from_str(r#"{"f":"csv"}"#).unwrap();
+        assert_eq!(w.f, Format::Csv);
+        assert!(serde_json::from_str::<W>(r#"{"f":"Json"}"#).is_err());
+        assert_eq!(Format::Csv.to_string(), "csv");
+    }
+
+    #[test]
+    fn dispatches_by_format() {
+        let mut s = VecSink::default();
+        let n = decode(
+            Format::Json,
+            br#"{"device":"d1","metric":"t","value":1}"#,
+            None,
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(decode(Format::Csv, b"d2,t,2", None, &mut s), Ok(1));
+        assert_eq!(decode(Format::Kv, b"device=d3 t=3", None, &mut s), Ok(1));
+        assert_eq!(
+            s.0,
+            vec![
+                rec("d1", "t", None, 1.0),
+                rec("d2", "t", None, 2.0),
+                rec("d3", "t", None, 3.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_for_every_format() {
+        for f in [Format::Json, Format::Csv, Format::Kv] {
+            let mut s = VecSink::default();
+            assert_eq!(
+                decode(f, b"d1,t,\xff\xfe", Some("x"), &mut s),
+                Err(DecodeError::NotUtf8)
+            );
+            assert!(s.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn blank_frames_are_ok_zero() {
+        for f in [Format::Json, Format::Csv, Format::Kv] {
+            let mut s = VecSink::default();
+            assert_eq!(decode(f, b"", None, &mut s), Ok(0));
+            assert_eq!(decode(f, b" \t\r ", None, &mut s), Ok(0));
+            assert!(s.0.is_empty());
+        }
+    }
+
+    #[test]
+    fn timestamps_seconds_ms_and_bounds() {
+        assert_eq!(parse_ts("1763761234"), Ok(1_763_761_234_000));
+        assert_eq!(parse_ts("1763761234.5"), Ok(1_763_761_234_500));
+        assert_eq!(parse_ts("1763761234567"), Ok(1_763_761_234_567));
+        assert_eq!(parse_ts("1763761234567.4"), Ok(1_763_761_234_567));
+        assert_eq!(parse_ts("99999999999"), Ok(99_999_999_999_000));
+        assert_eq!(parse_ts("100000000000"), Ok(100_000_000_000));
+        assert_eq!(parse_ts("0"), Ok(0));
+        assert_eq!(parse_ts(" 12 "), Ok(12_000));
+        assert_eq!(parse_ts("-1"), Err(bad_number("ts", "-1")));
+        assert_eq!(parse_ts("abc"), Err(bad_number("ts", "abc")));
+        assert_eq!(
+            parse_ts("1e30"),
+            Err(DecodeError::BadNumber {
+                field: "ts".into(),
+                text: "1e30".into()
+            })
+        );
+        assert_eq!(
+            parse_ts("nan"),
+            Err(DecodeError::NonFinite { field: "ts".into() })
+        );
+        assert_eq!(
+            parse_ts("inf"),
+            Err(DecodeError::NonFinite { field: "ts".into() })
+        );
+        assert_eq!(parse_ts("9223372036854775807"), Ok(i64::MAX));
+        assert!(parse_ts("9223372036854775808").is_err());
+    }
+
+    #[test]
+    fn values_must_be_finite_numbers() {
+        assert_eq!(parse_value("v", " 22.5 "), Ok(22.5));
+        assert_eq!(parse_value("v", "-1e3"), Ok(-1000.0));
+        assert_eq!(
+            parse_value("v", "1e400"),
+            Err(DecodeError::NonFinite { field: "v".into() })
+        );
+        assert_eq!(
+            parse_value("v", "NaN"),
+            Err(DecodeError::NonFinite { field: "v".into() })
+        );
+        assert_eq!(
+            parse_value("v", "12a"),
+            Err(DecodeError::BadNumber {
+                field: "v".into(),
+                text: "12a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name("device", "d1"), Ok(()));
+        assert_eq!(check_name("device", &"x".repeat(128)), Ok(()));
+        assert_eq!(
+            check_name("device", ""),
+            Err(DecodeError::BadName {
+                what: "device",
+                name: String::new(),
+                why: "empty"
+            })
+        );
+        let long = "é".repeat(65);
+        match check_name("metric", &long) {
+            Err(DecodeError::BadName { what, name, why }) => {
+                assert_eq!(what, "metric");
+                assert_eq!(why, "longer than 128 bytes");
+                assert_eq!(name, format!("{}…", "é".repeat(64)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            check_name("metric", "a\u{7}b"),
+            Err(DecodeError::BadName {
+                what: "metric",
+                name: "a\u{7}b".into(),
+                why: "contains control characters"
+            })
+        );
+    }
+
+    #[test]
+    fn error_messages_read_well() {
+        assert_eq!(
+            DecodeError::MissingField("device").to_string(),
+            "missing field `device`"
+        );
+        assert_eq!(
+            bad_number("value", "x1").to_string(),
+            "field `value`: \"x1\" is not a valid number"
+        );
+        assert_eq!(
+            DecodeError::TooManyFields.to_string(),
+            "too many fields (at most 256 samples per frame)"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The `edgewatch` command line: `run` the appliance, `check` a config, `--version`.
+//! Errors reach the user here, with context (anyhow); everything inside uses typed errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use edgewatch::config::{self, SourceConfig};
+
+#[derive(Parser)]
+#[command(name = "edgewatch", version, about = "Edge sensor collector: rolling statistics, anomaly alerts, live stream")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance.
+    Run {
+        /// Config file (TOML).
+        #[arg(long, short, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print what it sets up.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match config::load_file(&config) {
+            Ok(r) => {
+                print_summary(&r);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            let resolved = match config::load_file(&config) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+            match edgewatch::app::run(resolved) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn print_summary(r: &config::Resolved) {
+    let c = &r.config;
+    println!("{}: ok", r.path.display());
+    println!("node {}  data {}  api {}", c.node_id, c.data_dir.display(), c.api.listen);
+    println!(
+        "summaries every {}  snapshots every {}  shards {}",
+        c.summary_interval,
+        c.persist_interval,
+        edgewatch::app::shard_count(r)
+    );
+    println!("sources ({}):", c.sources.len());
+    for s in &c.sources {
+        match s {
+            SourceConfig::Sim(sim) => println!(
+                "  {:<16} sim  {} simulated devices, every {}",
+                sim.id,
+                sim.devices.len(),
+                sim.interval
+            ),
+            SourceConfig::Tcp(t) => println!(
+                "  {:<16} tcp  {:?} {}  format {:?}  max frame {} B",
+                t.id,
+                t.mode,
+                t.listen.map(|a| a.to_string()).or(t.connect.clone()).unwrap_or_default(),
+                t.format,
+                t.max_frame
+            ),
+        }
+    }
+    println!("devices ({}):", r.devices.len());
+    for (id, d) in &r.devices {
+        let metrics: Vec<String> = d
+            .metrics
+            .iter()
+            .map(|(m, p)| {
+                let dets: Vec<&str> = p.detectors.iter().map(|x| x.name.as_str()).collect();
+                format!("{m}[{}]", dets.join(","))
+            })
+            .collect();
+        let other: Vec<&str> = d.default.detectors.iter().map(|x| x.name.as_str()).collect();
+        println!(
+            "  {:<16} {}  other metrics [{}]{}",
+            id,
+            metrics.join(" "),
+            other.join(","),
+            d.source.as_ref().map(|s| format!("  from {s}")).unwrap_or_default()
+        );
+    }
+    match &r.unknown {
+        None => println!("unknown devices: rejected and counted"),
+        Some(p) => {
+            let dets: Vec<&str> = p.detectors.iter().map(|x| x.name.as_str()).collect();
+            println!("unknown devices: registered, detectors [{}]", dets.join(","));
+        }
+    }
+}

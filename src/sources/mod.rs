@@ -1,0 +1,102 @@
+//! Sources turn a transport into samples for the router. Each runs as a task supervised by a
+//! `SourceActor`, which restarts it with capped exponential backoff when it fails or panics.
+
+pub mod backoff;
+pub mod route;
+pub mod sim;
+pub mod tcp;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::config::SourceConfig;
+use crate::status::SourceStats;
+use backoff::Backoff;
+use route::Router;
+
+/// Why a source task stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("analysis stopped")]
+    Closed(#[from] route::Closed),
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// Supervisor shell: owns one source task and restarts it after a failure.
+pub struct SourceActor {
+    stats: Arc<SourceStats>,
+    make: Box<dyn Fn() -> TaskFuture>,
+    task: Option<tokio::task::AbortHandle>,
+    backoff: Backoff,
+}
+
+impl SourceActor {
+    /// Starts the source described by `cfg` (index `idx` in the config).
+    pub fn for_config(cfg: &SourceConfig, idx: u16, router: Router, stats: Arc<SourceStats>) -> Self {
+        let make: Box<dyn Fn() -> TaskFuture> = match cfg {
+            SourceConfig::Sim(c) => {
+                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
+                Box::new(move || Box::pin(sim::run(c.clone(), idx, router.clone(), stats.clone())))
+            }
+            SourceConfig::Tcp(c) => {
+                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
+                Box::new(move || Box::pin(tcp::run(c.clone(), idx, router.clone(), stats.clone())))
+            }
+        };
+        let backoff = match cfg {
+            SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
+            SourceConfig::Sim(_) => Backoff::new(std::time::Duration::from_millis(200), std::time::Duration::from_secs(10)),
+        };
+        SourceActor {
+            stats,
+            make,
+            task: None,
+            backoff,
+        }
+    }
+
+    fn launch(&mut self, ctx: &mut Context<Self>) {
+        let handle = tokio::spawn((self.make)());
+        self.task = Some(handle.abort_handle());
+        ctx.spawn(actix::fut::wrap_future(handle).map(|res, act: &mut Self, ctx| {
+            act.task = None;
+            act.stats.set_healthy(false);
+            let why = match res {
+                Ok(Ok(())) => return,
+                Ok(Err(SourceError::Closed(_))) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) if e.is_cancelled() => return,
+                Err(e) => format!("task panicked: {e}"),
+            };
+            let delay = act.backoff.next_delay();
+            tracing::error!(source = %act.stats.id, error = %why, retry_in = ?delay, "source failed; restarting");
+            act.stats.set_error(why);
+            act.stats.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.run_later(delay, |act, ctx| act.launch(ctx));
+        }));
+    }
+}
+
+impl Actor for SourceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.launch(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Shared health and counters (lock-free atomics) that sources, shards and the hub update and
+//! `/api/status` reads; plus a rate-limited logger for bad frames.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::model::{now_ms, Millis};
+
+/// Counters of one source.
+#[derive(Debug)]
+pub struct SourceStats {
+    pub id: String,
+    pub kind: &'static str,
+    pub healthy: AtomicBool,
+    pub frames_accepted: AtomicU64,
+    pub frames_rejected: AtomicU64,
+    pub samples: AtomicU64,
+    pub connections: AtomicU64,
+    pub connects_total: AtomicU64,
+    pub restarts: AtomicU64,
+    /// samples/s over the last second, updated by `StatusBoard::tick`.
+    pub rate: AtomicU64,
+    last_samples: AtomicU64,
+    last_error: Mutex<Option<(Millis, String)>>,
+}
+
+impl SourceStats {
+    pub fn new(id: &str, kind: &'static str) -> Self {
+        SourceStats {
+            id: id.to_string(),
+            kind,
+            healthy: AtomicBool::new(false),
+            frames_accepted: AtomicU64::new(0),
+            frames_rejected: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connects_total: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+            last_samples: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn set_healthy(&self, ok: bool) {
+        self.healthy.store(ok, Relaxed);
+    }
+
+    /// Remembers the latest error (shown in `/api/status`). Not for the per-frame path.
+    pub fn set_error(&self, e: impl Into<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some((now_ms(), e.into()));
+        }
+    }
+
+    fn view(&self) -> SourceView {
+        SourceView {
+            id: self.id.clone(),
+            kind: self.kind,
+            healthy: self.healthy.load(Relaxed),
+            frames_accepted: self.frames_accepted.load(Relaxed),
+            frames_rejected: self.frames_rejected.load(Relaxed),
+            samples: self.samples.load(Relaxed),
+            samples_per_sec: self.rate.load(Relaxed),
+            connections: self.connections.load(Relaxed),
+            connects_total: self.connects_total.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()).map(|(at, message)| ErrorView { at, message }),
+        }
+    }
+}
+
+/// Counters of the analysis stage and the event hub.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub samples_analyzed: AtomicU64,
+    pub rejected_unknown_device: AtomicU64,
+    pub rejected_wrong_source: AtomicU64,
+    pub rejected_limit: AtomicU64,
+    pub devices: AtomicU64,
+    pub alerts_fired: AtomicU64,
+    pub alerts_resolved: AtomicU64,
+    pub alerts_firing: AtomicU64,
+    pub summaries: AtomicU64,
+    pub ws_clients: AtomicU64,
+    pub ws_dropped_slow: AtomicU64,
+    pub rate: AtomicU64,
+    last: AtomicU64,
+}
+
+/// Everything `/api/status` shows.
+#[derive(Debug)]
+pub struct StatusBoard {
+    pub node_id: String,
+    pub started_at: Millis,
+    pub sources: Vec<Arc<SourceStats>>,
+    pub pipeline: PipelineStats,
+}
+
+impl StatusBoard {
+    pub fn source(&self, id: &str) -> Option<Arc<SourceStats>> {
+        self.sources.iter().find(|s| s.id == id).cloned()
+    }
+
+    /// Called once a second: turns counters into rates.
+    pub fn tick(&self) {
+        for s in &self.sources {
+            let now = s.samples.load(Relaxed);
+            let before = s.last_samples.swap(now, Relaxed);
+            s.rate.store(now.saturating_sub(before), Relaxed);
+        }
+        let p = &self.pipeline;
+        let now = p.samples_analyzed.load(Relaxed);
+        let before = p.last.swap(now, Relaxed);
+        p.rate.store(now.saturating_sub(before), Relaxed);
+    }
+
+    pub fn view(&self) -> StatusView {
+        let p = &self.pipeline;
+        StatusView {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: self.started_at,
+            uptime_s: (now_ms() - self.started_at).max(0) / 1000,
+            sources: self.sources.iter().map(|s| s.view()).collect(),
+            analysis: AnalysisView {
+                samples: p.samples_analyzed.load(Relaxed),
+                samples_per_sec: p.rate.load(Relaxed),
+                devices: p.devices.load(Relaxed),
+                rejected_unknown_device: p.rejected_unknown_device.load(Relaxed),
+                rejected_wrong_source: p.rejected_wrong_source.load(Relaxed),
+                rejected_limit: p.rejected_limit.load(Relaxed),
+            },
+            alerts: AlertsView {
+                fired: p.alerts_fired.load(Relaxed),
+                resolved: p.alerts_resolved.load(Relaxed),
+                firing: p.alerts_firing.load(Relaxed),
+            },
+            ws: WsView {
+                clients: p.ws_clients.load(Relaxed),
+                dropped_slow: p.ws_dropped_slow.load(Relaxed),
+                summaries: p.summaries.load(Relaxed),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub node_id: String,
+    pub version: &'static str,
+    pub started_at: Millis,
+    pub uptime_s: i64,
+    pub sources: Vec<SourceView>,
+    pub analysis: AnalysisView,
+    pub alerts: AlertsView,
+    pub ws: WsView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceView {
+    pub id: String,
+    pub kind: &'static str,
+    pub healthy: bool,
+    pub frames_accepted: u64,
+    pub frames_rejected: u64,
+    pub samples: u64,
+    pub samples_per_sec: u64,
+    pub connections: u64,
+    pub connects_total: u64,
+    pub restarts: u64,
+    pub last_error: Option<ErrorView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorView {
+    pub at: Millis,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AnalysisView {
+    pub samples: u64,
+    pub samples_per_sec: u64,
+    pub devices: u64,
+    pub rejected_unknown_device: u64,
+    pub rejected_wrong_source: u64,
+    pub rejected_limit: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertsView {
+    pub fired: u64,
+    pub resolved: u64,
+    pub firing: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WsView {
+    pub clients: u64,
+    pub dropped_slow: u64,
+    pub summaries: u64,
+}
+
+/// Logs at most `burst` messages per `period`, then one line saying how many were suppressed.
+#[derive(Debug)]
+pub struct RateLimitedLog {
+    period: Duration,
+    burst: u32,
+    window_start: Instant,
+    emitted: u32,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    pub fn new(burst: u32, period: Duration) -> Self {
+        RateLimitedLog {
+            period,
+            burst,
+            window_start: Instant::now(),
+            emitted: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Returns true when the caller may log now; `Some(n)` in the second field reports how many
+    /// messages were suppressed in the window that just ended.
+    pub fn allow(&mut self) -> (bool, Option<u64>) {
+        let mut ended = None;
+        if self.window_start.elapsed() >= self.period {
+            if self.suppressed > 0 {
+                ended = Some(self.suppressed);
+            }
+            self.window_start = Instant::now();
+            self.emitted = 0;
+            self.suppressed = 0;
+        }
+        if self.emitted < self.burst {
+            self.emitted += 1;
+            (true, ended)
+        } else {
+            self.suppressed += 1;
+            (false, ended)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_log_allows_a_burst_then_counts() {
+        let mut l = RateLimitedLog::new(3, Duration::from_secs(3600));
+        let allowed = (0..10).filter(|_| l.allow().0).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(l.suppressed, 7);
+    }
+
+    #[test]
+    fn tick_turns_counters_into_rates() {
+        let b = StatusBoard {
+            node_id: "n".into(),
+            started_at: 0,
+            sources: vec![Arc::new(SourceStats::new("s", "tcp"))],
+            pipeline: PipelineStats::default(),
+        };
+        b.sources[0].samples.fetch_add(42, Relaxed);
+        b.tick();
+        assert_eq!(b.view().sources[0].samples_per_sec, 42);
+        b.tick();
+        assert_eq!(b.view().sources[0].samples_per_sec, 0);
+    }
+}

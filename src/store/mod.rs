@@ -1,0 +1,222 @@
+//! The only owner of the sled database: detector-state snapshots and the alert log (with retention).
+//! `Store` is plain and testable; `StoreActor` is the actix shell that runs it on its own thread.
+
+mod actor;
+
+pub use actor::{LogAlerts, QueryAlerts, SaveSnapshot, StoreActor};
+
+use std::path::Path;
+
+use crate::model::{Alert, AlertState, Millis};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+}
+
+/// Filter for alert queries.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub state: Option<AlertState>,
+    pub device: Option<String>,
+    pub limit: usize,
+}
+
+pub struct Store {
+    db: sled::Db,
+    state: sled::Tree,
+    alerts: sled::Tree,
+    alert_keys: sled::Tree,
+}
+
+const STATE_VERSION: &[u8] = b"state-format-1";
+
+impl Store {
+    /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        let state = db.open_tree("state")?;
+        // A snapshot written by an incompatible build is dropped, never misread.
+        if meta.get("state_version")?.as_deref() != Some(STATE_VERSION) {
+            state.clear()?;
+            meta.insert("state_version", STATE_VERSION)?;
+        }
+        Ok(Store {
+            alerts: db.open_tree("alerts")?,
+            alert_keys: db.open_tree("alert_keys")?,
+            state,
+            db,
+        })
+    }
+
+    /// All saved per-device snapshots: device id → encoded state.
+    pub fn load_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.state.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8(k.to_vec()).map_err(|e| StoreError::Corrupt {
+                tree: "state",
+                reason: e.to_string(),
+            })?;
+            out.push((key, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes snapshots in one batch. Durable after `flush`.
+    pub fn save_snapshots(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in items {
+            batch.insert(k.as_bytes(), v);
+        }
+        self.state.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Appends or updates an alert: a resolution overwrites its firing record (same id).
+    pub fn log_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(alert).map_err(|e| StoreError::Corrupt {
+            tree: "alerts",
+            reason: e.to_string(),
+        })?;
+        let key = match self.alert_keys.get(alert.id.as_bytes())? {
+            Some(k) => k.to_vec(),
+            None => {
+                let mut k = Vec::with_capacity(16);
+                k.extend_from_slice(&alert.raised_at.to_be_bytes());
+                k.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+                self.alert_keys.insert(alert.id.as_bytes(), k.as_slice())?;
+                k
+            }
+        };
+        self.alerts.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Newest first, latest state of each alert.
+    pub fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.alerts.iter().rev() {
+            let (_, v) = kv?;
+            let a: Alert = match serde_json::from_slice(&v) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping unreadable alert log record");
+                    continue;
+                }
+            };
+            if f.state.is_some_and(|s| s != a.state) {
+                continue;
+            }
+            if f.device.as_deref().is_some_and(|d| d != a.device) {
+                continue;
+            }
+            out.push(a);
+            if out.len() >= f.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// Applies retention: drops alerts raised before `now - max_age`, then the oldest beyond `max`.
+    /// Returns how many were removed.
+    pub fn prune_alerts(&self, now: Millis, max_age_ms: i64, max: usize) -> Result<usize, StoreError> {
+        let cutoff = now.saturating_sub(max_age_ms);
+        let mut removed = 0;
+        let excess = self.alerts.len().saturating_sub(max);
+        for kv in self.alerts.iter() {
+            let (k, v) = kv?;
+            let raised = k
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(i64::MIN, i64::from_be_bytes);
+            if raised >= cutoff && removed >= excess {
+                break;
+            }
+            self.alerts.remove(&k)?;
+            if let Ok(a) = serde_json::from_slice::<Alert>(&v) {
+                self.alert_keys.remove(a.id.as_bytes())?;
+            }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Severity;
+
+    fn alert(id: &str, raised_at: i64, state: AlertState) -> Alert {
+        Alert {
+            id: id.into(),
+            device: "d".into(),
+            metric: "m".into(),
+            detector: "zscore".into(),
+            severity: Severity::Warning,
+            state,
+            ts: raised_at,
+            value: 1.0,
+            score: 7.0,
+            raised_at,
+            resolved_at: None,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn resolution_overwrites_and_retention_prunes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), 1 << 20).expect("open");
+        for i in 0..10 {
+            s.log_alert(&alert(&format!("a{i}"), 1000 + i, AlertState::Firing)).expect("log");
+        }
+        s.log_alert(&alert("a3", 1003, AlertState::Resolved)).expect("log");
+        assert_eq!(s.alert_count(), 10);
+        let f = AlertFilter { state: Some(AlertState::Resolved), device: None, limit: 100 };
+        let got = s.alerts(&f).expect("query");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "a3");
+        let all = s.alerts(&AlertFilter { limit: 3, ..Default::default() }).expect("query");
+        assert_eq!(all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a9", "a8", "a7"]);
+        // age: drop raised before 1002; count: keep 5
+        let removed = s.prune_alerts(1002 + 1000, 1000, 5).expect("prune");
+        assert_eq!(removed, 5);
+        let left = s.alerts(&AlertFilter { limit: 100, ..Default::default() }).expect("query");
+        assert_eq!(left.last().map(|a| a.id.as_str()), Some("a5"));
+        // a pruned alert's key mapping is gone: logging it again creates a new record
+        s.log_alert(&alert("a0", 5000, AlertState::Resolved)).expect("log");
+        assert_eq!(s.alert_count(), 6);
+    }
+
+    #[test]
+    fn snapshots_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path(), 1 << 20).expect("open");
+            s.save_snapshots(vec![("dev1".into(), vec![1, 2, 3])]).expect("save");
+            s.flush().expect("flush");
+        }
+        let s = Store::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(s.load_snapshots().expect("load"), vec![("dev1".to_string(), vec![1, 2, 3])]);
+    }
+}
