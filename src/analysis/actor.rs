@@ -45,7 +45,8 @@ impl ShardActor {
 
     fn emit_alerts(&mut self) {
         if !self.out.is_empty() {
-            self.hub.do_send(Event::Alerts(std::mem::take(&mut self.out)));
+            self.hub
+                .do_send(Event::Alerts(std::mem::take(&mut self.out)));
         }
     }
 }
@@ -85,7 +86,8 @@ impl Actor for ShardActor {
 
 impl StreamHandler<Ingest> for ShardActor {
     fn handle(&mut self, msg: Ingest, _: &mut Self::Context) {
-        self.core.ingest(msg.source, &msg.batch, now_ms(), &mut self.out);
+        self.core
+            .ingest(msg.source, &msg.batch, now_ms(), &mut self.out);
         self.emit_alerts();
     }
 

@@ -1178,7 +1178,7 @@ mod tests {
                     prop_assert!(v.score == 0.0 || v.score > 1e3 || (x - mean).abs() < 1e-6);
                     continue;
                 };
-                let tol = 1e-6 * want + 1e-12 * offset.max(1.0) / denom;
+                let tol = 1e-9 * want + 1e-15 * offset.max(1.0) / denom;
                 prop_assert!((v.score - want).abs() <= tol, "{} vs {} at {}", v.score, want, i);
             }
         }

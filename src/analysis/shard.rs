@@ -212,7 +212,12 @@ fn judge(
 }
 
 impl ShardCore {
-    pub fn new(index: usize, policies: Arc<Policies>, counters: Arc<crate::status::StatusBoard>, now: Millis) -> Self {
+    pub fn new(
+        index: usize,
+        policies: Arc<Policies>,
+        counters: Arc<crate::status::StatusBoard>,
+        now: Millis,
+    ) -> Self {
         let mut core = ShardCore {
             index,
             rng: SmallRng::seed_from_u64(now as u64 ^ ((index as u64) << 48)),
@@ -226,27 +231,32 @@ impl ShardCore {
             if crate::sources::route::shard_of(id, policies.shards) != index {
                 continue;
             }
-            let named: HashMap<String, Arc<MetricPolicy>> =
-                dp.metrics.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let named: HashMap<String, Arc<MetricPolicy>> = dp
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let bound_source = dp
                 .source
                 .as_ref()
                 .and_then(|s| policies.source_ids.iter().position(|x| x == s))
                 .and_then(|i| u16::try_from(i).ok());
             // Listed metrics exist from the start so that silence detectors work without data.
-            let metrics = named.iter().map(|(m, p)| MetricState::new(m, p.clone(), now)).collect();
-            core.by_id.insert(id.as_str().into(), core.devices.len() as u32);
-            core.devices.push(
-                DeviceState {
-                    id: id.as_str().into(),
-                    bound_source,
-                    default: dp.default.clone(),
-                    named: Some(Arc::new(named)),
-                    metrics,
-                    last_seen: None,
-                    registered: false,
-                },
-            );
+            let metrics = named
+                .iter()
+                .map(|(m, p)| MetricState::new(m, p.clone(), now))
+                .collect();
+            core.by_id
+                .insert(id.as_str().into(), core.devices.len() as u32);
+            core.devices.push(DeviceState {
+                id: id.as_str().into(),
+                bound_source,
+                default: dp.default.clone(),
+                named: Some(Arc::new(named)),
+                metrics,
+                last_seen: None,
+                registered: false,
+            });
             core.counters.pipeline.devices.fetch_add(1, Relaxed);
         }
         core
@@ -269,7 +279,9 @@ impl ShardCore {
                     None => continue,
                 },
             };
-            let Some(dev) = self.devices.get_mut(i as usize) else { continue };
+            let Some(dev) = self.devices.get_mut(i as usize) else {
+                continue;
+            };
             if dev.bound_source.is_some_and(|b| b != source) {
                 p.rejected_wrong_source.fetch_add(1, Relaxed);
                 continue;
@@ -299,7 +311,17 @@ impl ShardCore {
             for slot in &mut m.detectors {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
-                judge(slot, v, s.device, &m.name, s.ts, s.value, now, &mut self.rng, out);
+                judge(
+                    slot,
+                    v,
+                    s.device,
+                    &m.name,
+                    s.ts,
+                    s.value,
+                    now,
+                    &mut self.rng,
+                    out,
+                );
             }
             analysed += 1;
         }
@@ -312,7 +334,8 @@ impl ShardCore {
             p.rejected_unknown_device.fetch_add(1, Relaxed);
             return None;
         };
-        let per_shard = self.policies.resolved.config.analysis.max_devices / self.policies.shards.max(1) + 1;
+        let per_shard =
+            self.policies.resolved.config.analysis.max_devices / self.policies.shards.max(1) + 1;
         if self.devices.len() >= per_shard || device.is_empty() {
             p.rejected_limit.fetch_add(1, Relaxed);
             return None;
@@ -341,7 +364,17 @@ impl ShardCore {
                 let (ts, value) = m.last.unwrap_or((now, f64::NAN));
                 for slot in &mut m.detectors {
                     if let Some(v) = slot.state.tick(&slot.spec, now) {
-                        judge(slot, v, id, &m.name, ts.max(now), value, now, &mut self.rng, out);
+                        judge(
+                            slot,
+                            v,
+                            id,
+                            &m.name,
+                            ts.max(now),
+                            value,
+                            now,
+                            &mut self.rng,
+                            out,
+                        );
                     }
                 }
             }
@@ -406,7 +439,11 @@ impl ShardCore {
                         last_ts: m.last.map(|l| l.0),
                         total: m.total,
                         detectors: m.detectors.iter().map(|d| d.name.to_string()).collect(),
-                        firing: m.detectors.iter().filter_map(|d| d.active.clone()).collect(),
+                        firing: m
+                            .detectors
+                            .iter()
+                            .filter_map(|d| d.active.clone())
+                            .collect(),
                     })
                     .collect(),
             })
@@ -474,7 +511,9 @@ impl ShardCore {
                 },
                 None => continue, // device no longer configured
             };
-            let Some(dev) = self.devices.get_mut(i as usize) else { continue };
+            let Some(dev) = self.devices.get_mut(i as usize) else {
+                continue;
+            };
             dev.last_seen = snap.last_seen;
             for ms in snap.metrics {
                 let pos = match dev.metrics.iter().position(|m| *m.name == *ms.name) {
@@ -496,7 +535,11 @@ impl ShardCore {
                 m.total = ms.total;
                 m.last = ms.last;
                 for ds in ms.detectors {
-                    if let Some(slot) = m.detectors.iter_mut().find(|s| *s.name == *ds.name && s.spec == ds.spec) {
+                    if let Some(slot) = m
+                        .detectors
+                        .iter_mut()
+                        .find(|s| *s.name == *ds.name && s.spec == ds.spec)
+                    {
                         if ds.state.matches(&slot.spec) {
                             slot.state = ds.state;
                             slot.life = ds.life;
