@@ -306,12 +306,18 @@ format = "csv"
     }
     tx.send(buf.as_bytes());
     ew.poll("/api/status", Duration::from_secs(30), |s| s["ws"]["dropped_slow"].as_u64() >= Some(1));
-    ew.poll("/api/status", Duration::from_secs(30), |s| s["analysis"]["samples"] == n);
+    ew.poll("/api/status", Duration::from_secs(30), |s| {
+        s["analysis"]["samples"] == n
+            && s["alerts"]["fired"].as_u64().unwrap_or(0) + s["alerts"]["resolved"].as_u64().unwrap_or(0) == n
+    });
     // A new client still gets live alerts.
     let mut fresh = ew.ws("?type=alert&device=flood");
-    tx.line("flood,x,100");
-    let a = fresh.wait_for(Duration::from_secs(10), "alert after the flood", |m| m["type"] == "alert");
+    tx.line("flood,x,555");
+    let a = fresh.wait_for(Duration::from_secs(10), "alert after the flood", |m| {
+        m["type"] == "alert" && m["value"] == 555.0
+    });
     assert_eq!(a["state"], "firing");
+    assert_eq!(a["device"], "flood");
     drop(stalled);
 }
 
