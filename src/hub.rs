@@ -89,8 +89,18 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(node: String, tx: broadcast::Sender<Arc<Wire>>, store: Addr<StoreActor>, status: Arc<StatusBoard>) -> Self {
-        Hub { node, tx, store, status }
+    pub fn new(
+        node: String,
+        tx: broadcast::Sender<Arc<Wire>>,
+        store: Addr<StoreActor>,
+        status: Arc<StatusBoard>,
+    ) -> Self {
+        Hub {
+            node,
+            tx,
+            store,
+            status,
+        }
     }
 }
 
@@ -114,7 +124,9 @@ impl Handler<Event> for Hub {
                         }
                         AlertState::Resolved => {
                             p.alerts_resolved.fetch_add(1, Relaxed);
-                            let _ = p.alerts_firing.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+                            let _ = p
+                                .alerts_firing
+                                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
                             tracing::info!(device = %a.device, metric = %a.metric, detector = %a.detector, "alert resolved");
                         }
                     }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use edgewatch::config::{self, SourceConfig};
 
 #[derive(Parser)]
-#[command(name = "edgewatch", version, about = "Edge sensor collector: rolling statistics, anomaly alerts, live stream")]
+#[command(
+    name = "edgewatch",
+    version,
+    about = "Edge sensor collector: rolling statistics, anomaly alerts, live stream"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,7 +83,12 @@ fn init_logging() {
 fn print_summary(r: &config::Resolved) {
     let c = &r.config;
     println!("{}: ok", r.path.display());
-    println!("node {}  data {}  api {}", c.node_id, c.data_dir.display(), c.api.listen);
+    println!(
+        "node {}  data {}  api {}",
+        c.node_id,
+        c.data_dir.display(),
+        c.api.listen
+    );
     println!(
         "summaries every {}  snapshots every {}  shards {}",
         c.summary_interval,
@@ -99,7 +108,10 @@ fn print_summary(r: &config::Resolved) {
                 "  {:<16} tcp  {:?} {}  format {:?}  max frame {} B",
                 t.id,
                 t.mode,
-                t.listen.map(|a| a.to_string()).or(t.connect.clone()).unwrap_or_default(),
+                t.listen
+                    .map(|a| a.to_string())
+                    .or(t.connect.clone())
+                    .unwrap_or_default(),
                 t.format,
                 t.max_frame
             ),
@@ -115,20 +127,31 @@ fn print_summary(r: &config::Resolved) {
                 format!("{m}[{}]", dets.join(","))
             })
             .collect();
-        let other: Vec<&str> = d.default.detectors.iter().map(|x| x.name.as_str()).collect();
+        let other: Vec<&str> = d
+            .default
+            .detectors
+            .iter()
+            .map(|x| x.name.as_str())
+            .collect();
         println!(
             "  {:<16} {}  other metrics [{}]{}",
             id,
             metrics.join(" "),
             other.join(","),
-            d.source.as_ref().map(|s| format!("  from {s}")).unwrap_or_default()
+            d.source
+                .as_ref()
+                .map(|s| format!("  from {s}"))
+                .unwrap_or_default()
         );
     }
     match &r.unknown {
         None => println!("unknown devices: rejected and counted"),
         Some(p) => {
             let dets: Vec<&str> = p.detectors.iter().map(|x| x.name.as_str()).collect();
-            println!("unknown devices: registered, detectors [{}]", dets.join(","));
+            println!(
+                "unknown devices: registered, detectors [{}]",
+                dets.join(",")
+            );
         }
     }
 }

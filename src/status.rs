@@ -68,7 +68,12 @@ impl SourceStats {
             connections: self.connections.load(Relaxed),
             connects_total: self.connects_total.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
-            last_error: self.last_error.lock().ok().and_then(|g| g.clone()).map(|(at, message)| ErrorView { at, message }),
+            last_error: self
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .map(|(at, message)| ErrorView { at, message }),
         }
     }
 }

@@ -36,21 +36,23 @@ max_frame = 256
 }
 
 fn json_line(device: &str, metric: &str, i: i64, value: f64) -> String {
-    format!(r#"{{"device":"{device}","metric":"{metric}","ts":{},"value":{value}}}"#, T0 + i * 1000)
+    format!(
+        r#"{{"device":"{device}","metric":"{metric}","ts":{},"value":{value}}}"#,
+        T0 + i * 1000
+    )
 }
 
 fn metric<'a>(devices: &'a Value, device: &str, metric: &str) -> Option<&'a Value> {
-    devices
-        .as_array()?
-        .iter()
-        .find(|d| d["device"] == device)?["metrics"]
+    devices.as_array()?.iter().find(|d| d["device"] == device)?["metrics"]
         .as_array()?
         .iter()
         .find(|m| m["metric"] == metric)
 }
 
 fn total(ew: &Edgewatch, device: &str, m: &str) -> u64 {
-    metric(&ew.get("/api/devices"), device, m).and_then(|x| x["total"].as_u64()).unwrap_or(0)
+    metric(&ew.get("/api/devices"), device, m)
+        .and_then(|x| x["total"].as_u64())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -89,7 +91,9 @@ format = "kv"
     tx.send(b"{\"device\":\"dev-a\",\"metric\":\"temp\",\"value\":\"abc\"}\n");
     tx.line(&json_line("dev-a", "temp", 100, 100.0));
 
-    let alert = ws.wait_for(Duration::from_secs(10), "alert for dev-a", |m| m["type"] == "alert");
+    let alert = ws.wait_for(Duration::from_secs(10), "alert for dev-a", |m| {
+        m["type"] == "alert"
+    });
     assert_eq!(alert["device"], "dev-a");
     assert_eq!(alert["metric"], "temp");
     assert_eq!(alert["ts"], T0 + 100_000);
@@ -102,13 +106,18 @@ format = "kv"
 
     // The next normal sample resolves it (hold 0s), with the same id.
     tx.line(&json_line("dev-a", "temp", 101, 20.0));
-    let resolved = ws.wait_for(Duration::from_secs(10), "resolution", |m| m["type"] == "alert");
+    let resolved = ws.wait_for(Duration::from_secs(10), "resolution", |m| {
+        m["type"] == "alert"
+    });
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["id"], alert["id"]);
     assert_eq!(resolved["ts"], T0 + 101_000);
 
     let summary = ws.wait_for(Duration::from_secs(5), "summary with dev-a", |m| {
-        m["type"] == "summary" && m["devices"].as_array().is_some_and(|d| d.iter().any(|e| e["device"] == "dev-a"))
+        m["type"] == "summary"
+            && m["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|e| e["device"] == "dev-a"))
     });
     let entry = summary["devices"]
         .as_array()
@@ -145,9 +154,18 @@ format = "kv"
     assert_eq!(a["total"], 102);
     assert_eq!(a["last_value"], 20.0);
     assert_eq!(a["max"], 100.0);
-    assert_eq!(metric(&devices, "dev-csv", "rpm").expect("csv")["last_ts"], 1_763_000_000_000i64);
-    assert_eq!(metric(&devices, "dev-kv", "temp").expect("kv")["last_value"], 21.5);
-    assert_eq!(metric(&devices, "dev-m", "temp").expect("multi")["last_value"], 1.5);
+    assert_eq!(
+        metric(&devices, "dev-csv", "rpm").expect("csv")["last_ts"],
+        1_763_000_000_000i64
+    );
+    assert_eq!(
+        metric(&devices, "dev-kv", "temp").expect("kv")["last_value"],
+        21.5
+    );
+    assert_eq!(
+        metric(&devices, "dev-m", "temp").expect("multi")["last_value"],
+        1.5
+    );
     assert!(metric(&devices, "dev-m", "label").is_none());
 
     let log = ew.get("/api/alerts?device=dev-a");
@@ -155,13 +173,19 @@ format = "kv"
     assert_eq!(list.len(), 1, "{log}");
     assert_eq!(list[0]["id"], alert["id"]);
     assert_eq!(list[0]["state"], "resolved");
-    assert_eq!(ew.get("/api/alerts?state=firing").as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        ew.get("/api/alerts?state=firing").as_array().map(Vec::len),
+        Some(0)
+    );
     let (code, body) = ew.get_status("/api/alerts?state=bogus");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("state must be"), "{body}");
     assert_eq!(ew.get_status("/api/devices/nope").0, 404);
     assert_eq!(ew.get("/healthz")["status"], "ok");
-    assert!(ew.log_text().contains("bad frame skipped"), "bad frames are logged");
+    assert!(
+        ew.log_text().contains("bad frame skipped"),
+        "bad frames are logged"
+    );
 }
 
 #[test]
@@ -177,7 +201,9 @@ fn kill_9_then_restart_resumes_state_and_keeps_the_alert_log() {
         tx.line(&json_line("spiky", "temp", i, 5.0 + noise(i as u64 + 7)));
     }
     tx.line(&json_line("spiky", "temp", 40, 50.0));
-    ew.poll("/api/alerts", Duration::from_secs(10), |a| a.as_array().is_some_and(|l| l.len() == 1));
+    ew.poll("/api/alerts", Duration::from_secs(10), |a| {
+        a.as_array().is_some_and(|l| l.len() == 1)
+    });
     ew.poll("/api/devices", Duration::from_secs(10), |d| {
         metric(d, "warm", "temp").is_some_and(|m| m["total"] == 60)
     });
@@ -188,14 +214,24 @@ fn kill_9_then_restart_resumes_state_and_keeps_the_alert_log() {
     ew.kill9();
 
     let mut ew = Edgewatch::start(&cfg);
-    assert_eq!(total(&ew, "warm", "temp"), 60, "stats resumed from the snapshot");
+    assert_eq!(
+        total(&ew, "warm", "temp"),
+        60,
+        "stats resumed from the snapshot"
+    );
     assert_eq!(total(&ew, "spiky", "temp"), 41);
-    assert_eq!(ew.get("/api/alerts"), before, "alert log intact after kill -9");
+    assert_eq!(
+        ew.get("/api/alerts"),
+        before,
+        "alert log intact after kill -9"
+    );
     // The detector's window was restored: a spike alerts at once, with no new warm-up.
     let mut ws = ew.ws("?type=alert");
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     tx.line(&json_line("warm", "temp", 60, 80.0));
-    let a = ws.wait_for(Duration::from_secs(10), "alert after restart", |m| m["type"] == "alert");
+    let a = ws.wait_for(Duration::from_secs(10), "alert after restart", |m| {
+        m["type"] == "alert"
+    });
     assert_eq!(a["device"], "warm");
     assert_eq!(a["ts"], T0 + 60_000);
 }
@@ -210,7 +246,9 @@ fn sigterm_saves_state_even_between_snapshots() {
     for i in 0..30 {
         tx.line(&json_line("d", "m", i, i as f64));
     }
-    ew.poll("/api/devices", Duration::from_secs(10), |d| metric(d, "d", "m").is_some_and(|m| m["total"] == 30));
+    ew.poll("/api/devices", Duration::from_secs(10), |d| {
+        metric(d, "d", "m").is_some_and(|m| m["total"] == 30)
+    });
     drop(tx);
     let (status, log) = ew.terminate();
     assert!(status.success(), "graceful exit: {status}\n{log}");
@@ -233,7 +271,11 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
     for round in 0..2 {
         let (mut s, _) = peer.accept().expect("edgewatch connects");
         for i in 0..10 {
-            std::io::Write::write_all(&mut s, format!("dev-c,level,{}\n", round * 10 + i).as_bytes()).expect("write");
+            std::io::Write::write_all(
+                &mut s,
+                format!("dev-c,level,{}\n", round * 10 + i).as_bytes(),
+            )
+            .expect("write");
         }
         ew.poll("/api/devices", Duration::from_secs(10), |d| {
             metric(d, "dev-c", "level").is_some_and(|m| m["total"] == (round + 1) * 10)
@@ -241,7 +283,10 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
         // dropping `s` closes the connection: edgewatch must come back by itself
     }
     let st = ew.get("/api/status");
-    assert!(st["sources"][0]["connects_total"].as_u64().expect("n") >= 2, "{st}");
+    assert!(
+        st["sources"][0]["connects_total"].as_u64().expect("n") >= 2,
+        "{st}"
+    );
 }
 
 #[test]
@@ -293,7 +338,9 @@ listen = "127.0.0.1:0"
 format = "csv"
 "#;
     let cfg = write_config(dir.path(), body);
-    let text = std::fs::read_to_string(&cfg).expect("cfg").replace("[api]\n", "[api]\nws_buffer = 16\n");
+    let text = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .replace("[api]\n", "[api]\nws_buffer = 16\n");
     std::fs::write(&cfg, text).expect("write");
     let mut ew = Edgewatch::start(&cfg);
     let stalled = ew.ws(""); // connected, never reads
@@ -302,13 +349,21 @@ format = "csv"
     let n = 40_000;
     let mut buf = String::new();
     for i in 0..n {
-        buf.push_str(if i % 2 == 0 { "flood,x,100\n" } else { "flood,x,0\n" });
+        buf.push_str(if i % 2 == 0 {
+            "flood,x,100\n"
+        } else {
+            "flood,x,0\n"
+        });
     }
     tx.send(buf.as_bytes());
-    ew.poll("/api/status", Duration::from_secs(30), |s| s["ws"]["dropped_slow"].as_u64() >= Some(1));
+    ew.poll("/api/status", Duration::from_secs(30), |s| {
+        s["ws"]["dropped_slow"].as_u64() >= Some(1)
+    });
     ew.poll("/api/status", Duration::from_secs(30), |s| {
         s["analysis"]["samples"] == n
-            && s["alerts"]["fired"].as_u64().unwrap_or(0) + s["alerts"]["resolved"].as_u64().unwrap_or(0) == n
+            && s["alerts"]["fired"].as_u64().unwrap_or(0)
+                + s["alerts"]["resolved"].as_u64().unwrap_or(0)
+                == n
     });
     // A new client still gets live alerts.
     let mut fresh = ew.ws("?type=alert&device=flood");
@@ -329,7 +384,11 @@ fn check_accepts_shipped_configs_and_locates_errors() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("run check");
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
     }
     let dir = tempfile::tempdir().expect("tempdir");

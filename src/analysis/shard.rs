@@ -541,6 +541,9 @@ impl ShardCore {
                         .find(|s| *s.name == *ds.name && s.spec == ds.spec)
                     {
                         if ds.state.matches(&slot.spec) {
+                            if ds.active.is_some() {
+                                self.counters.pipeline.alerts_firing.fetch_add(1, Relaxed);
+                            }
                             slot.state = ds.state;
                             slot.life = ds.life;
                             slot.active = ds.active;

@@ -409,7 +409,7 @@ mod tests {
         let newest = all.iter().map(|s| s.0).max().unwrap_or(0);
         let mut w: Vec<f64> = all
             .iter()
-            .filter(|(t, _)| spec.span_ms.map_or(true, |s| *t >= newest - s))
+            .filter(|(t, _)| spec.span_ms.is_none_or(|s| *t >= newest - s))
             .map(|s| s.1)
             .collect();
         if let Some(c) = spec.count {

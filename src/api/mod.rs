@@ -47,13 +47,17 @@ impl ResponseError for ApiError {
         }
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({ "error": self.to_string() }))
+        HttpResponse::build(self.status_code())
+            .json(serde_json::json!({ "error": self.to_string() }))
     }
 }
 
 /// Binds the API on `listen` (port 0 picks a free port) and returns the bound address and the
 /// server future, which the caller spawns.
-pub fn start(listen: SocketAddr, state: ApiState) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+pub fn start(
+    listen: SocketAddr,
+    state: ApiState,
+) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -89,7 +93,10 @@ async fn status(s: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok().json(s.status.view())
 }
 
-async fn collect_devices(s: &ApiState, device: Option<String>) -> Result<Vec<DeviceView>, ApiError> {
+async fn collect_devices(
+    s: &ApiState,
+    device: Option<String>,
+) -> Result<Vec<DeviceView>, ApiError> {
     let mut all = Vec::new();
     for shard in &s.shards {
         let v = shard
@@ -123,7 +130,10 @@ struct AlertQuery {
     limit: Option<usize>,
 }
 
-async fn alerts(s: web::Data<ApiState>, q: web::Query<AlertQuery>) -> Result<HttpResponse, ApiError> {
+async fn alerts(
+    s: web::Data<ApiState>,
+    q: web::Query<AlertQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let state = match q.state.as_deref() {
         None | Some("") | Some("all") => None,

@@ -64,7 +64,10 @@ pub async fn handle(
         Some("alert") => Some(Kind::Alert),
         Some("summary") => Some(Kind::Summary),
         Some(other) => {
-            return Err(ApiError::BadRequest(format!("type must be alert or summary, not {other:?}")).into())
+            return Err(ApiError::BadRequest(format!(
+                "type must be alert or summary, not {other:?}"
+            ))
+            .into())
         }
     };
     let filter = Filter {

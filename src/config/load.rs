@@ -221,7 +221,10 @@ mod tests {
     fn unknown_detector_field_names_line_column_and_field() {
         let text = "node_id = \"n\"\n\n[[device]]\nid = \"d\"\n[device.metrics.temp]\ndetectors = [\n  { type = \"zscore\", treshold = 3 },\n]\n";
         let e = err(text);
-        assert!(e.starts_with("t.toml:7:22: unknown field `treshold`"), "{e}");
+        assert!(
+            e.starts_with("t.toml:7:22: unknown field `treshold`"),
+            "{e}"
+        );
         assert!(e.contains("device[0].metrics.temp.detectors[0]"), "{e}");
     }
 

@@ -86,7 +86,9 @@ fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
     if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return fail(
             path,
-            format!("{what} {s:?} must be 1 to 128 characters without spaces or control characters"),
+            format!(
+                "{what} {s:?} must be 1 to 128 characters without spaces or control characters"
+            ),
         );
     }
     Ok(())
@@ -107,7 +109,10 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         );
     }
     if config.store.alert_log_max == 0 {
-        return fail(vec![key("store"), key("alert_log_max")], "must be at least 1");
+        return fail(
+            vec![key("store"), key("alert_log_max")],
+            "must be at least 1",
+        );
     }
     if config.api.ws_buffer == 0 {
         return fail(vec![key("api"), key("ws_buffer")], "must be at least 1");
@@ -124,7 +129,10 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         let p = vec![key("source"), Seg::Index(i)];
         check_name(at(&p, &[key("id")]), "source id", s.id())?;
         if !source_ids.insert(s.id().to_string()) {
-            return fail(at(&p, &[key("id")]), format!("duplicate source id {:?}", s.id()));
+            return fail(
+                at(&p, &[key("id")]),
+                format!("duplicate source id {:?}", s.id()),
+            );
         }
         validate_source(s, &p)?;
     }
@@ -143,13 +151,20 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         let p = vec![key("device"), Seg::Index(i)];
         check_name(at(&p, &[key("id")]), "device id", &d.id)?;
         if devices.contains_key(&d.id) {
-            return fail(at(&p, &[key("id")]), format!("duplicate device id {:?}", d.id));
+            return fail(
+                at(&p, &[key("id")]),
+                format!("duplicate device id {:?}", d.id),
+            );
         }
         if let Some(src) = &d.source {
             if !source_ids.contains(src) {
                 return fail(
                     at(&p, &[key("source")]),
-                    format!("device {:?} names source {src:?}, which does not exist (sources: {})", d.id, list(&source_ids)),
+                    format!(
+                        "device {:?} names source {src:?}, which does not exist (sources: {})",
+                        d.id,
+                        list(&source_ids)
+                    ),
                 );
             }
         }
@@ -188,9 +203,10 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
             Some(resolver.metric(&base, &[key("unknown_devices")], &mut Vec::new())?)
         }
     };
-    if let (Some(t), super::UnknownPolicy::Reject) =
-        (&config.unknown_devices.template, config.unknown_devices.policy)
-    {
+    if let (Some(t), super::UnknownPolicy::Reject) = (
+        &config.unknown_devices.template,
+        config.unknown_devices.policy,
+    ) {
         if !config.templates.contains_key(t) {
             return fail(
                 vec![key("unknown_devices"), key("template")],
@@ -228,7 +244,10 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                 let dp = at(p, &[key("device"), Seg::Index(i)]);
                 check_name(at(&dp, &[key("id")]), "device id", &d.id)?;
                 if !ids.insert(&d.id) {
-                    return fail(at(&dp, &[key("id")]), format!("duplicate simulated device {:?}", d.id));
+                    return fail(
+                        at(&dp, &[key("id")]),
+                        format!("duplicate simulated device {:?}", d.id),
+                    );
                 }
                 for (m, mc) in &d.metrics {
                     let mp = at(&dp, &[key("metrics"), key(m)]);
@@ -246,7 +265,10 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                         return fail(at(&mp, &[key("period")]), "must be greater than 0");
                     }
                     if mc.amplitude != 0.0 && mc.period.is_none() {
-                        return fail(at(&mp, &[key("amplitude")]), "an amplitude needs a `period`");
+                        return fail(
+                            at(&mp, &[key("amplitude")]),
+                            "an amplitude needs a `period`",
+                        );
                     }
                 }
             }
@@ -254,15 +276,24 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Tcp(t) => {
             match t.mode {
                 TcpMode::Server if t.listen.is_none() => {
-                    return fail(at(p, &[key("mode")]), "server mode needs `listen` (e.g. \"0.0.0.0:9000\")");
+                    return fail(
+                        at(p, &[key("mode")]),
+                        "server mode needs `listen` (e.g. \"0.0.0.0:9000\")",
+                    );
                 }
                 TcpMode::Client if t.connect.is_none() => {
-                    return fail(at(p, &[key("mode")]), "client mode needs `connect` (e.g. \"sensor-hub:9000\")");
+                    return fail(
+                        at(p, &[key("mode")]),
+                        "client mode needs `connect` (e.g. \"sensor-hub:9000\")",
+                    );
                 }
                 _ => {}
             }
             if !(16..=1 << 20).contains(&t.max_frame) {
-                return fail(at(p, &[key("max_frame")]), "must be between 16 and 1048576 bytes");
+                return fail(
+                    at(p, &[key("max_frame")]),
+                    "must be between 16 and 1048576 bytes",
+                );
             }
             if t.max_clients == 0 {
                 return fail(at(p, &[key("max_clients")]), "must be at least 1");
@@ -271,7 +302,10 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                 return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
             }
             if t.backoff_max < t.backoff_min {
-                return fail(at(p, &[key("backoff_max")]), "must not be less than backoff_min");
+                return fail(
+                    at(p, &[key("backoff_max")]),
+                    "must not be less than backoff_min",
+                );
             }
         }
     }
@@ -299,14 +333,27 @@ impl Resolver<'_> {
         }
         if stack.iter().any(|s| s == name) {
             stack.push(name.to_string());
-            return fail(p.to_vec(), format!("templates refer to each other in a cycle: {}", stack.join(" -> ")));
+            return fail(
+                p.to_vec(),
+                format!(
+                    "templates refer to each other in a cycle: {}",
+                    stack.join(" -> ")
+                ),
+            );
         }
         let Some(cfg) = self.templates.get(name) else {
             let mut names: Vec<&str> = self.templates.keys().map(String::as_str).collect();
             names.sort_unstable();
             return fail(
                 p.to_vec(),
-                format!("template {name:?} does not exist (templates: {})", if names.is_empty() { "none".into() } else { names.join(", ") }),
+                format!(
+                    "template {name:?} does not exist (templates: {})",
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
             );
         };
         stack.push(name.to_string());
@@ -316,14 +363,22 @@ impl Resolver<'_> {
         Ok(l)
     }
 
-    fn layer(&mut self, cfg: &MetricConfig, p: &[Seg], stack: &mut Vec<String>) -> VResult<Layered> {
+    fn layer(
+        &mut self,
+        cfg: &MetricConfig,
+        p: &[Seg],
+        stack: &mut Vec<String>,
+    ) -> VResult<Layered> {
         let mut base = match &cfg.template {
             Some(t) => self.template(t, &at(p, &[key("template")]), stack)?,
             None => Layered::default(),
         };
         if let Some(w) = cfg.window {
             if w == 0 || w > 1_000_000 {
-                return fail(at(p, &[key("window")]), "window must be between 1 and 1000000 samples");
+                return fail(
+                    at(p, &[key("window")]),
+                    "window must be between 1 and 1000000 samples",
+                );
             }
             base.window = Some((w, at(p, &[key("window")])));
         }
@@ -348,7 +403,10 @@ impl Resolver<'_> {
                 if !names.insert(inst.name.clone()) {
                     return fail(
                         at(&dp, &[key("name")]),
-                        format!("two detectors named {:?} on one metric: give one a distinct `name`", inst.name),
+                        format!(
+                            "two detectors named {:?} on one metric: give one a distinct `name`",
+                            inst.name
+                        ),
                     );
                 }
                 out.push(inst);
@@ -358,7 +416,12 @@ impl Resolver<'_> {
         Ok(base)
     }
 
-    fn metric(&mut self, cfg: &MetricConfig, p: &[Seg], stack: &mut Vec<String>) -> VResult<Arc<MetricPolicy>> {
+    fn metric(
+        &mut self,
+        cfg: &MetricConfig,
+        p: &[Seg],
+        stack: &mut Vec<String>,
+    ) -> VResult<Arc<MetricPolicy>> {
         let l = self.layer(cfg, p, stack)?;
         let window = WindowSpec {
             count: match (&l.window, &l.span) {
@@ -406,7 +469,10 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
             all.extend_from_slice(COMMON);
             return fail(
                 at(p, &[key(field)]),
-                format!("`{field}` does not apply to a {kind} detector (it takes: {})", all.join(", ")),
+                format!(
+                    "`{field}` does not apply to a {kind} detector (it takes: {})",
+                    all.join(", ")
+                ),
             );
         }
     }
@@ -440,17 +506,28 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
             }
             let warmup = d.warmup.unwrap_or((window / 8).clamp(2, 32));
             if warmup < 2 || warmup > window {
-                return fail(f("warmup"), format!("warmup must be between 2 and the window ({window})"));
+                return fail(
+                    f("warmup"),
+                    format!("warmup must be between 2 and the window ({window})"),
+                );
             }
             let min_std = d.min_std.unwrap_or(0.0);
             if min_std < 0.0 {
                 return fail(f("min_std"), "min_std must be >= 0");
             }
-            DetectorSpec::Zscore { window, threshold, warmup, min_std }
+            DetectorSpec::Zscore {
+                window,
+                threshold,
+                warmup,
+                min_std,
+            }
         }
         DetectorKind::Threshold => {
             if d.min.is_none() && d.max.is_none() {
-                return fail(p.to_vec(), "a threshold detector needs `min`, `max` or both");
+                return fail(
+                    p.to_vec(),
+                    "a threshold detector needs `min`, `max` or both",
+                );
             }
             let hysteresis = d.hysteresis.unwrap_or(0.0);
             if hysteresis < 0.0 {
@@ -458,13 +535,23 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
             }
             if let (Some(lo), Some(hi)) = (d.min, d.max) {
                 if lo >= hi {
-                    return fail(f("max"), format!("max ({hi}) must be greater than min ({lo})"));
+                    return fail(
+                        f("max"),
+                        format!("max ({hi}) must be greater than min ({lo})"),
+                    );
                 }
                 if hi - lo <= 2.0 * hysteresis {
-                    return fail(f("hysteresis"), "hysteresis must be less than half of max - min");
+                    return fail(
+                        f("hysteresis"),
+                        "hysteresis must be less than half of max - min",
+                    );
                 }
             }
-            DetectorSpec::Threshold { min: d.min, max: d.max, hysteresis }
+            DetectorSpec::Threshold {
+                min: d.min,
+                max: d.max,
+                hysteresis,
+            }
         }
         DetectorKind::Rate => match d.max_per_sec {
             Some(r) if r > 0.0 => DetectorSpec::Rate { max_per_sec: r },
@@ -473,7 +560,10 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
         },
         DetectorKind::Stuck => {
             if d.count.is_none() && d.duration.is_none() {
-                return fail(p.to_vec(), "a stuck detector needs `count`, `duration` or both");
+                return fail(
+                    p.to_vec(),
+                    "a stuck detector needs `count`, `duration` or both",
+                );
             }
             if d.count.is_some_and(|c| c < 2) {
                 return fail(f("count"), "count must be at least 2");
@@ -492,9 +582,16 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
             }
         }
         DetectorKind::Silence => match d.after {
-            Some(a) if a.as_ms() >= 100 => DetectorSpec::Silence { after_ms: a.as_ms() },
+            Some(a) if a.as_ms() >= 100 => DetectorSpec::Silence {
+                after_ms: a.as_ms(),
+            },
             Some(_) => return fail(f("after"), "after must be at least 100ms"),
-            None => return fail(p.to_vec(), "a silence detector needs `after` (e.g. \"30s\")"),
+            None => {
+                return fail(
+                    p.to_vec(),
+                    "a silence detector needs `after` (e.g. \"30s\")",
+                )
+            }
         },
     };
     let name = d.name.clone().unwrap_or_else(|| kind.to_string());
@@ -523,7 +620,10 @@ mod tests {
     #[test]
     fn device_naming_missing_source_is_located() {
         let e = err("node_id = \"n\"\n[[device]]\nid = \"d1\"\nsource = \"nope\"\n");
-        assert!(e.starts_with("c.toml:4:1: device \"d1\" names source \"nope\""), "{e}");
+        assert!(
+            e.starts_with("c.toml:4:1: device \"d1\" names source \"nope\""),
+            "{e}"
+        );
         assert!(e.contains("(field `device[0].source`)"), "{e}");
     }
 
@@ -535,13 +635,19 @@ mod tests {
 
     #[test]
     fn field_of_another_detector_kind_is_rejected() {
-        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max = 3 }]\n");
-        assert!(e.starts_with("c.toml:3:33: `max` does not apply to a zscore detector"), "{e}");
+        let e =
+            err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max = 3 }]\n");
+        assert!(
+            e.starts_with("c.toml:3:33: `max` does not apply to a zscore detector"),
+            "{e}"
+        );
     }
 
     #[test]
     fn template_cycle_and_missing_template() {
-        let e = err("node_id = \"n\"\n[template.a]\ntemplate = \"b\"\n[template.b]\ntemplate = \"a\"\n");
+        let e = err(
+            "node_id = \"n\"\n[template.a]\ntemplate = \"b\"\n[template.b]\ntemplate = \"a\"\n",
+        );
         assert!(e.contains("cycle"), "{e}");
         let e = err("node_id = \"n\"\n[[device]]\nid = \"d\"\ntemplate = \"zz\"\n");
         assert!(e.contains("template \"zz\" does not exist"), "{e}");

@@ -47,7 +47,11 @@ mod tests {
         let ds: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
         for (i, d) in ds.iter().enumerate() {
             let cap = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
-            assert!(*d <= cap && *d >= cap / 2, "attempt {i}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                *d <= cap && *d >= cap / 2,
+                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -42,7 +42,12 @@ pub struct SourceActor {
 
 impl SourceActor {
     /// Starts the source described by `cfg` (index `idx` in the config).
-    pub fn for_config(cfg: &SourceConfig, idx: u16, router: Router, stats: Arc<SourceStats>) -> Self {
+    pub fn for_config(
+        cfg: &SourceConfig,
+        idx: u16,
+        router: Router,
+        stats: Arc<SourceStats>,
+    ) -> Self {
         let make: Box<dyn Fn() -> TaskFuture> = match cfg {
             SourceConfig::Sim(c) => {
                 let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
@@ -55,7 +60,10 @@ impl SourceActor {
         };
         let backoff = match cfg {
             SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
-            SourceConfig::Sim(_) => Backoff::new(std::time::Duration::from_millis(200), std::time::Duration::from_secs(10)),
+            SourceConfig::Sim(_) => Backoff::new(
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs(10),
+            ),
         };
         SourceActor {
             stats,

@@ -130,7 +130,12 @@ mod tests {
         let mut s = r.sink(3);
         s.set_default_ts(99);
         for i in 0..20 {
-            s.push(&format!("d{}", i % 5), "m", if i % 2 == 0 { Some(i) } else { None }, i as f64);
+            s.push(
+                &format!("d{}", i % 5),
+                "m",
+                if i % 2 == 0 { Some(i) } else { None },
+                i as f64,
+            );
         }
         s.flush().await.expect("flush");
         drop(s);

@@ -63,7 +63,9 @@ impl Signal {
     pub fn next(&mut self, now: Millis, rng: &mut SmallRng) -> Option<f64> {
         if let Some(a) = self.active {
             let until = match a {
-                Active::Shift { until, .. } | Active::Stuck { until, .. } | Active::Dropout { until } => until,
+                Active::Shift { until, .. }
+                | Active::Stuck { until, .. }
+                | Active::Dropout { until } => until,
             };
             if now >= until {
                 self.active = None;
@@ -111,7 +113,12 @@ impl Signal {
 }
 
 /// Runs the simulated devices of one source until the appliance stops.
-pub async fn run(cfg: Arc<SimSource>, idx: u16, router: Router, stats: Arc<super::SourceStats>) -> Result<(), SourceError> {
+pub async fn run(
+    cfg: Arc<SimSource>,
+    idx: u16,
+    router: Router,
+    stats: Arc<super::SourceStats>,
+) -> Result<(), SourceError> {
     let mut rng = SmallRng::seed_from_u64(cfg.seed);
     let t0 = now_ms();
     let interval_ms = cfg.interval.as_ms();
@@ -119,9 +126,13 @@ pub async fn run(cfg: Arc<SimSource>, idx: u16, router: Router, stats: Arc<super
         .devices
         .iter()
         .flat_map(|d| {
-            d.metrics
-                .iter()
-                .map(move |(m, mc)| (d.id.clone(), m.clone(), Signal::new(mc.clone(), t0, interval_ms)))
+            d.metrics.iter().map(move |(m, mc)| {
+                (
+                    d.id.clone(),
+                    m.clone(),
+                    Signal::new(mc.clone(), t0, interval_ms),
+                )
+            })
         })
         .collect();
     tracing::info!(source = %cfg.id, signals = signals.len(), interval = %cfg.interval, "simulated devices running");
@@ -166,7 +177,9 @@ mod tests {
     fn clean_signal_stays_near_its_mean() {
         let mut s = Signal::new(metric(0.0, vec![]), 0, 100);
         let mut rng = SmallRng::seed_from_u64(7);
-        let vals: Vec<f64> = (0..10_000).filter_map(|i| s.next(i * 100, &mut rng)).collect();
+        let vals: Vec<f64> = (0..10_000)
+            .filter_map(|i| s.next(i * 100, &mut rng))
+            .collect();
         assert_eq!(vals.len(), 10_000);
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         assert!((mean - 20.0).abs() < 0.05, "{mean}");
@@ -192,7 +205,11 @@ mod tests {
         let mut shift = Signal::new(metric(1.0, vec![AnomalyKind::Shift]), 0, 100);
         let a = shift.next(0, &mut rng).expect("value");
         let b = shift.next(100, &mut rng).expect("value");
-        assert!((a - 20.0).abs() > 2.0 && (b - 20.0).abs() > 2.0 && (a - 20.0).signum() == (b - 20.0).signum());
+        assert!(
+            (a - 20.0).abs() > 2.0
+                && (b - 20.0).abs() > 2.0
+                && (a - 20.0).signum() == (b - 20.0).signum()
+        );
     }
 
     #[test]

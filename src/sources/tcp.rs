@@ -18,22 +18,34 @@ use crate::status::{RateLimitedLog, SourceStats};
 
 const READ_BUF: usize = 64 * 1024;
 
-pub async fn run(cfg: Arc<TcpSource>, idx: u16, router: Router, stats: Arc<SourceStats>) -> Result<(), SourceError> {
+pub async fn run(
+    cfg: Arc<TcpSource>,
+    idx: u16,
+    router: Router,
+    stats: Arc<SourceStats>,
+) -> Result<(), SourceError> {
     match cfg.mode {
         TcpMode::Server => serve(cfg, idx, router, stats).await,
         TcpMode::Client => connect_loop(cfg, idx, router, stats).await,
     }
 }
 
-async fn serve(cfg: Arc<TcpSource>, idx: u16, router: Router, stats: Arc<SourceStats>) -> Result<(), SourceError> {
+async fn serve(
+    cfg: Arc<TcpSource>,
+    idx: u16,
+    router: Router,
+    stats: Arc<SourceStats>,
+) -> Result<(), SourceError> {
     let addr = cfg.listen.ok_or_else(|| SourceError::Bind {
         addr: "(none)".into(),
         source: std::io::Error::other("no listen address"),
     })?;
-    let listener = TcpListener::bind(addr).await.map_err(|source| SourceError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SourceError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
     let local = listener.local_addr().map_or(addr, |a| a);
     tracing::info!(source = %cfg.id, "tcp source listening on {local}");
     stats.set_healthy(true);
@@ -65,7 +77,12 @@ async fn serve(cfg: Arc<TcpSource>, idx: u16, router: Router, stats: Arc<SourceS
     }
 }
 
-async fn connect_loop(cfg: Arc<TcpSource>, idx: u16, router: Router, stats: Arc<SourceStats>) -> Result<(), SourceError> {
+async fn connect_loop(
+    cfg: Arc<TcpSource>,
+    idx: u16,
+    router: Router,
+    stats: Arc<SourceStats>,
+) -> Result<(), SourceError> {
     let target = cfg.connect.clone().unwrap_or_default();
     let mut backoff = Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0);
     loop {

@@ -133,7 +133,12 @@ impl Store {
 
     /// Applies retention: drops alerts raised before `now - max_age`, then the oldest beyond `max`.
     /// Returns how many were removed.
-    pub fn prune_alerts(&self, now: Millis, max_age_ms: i64, max: usize) -> Result<usize, StoreError> {
+    pub fn prune_alerts(
+        &self,
+        now: Millis,
+        max_age_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
         let cutoff = now.saturating_sub(max_age_ms);
         let mut removed = 0;
         let excess = self.alerts.len().saturating_sub(max);
@@ -188,23 +193,43 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path(), 1 << 20).expect("open");
         for i in 0..10 {
-            s.log_alert(&alert(&format!("a{i}"), 1000 + i, AlertState::Firing)).expect("log");
+            s.log_alert(&alert(&format!("a{i}"), 1000 + i, AlertState::Firing))
+                .expect("log");
         }
-        s.log_alert(&alert("a3", 1003, AlertState::Resolved)).expect("log");
+        s.log_alert(&alert("a3", 1003, AlertState::Resolved))
+            .expect("log");
         assert_eq!(s.alert_count(), 10);
-        let f = AlertFilter { state: Some(AlertState::Resolved), device: None, limit: 100 };
+        let f = AlertFilter {
+            state: Some(AlertState::Resolved),
+            device: None,
+            limit: 100,
+        };
         let got = s.alerts(&f).expect("query");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].id, "a3");
-        let all = s.alerts(&AlertFilter { limit: 3, ..Default::default() }).expect("query");
-        assert_eq!(all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a9", "a8", "a7"]);
+        let all = s
+            .alerts(&AlertFilter {
+                limit: 3,
+                ..Default::default()
+            })
+            .expect("query");
+        assert_eq!(
+            all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a9", "a8", "a7"]
+        );
         // age: drop raised before 1002; count: keep 5
         let removed = s.prune_alerts(1002 + 1000, 1000, 5).expect("prune");
         assert_eq!(removed, 5);
-        let left = s.alerts(&AlertFilter { limit: 100, ..Default::default() }).expect("query");
+        let left = s
+            .alerts(&AlertFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .expect("query");
         assert_eq!(left.last().map(|a| a.id.as_str()), Some("a5"));
         // a pruned alert's key mapping is gone: logging it again creates a new record
-        s.log_alert(&alert("a0", 5000, AlertState::Resolved)).expect("log");
+        s.log_alert(&alert("a0", 5000, AlertState::Resolved))
+            .expect("log");
         assert_eq!(s.alert_count(), 6);
     }
 
@@ -213,10 +238,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let s = Store::open(dir.path(), 1 << 20).expect("open");
-            s.save_snapshots(vec![("dev1".into(), vec![1, 2, 3])]).expect("save");
+            s.save_snapshots(vec![("dev1".into(), vec![1, 2, 3])])
+                .expect("save");
             s.flush().expect("flush");
         }
         let s = Store::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(s.load_snapshots().expect("load"), vec![("dev1".to_string(), vec![1, 2, 3])]);
+        assert_eq!(
+            s.load_snapshots().expect("load"),
+            vec![("dev1".to_string(), vec![1, 2, 3])]
+        );
     }
 }

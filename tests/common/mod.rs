@@ -75,13 +75,26 @@ impl Edgewatch {
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(l) = self.log.lock().expect("log").iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .log
+                .lock()
+                .expect("log")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return l.clone();
             }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("edgewatch exited ({st}) before logging {needle:?}; log:\n{}", self.log_text());
+                panic!(
+                    "edgewatch exited ({st}) before logging {needle:?}; log:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < end, "no log line {needle:?} within {timeout:?}; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "no log line {needle:?} within {timeout:?}; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -100,12 +113,18 @@ impl Edgewatch {
                 .lock()
                 .expect("log")
                 .iter()
-                .find(|l| l.contains("tcp source listening on") && l.split_whitespace().any(|w| w == tag))
+                .find(|l| {
+                    l.contains("tcp source listening on") && l.split_whitespace().any(|w| w == tag)
+                })
                 .cloned();
             if let Some(l) = found {
                 return between(&l, "listening on ", " ").expect("tcp address in log");
             }
-            assert!(Instant::now() < end, "tcp source {id} not listening; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "tcp source {id} not listening; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -140,7 +159,10 @@ impl Edgewatch {
             if pred(&v) {
                 return v;
             }
-            assert!(Instant::now() < end, "condition on {path} not met within {timeout:?}; last: {v}");
+            assert!(
+                Instant::now() < end,
+                "condition on {path} not met within {timeout:?}; last: {v}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -153,14 +175,20 @@ impl Edgewatch {
 
     /// SIGTERM and wait for a graceful exit.
     pub fn terminate(mut self) -> (ExitStatus, String) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(50));
                 return (st, self.log_text());
             }
-            assert!(Instant::now() < end, "edgewatch did not stop on SIGTERM; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < end,
+                "edgewatch did not stop on SIGTERM; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -189,7 +217,8 @@ impl Ws {
     pub fn connect(url: &str) -> Self {
         let (ws, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
         }
         Ws { ws }
     }
@@ -199,10 +228,15 @@ impl Ws {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             match self.ws.read() {
-                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("json message")),
+                Ok(Message::Text(t)) => {
+                    return Some(serde_json::from_str(&t).expect("json message"))
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => panic!("ws read: {e}"),
             }
         }
@@ -210,7 +244,12 @@ impl Ws {
     }
 
     /// Reads until a message satisfies `pred` (returns it) or `timeout` passes (panics).
-    pub fn wait_for(&mut self, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let end = Instant::now() + timeout;
         let mut seen = 0;
         while Instant::now() < end {
