@@ -12,7 +12,7 @@ use crate::analysis::actor::{ShardActor, TakeSnapshot};
 use crate::analysis::shard::{Policies, ShardCore};
 use crate::api::{self, ApiState};
 use crate::config::Resolved;
-use crate::hub::Hub;
+use crate::hub::{AttachShards, Hub};
 use crate::model::now_ms;
 use crate::sources::route::Router;
 use crate::sources::SourceActor;
@@ -64,7 +64,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention));
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
-        let hub = Hub::new(cfg.node_id.clone(), events.clone(), store.clone(), status.clone()).start();
+        let hub = Hub::new(cfg.node_id.clone(), cfg.summary_interval.0, events.clone(), store.clone(), status.clone()).start();
 
         let n = shard_count(&resolved);
         let policies = Arc::new(Policies {
@@ -82,7 +82,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             let arbiter = Arbiter::new();
             let (policies, status, saved, hub, store) =
                 (policies.clone(), status.clone(), saved.clone(), hub.clone(), store.clone());
-            let (summary, persist) = (cfg.summary_interval.0, cfg.persist_interval.0);
+            let persist = cfg.persist_interval.0;
             shards.push(ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
                 let now = now_ms();
                 let mut core = ShardCore::new(i, policies, status, now);
@@ -90,11 +90,12 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 if restored > 0 {
                     tracing::info!(shard = i, devices = restored, "state restored");
                 }
-                ShardActor::new(core, rx, hub, store, summary, persist)
+                ShardActor::new(core, rx, hub, store, persist)
             }));
             arbiters.push(arbiter);
         }
         drop(saved);
+        hub.do_send(AttachShards(shards.clone()));
 
         let router = Router::new(senders);
         let sources: Vec<Addr<SourceActor>> = cfg

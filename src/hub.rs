@@ -3,12 +3,14 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::model::{Alert, AlertState, Summary};
+use crate::analysis::actor::{ShardActor, TakeSummary};
+use crate::model::{now_ms, Alert, AlertState, Summary};
 use crate::status::StatusBoard;
 use crate::store::{LogAlerts, StoreActor};
 
@@ -19,7 +21,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[rtype(result = "()")]
 pub enum Event {
     Alerts(Vec<Alert>),
-    Summary(Arc<Summary>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Wire {
     pub kind: Kind,
     /// The alert's device (summaries cover many).
     pub device: Option<String>,
+    /// The alert's state (for `?state=` filters).
+    pub state: Option<AlertState>,
     /// The summary itself, so a filtered client can be sent just its device's entries.
     pub summary: Option<Arc<Summary>>,
     pub json: String,
@@ -83,6 +86,8 @@ pub fn summary_json(node: &str, summary: &Summary) -> String {
 
 pub struct Hub {
     node: String,
+    summary_every: Duration,
+    shards: Vec<Addr<ShardActor>>,
     tx: broadcast::Sender<Arc<Wire>>,
     store: Addr<StoreActor>,
     status: Arc<StatusBoard>,
@@ -91,21 +96,77 @@ pub struct Hub {
 impl Hub {
     pub fn new(
         node: String,
+        summary_every: Duration,
         tx: broadcast::Sender<Arc<Wire>>,
         store: Addr<StoreActor>,
         status: Arc<StatusBoard>,
     ) -> Self {
         Hub {
             node,
+            summary_every,
+            shards: Vec::new(),
             tx,
             store,
             status,
         }
     }
+
+    fn publish_summary(&mut self, s: Summary) {
+        self.status.pipeline.summaries.fetch_add(1, Relaxed);
+        let s = Arc::new(s);
+        let _ = self.tx.send(Arc::new(Wire {
+            kind: Kind::Summary,
+            device: None,
+            state: None,
+            json: summary_json(&self.node, &s),
+            summary: Some(s),
+        }));
+    }
 }
 
 impl Actor for Hub {
     type Context = Context<Self>;
+
+    /// One clock for summaries: every interval, ask all shards at once and publish one message.
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let every = self.summary_every;
+        ctx.run_interval(every, move |act, ctx| {
+            let now = now_ms();
+            let asks: Vec<_> = act
+                .shards
+                .iter()
+                .map(|s| s.send(TakeSummary { now }))
+                .collect();
+            futures_util::future::join_all(asks)
+                .into_actor(act)
+                .map(move |parts, act, _| {
+                    let mut devices: Vec<_> =
+                        parts.into_iter().filter_map(Result::ok).flatten().collect();
+                    if devices.is_empty() {
+                        return;
+                    }
+                    devices.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+                    act.publish_summary(Summary {
+                        ts: now,
+                        interval_ms: every.as_millis() as u64,
+                        devices,
+                    });
+                })
+                .spawn(ctx);
+        });
+    }
+}
+
+/// Tells the hub which shards to ask for summaries (they are started after it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachShards(pub Vec<Addr<ShardActor>>);
+
+impl Handler<AttachShards> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: AttachShards, _: &mut Self::Context) {
+        self.shards = msg.0;
+    }
 }
 
 impl Handler<Event> for Hub {
@@ -134,20 +195,12 @@ impl Handler<Event> for Hub {
                     let _ = self.tx.send(Arc::new(Wire {
                         kind: Kind::Alert,
                         device: Some(a.device.clone()),
+                        state: Some(a.state),
                         summary: None,
                         json: alert_json(&self.node, a),
                     }));
                 }
                 self.store.do_send(LogAlerts(alerts));
-            }
-            Event::Summary(s) => {
-                p.summaries.fetch_add(1, Relaxed);
-                let _ = self.tx.send(Arc::new(Wire {
-                    kind: Kind::Summary,
-                    device: None,
-                    json: summary_json(&self.node, &s),
-                    summary: Some(s),
-                }));
             }
         }
     }

@@ -75,6 +75,7 @@ format = "kv"
     let mut ew = Edgewatch::start(&cfg);
     let tcp = ew.tcp_addr("tcp");
     let mut ws = ew.ws("");
+    let mut only_resolved = ew.ws("?type=alert&state=resolved&device=dev-a");
     let hello = ws.next(Duration::from_secs(5)).expect("hello");
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["node"], "test");
@@ -112,7 +113,18 @@ format = "kv"
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["id"], alert["id"]);
     assert_eq!(resolved["ts"], T0 + 101_000);
+    let filtered = only_resolved.wait_for(Duration::from_secs(5), "filtered alert", |m| {
+        m["type"] != "hello"
+    });
+    assert_eq!(
+        filtered, resolved,
+        "a filtered client gets only the resolution"
+    );
 
+    assert!(
+        only_resolved.next(Duration::from_millis(700)).is_none(),
+        "summaries and firings are filtered out"
+    );
     let summary = ws.wait_for(Duration::from_secs(5), "summary with dev-a", |m| {
         m["type"] == "summary"
             && m["devices"]

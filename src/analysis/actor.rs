@@ -1,7 +1,6 @@
 //! Actix shell around `ShardCore`: consumes its bounded batch queue as a stream, ticks silence
 //! detectors, emits summaries, snapshots state to the store and answers API queries.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -9,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::shard::{DeviceView, ShardCore};
 use crate::hub::{Event, Hub};
+use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
 use crate::sources::route::Ingest;
 use crate::store::{SaveSnapshot, StoreActor};
@@ -18,7 +18,6 @@ pub struct ShardActor {
     rx: Option<mpsc::Receiver<Ingest>>,
     hub: Addr<Hub>,
     store: Addr<StoreActor>,
-    summary_every: Duration,
     persist_every: Duration,
     out: Vec<Alert>,
 }
@@ -29,7 +28,6 @@ impl ShardActor {
         rx: mpsc::Receiver<Ingest>,
         hub: Addr<Hub>,
         store: Addr<StoreActor>,
-        summary_every: Duration,
         persist_every: Duration,
     ) -> Self {
         ShardActor {
@@ -37,7 +35,6 @@ impl ShardActor {
             rx: Some(rx),
             hub,
             store,
-            summary_every,
             persist_every,
             out: Vec::new(),
         }
@@ -61,12 +58,6 @@ impl Actor for ShardActor {
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.core.tick(now_ms(), &mut act.out);
             act.emit_alerts();
-        });
-        let every = self.summary_every;
-        ctx.run_interval(every, move |act, _| {
-            if let Some(s) = act.core.summary(now_ms(), every.as_millis() as u64) {
-                act.hub.do_send(Event::Summary(Arc::new(s)));
-            }
         });
         ctx.run_interval(self.persist_every, |act, ctx| {
             let snap = act.core.snapshot();
@@ -116,5 +107,19 @@ impl Handler<TakeSnapshot> for ShardActor {
     type Result = MessageResult<TakeSnapshot>;
     fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.core.snapshot())
+    }
+}
+
+/// Statistics since the previous summary (the hub asks every shard at once, then merges).
+#[derive(Message)]
+#[rtype(result = "Vec<SummaryEntry>")]
+pub struct TakeSummary {
+    pub now: i64,
+}
+
+impl Handler<TakeSummary> for ShardActor {
+    type Result = MessageResult<TakeSummary>;
+    fn handle(&mut self, msg: TakeSummary, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.summary(msg.now))
     }
 }

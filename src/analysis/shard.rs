@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::detectors::{DetectorSpec, DetectorState, Lifecycle, Transition, Verdict};
 use super::stats::{Accumulator, RollingStats};
 use crate::config::{MetricPolicy, Resolved};
-use crate::model::{Alert, AlertState, Batch, Millis, Severity, Summary, SummaryEntry};
+use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
 
 /// Most metrics one device may have; more are rejected (protects memory from a runaway sender).
 pub const MAX_METRICS_PER_DEVICE: usize = 256;
@@ -382,15 +382,15 @@ impl ShardCore {
     }
 
     /// Statistics since the previous summary for every metric that saw data; resets the interval.
-    pub fn summary(&mut self, now: Millis, interval_ms: u64) -> Option<Summary> {
-        let mut devices = Vec::new();
+    pub fn summary(&mut self, _now: Millis) -> Vec<SummaryEntry> {
+        let mut entries = Vec::new();
         for dev in self.devices.iter_mut() {
             let id = &dev.id;
             for m in &mut dev.metrics {
                 if m.interval.count() == 0 {
                     continue;
                 }
-                devices.push(SummaryEntry {
+                entries.push(SummaryEntry {
                     device: id.to_string(),
                     metric: m.name.to_string(),
                     count: m.interval.count(),
@@ -404,15 +404,7 @@ impl ShardCore {
                 m.interval.reset();
             }
         }
-        if devices.is_empty() {
-            return None;
-        }
-        devices.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
-        Some(Summary {
-            ts: now,
-            interval_ms,
-            devices,
-        })
+        entries
     }
 
     /// Current state of every device, for the API.

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiState};
 use crate::hub::{Kind, Wire, PROTOCOL_VERSION};
+use crate::model::AlertState;
 
 /// A client that cannot take a message within this time is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,17 +25,23 @@ pub struct WsQuery {
     /// `alert` or `summary`.
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// `firing` or `resolved`: only alerts in that state (summaries are not affected).
+    state: Option<String>,
 }
 
 struct Filter {
     device: Option<String>,
     kind: Option<Kind>,
+    state: Option<AlertState>,
 }
 
 impl Filter {
     /// The text to send for this event, or `None` when the filter excludes it.
     fn apply(&self, node: &str, w: &Wire) -> Option<String> {
         if self.kind.is_some_and(|k| k != w.kind) {
+            return None;
+        }
+        if w.kind == Kind::Alert && self.state.is_some() && self.state != w.state {
             return None;
         }
         let Some(dev) = &self.device else {
@@ -70,9 +77,21 @@ pub async fn handle(
             .into())
         }
     };
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some("firing") => Some(AlertState::Firing),
+        Some("resolved") => Some(AlertState::Resolved),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "state must be firing or resolved, not {other:?}"
+            ))
+            .into())
+        }
+    };
     let filter = Filter {
         device: q.device.filter(|d| !d.is_empty()),
         kind,
+        state,
     };
     let (resp, mut session, mut incoming) = actix_ws::handle(&req, body)?;
     let mut rx = s.events.subscribe();

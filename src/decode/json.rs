@@ -1,8 +1,19 @@
 //! JSON frames: one object per line, e.g. `{"device":"d1","metric":"temp","ts":1763761234567,"value":22.1}`
 //! or multi-metric `{"device":"d1","ts":1763761234,"temp":22.1,"humidity":40}`.
 //!
-//! Parsed with a streaming serde visitor straight off the input: keys and strings borrow from the
-//! frame unless they contain escapes, so a typical frame does not touch the heap.
+//! Two parsers fill the same [`Parsed`]:
+//! - a hand-written scanner for the common case: a flat object whose keys and strings have no
+//!   escapes, with string, number, `true`/`false`/`null` values and JSON whitespace between
+//!   tokens. It borrows every key and string from the frame, so a typical frame does not touch
+//!   the heap;
+//! - a streaming serde visitor for everything else (escapes, nested values in ignored fields,
+//!   very long or very large numbers) and for every frame the scanner does not accept.
+//!
+//! The scanner gives up on anything outside its subset, on every malformed frame and on every
+//! rejection found during the walk (duplicate or too many fields); serde then parses the frame
+//! from the start, so errors and their messages are exactly serde's. The scanner converts numbers
+//! with serde_json's own algorithm (the crate's default, without `float_roundtrip`), so both
+//! parsers yield bit-identical values.
 
 use super::{
     bad_number, check_finite, check_name, emit, ms_from_f64, ms_from_i64, parse_ts, parse_value,
@@ -23,6 +34,17 @@ pub fn decode(
     if frame.is_empty() {
         return Ok(0);
     }
+    let mut parsed = Parsed::new();
+    if !scan(frame, &mut parsed) {
+        parsed = parse_serde(frame)?;
+    }
+    finish(parsed, default_device, out)
+}
+
+/// Parses a (trimmed, non-empty) frame with serde.
+#[cold]
+#[inline(never)]
+fn parse_serde(frame: &str) -> Result<Parsed<'_>, DecodeError> {
     let mut rejected = None;
     let mut de = serde_json::Deserializer::from_str(frame);
     let parsed = match de.deserialize_map(FrameVisitor {
@@ -32,7 +54,16 @@ pub fn decode(
         Err(e) => return Err(rejected.unwrap_or_else(|| DecodeError::Json(e.to_string()))),
     };
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
+    Ok(parsed)
+}
 
+/// Validates what a parser yielded and pushes the samples.
+#[inline]
+fn finish(
+    parsed: Parsed<'_>,
+    default_device: Option<&str>,
+    out: &mut impl SampleSink,
+) -> Result<usize, DecodeError> {
     let Parsed {
         device,
         metric,
@@ -41,11 +72,14 @@ pub fn decode(
         mut samples,
     } = parsed;
     let device = resolve_device(device.as_deref(), default_device)?;
+    // Samples whose metric name has been checked already (the leading `metric`/`value` pair).
+    let mut checked = 0;
     match (metric, value) {
         (Some(metric), Some(value)) => {
             check_name("metric", &metric)?;
             let value = num_to_value("value", value)?;
             samples.insert(0, (metric, value));
+            checked = 1;
         }
         (Some(_), None) => return Err(DecodeError::MissingField("value")),
         (None, Some(_)) => return Err(DecodeError::MissingField("metric")),
@@ -57,7 +91,7 @@ pub fn decode(
     if samples.len() > MAX_SAMPLES_PER_FRAME {
         return Err(DecodeError::TooManyFields);
     }
-    for (metric, _) in &samples {
+    for (metric, _) in samples.iter().skip(checked) {
         check_name("metric", metric)?;
     }
     let ts = match ts {
@@ -75,6 +109,18 @@ struct Parsed<'de> {
     ts: Option<Num<'de>>,
     /// Numeric fields other than the known ones, in frame order.
     samples: Collected<'de>,
+}
+
+impl Parsed<'_> {
+    fn new() -> Self {
+        Parsed {
+            device: None,
+            metric: None,
+            value: None,
+            ts: None,
+            samples: Collected::new(),
+        }
+    }
 }
 
 /// A number as it arrived: JSON number, numeric string, or null.
@@ -278,13 +324,7 @@ impl<'de> Visitor<'de> for FrameVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut p = Parsed {
-            device: None,
-            metric: None,
-            value: None,
-            ts: None,
-            samples: Collected::new(),
-        };
+        let mut p = Parsed::new();
         while let Some(BorrowStr(key)) = map.next_key()? {
             match classify(&key) {
                 Field::Device => {
@@ -323,6 +363,320 @@ impl<'de> Visitor<'de> for FrameVisitor<'_> {
         }
         Ok(p)
     }
+}
+
+/// Fast path: fills `p` from a trimmed frame and returns true, or returns false when the frame
+/// is outside the subset described in the module docs (`p` is then to be discarded).
+#[inline]
+fn scan<'a>(frame: &'a str, p: &mut Parsed<'a>) -> bool {
+    scan_object(
+        &mut Scanner {
+            text: frame,
+            pos: 0,
+        },
+        p,
+    )
+    .is_some()
+}
+
+fn scan_object<'a>(s: &mut Scanner<'a>, p: &mut Parsed<'a>) -> Option<()> {
+    s.expect(b'{')?;
+    s.skip_ws();
+    if s.peek() == Some(b'}') {
+        s.pos += 1;
+    } else {
+        loop {
+            s.expect(b'"')?;
+            let key = s.string()?;
+            s.skip_ws();
+            s.expect(b':')?;
+            s.skip_ws();
+            match classify(key) {
+                Field::Device => {
+                    if p.device.is_some() {
+                        return None;
+                    }
+                    s.expect(b'"')?;
+                    p.device = Some(Cow::Borrowed(s.string()?));
+                }
+                Field::Metric => {
+                    if p.metric.is_some() {
+                        return None;
+                    }
+                    s.expect(b'"')?;
+                    p.metric = Some(Cow::Borrowed(s.string()?));
+                }
+                Field::Value => {
+                    if p.value.is_some() {
+                        return None;
+                    }
+                    p.value = Some(s.num()?);
+                }
+                Field::Ts => {
+                    if p.ts.is_some() {
+                        return None;
+                    }
+                    p.ts = Some(s.num()?);
+                }
+                Field::Other => {
+                    if let Some(v) = s.extra()? {
+                        if p.samples.len() >= MAX_SAMPLES_PER_FRAME {
+                            return None;
+                        }
+                        p.samples.push((Cow::Borrowed(key), v));
+                    }
+                }
+            }
+            s.skip_ws();
+            match s.next()? {
+                b',' => s.skip_ws(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    // The frame is trimmed, so anything after the object is not whitespace.
+    (s.pos == s.text.len()).then_some(())
+}
+
+/// Exact powers of ten, as serde_json's table has them (`1e0` to `1e22` are exact in f64).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Longest exponent (in digits) the fast path takes; longer ones are left to serde.
+const MAX_EXP_DIGITS: usize = 4;
+
+/// Byte cursor of the fast path. Methods return `None` where the input leaves the fast path's
+/// subset of JSON (or is malformed); they never panic.
+struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    #[inline(always)]
+    fn expect(&mut self, want: u8) -> Option<()> {
+        (self.next()? == want).then_some(())
+    }
+
+    /// Skips JSON whitespace (exactly what serde_json skips).
+    #[inline(always)]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `lit` if the input continues with it.
+    #[inline(always)]
+    fn literal(&mut self, lit: &[u8]) -> bool {
+        let end = self.pos + lit.len();
+        if self.text.as_bytes().get(self.pos..end) == Some(lit) {
+            self.pos = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// After an opening quote: the string's contents, borrowed, with the closing quote consumed.
+    /// `None` for escapes and for control characters (which serde rejects), or without an end.
+    #[inline(always)]
+    fn string(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let start = self.pos;
+        let mut i = start;
+        // Eight bytes at a time while no byte is a quote, a backslash or below 0x20.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().ok()?);
+            if has_special(w) {
+                break;
+            }
+            i += 8;
+        }
+        loop {
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => i += 1,
+            }
+        }
+        // The quote is ASCII, so both ends are char boundaries.
+        let s = self.text.get(start..i)?;
+        self.pos = i + 1;
+        Some(s)
+    }
+
+    /// The value of `value` or `ts`: a number, a string (kept as text), or null.
+    #[inline(always)]
+    fn num(&mut self) -> Option<Num<'a>> {
+        match self.peek()? {
+            b'"' => {
+                self.pos += 1;
+                Some(Num::Text(Cow::Borrowed(self.string()?)))
+            }
+            b'n' => self.literal(b"null").then_some(Num::Null),
+            _ => self.number(),
+        }
+    }
+
+    /// The value of another field: `Some(number)`, or `None` for a skipped scalar.
+    #[inline(always)]
+    fn extra(&mut self) -> Option<Option<f64>> {
+        let skipped = match self.peek()? {
+            b'"' => {
+                self.pos += 1;
+                self.string()?;
+                true
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => false,
+        };
+        if skipped {
+            return Some(None);
+        }
+        match self.number()? {
+            Num::Int(v) => Some(Some(v as f64)),
+            Num::UInt(v) => Some(Some(v as f64)),
+            Num::Float(v) => Some(Some(v)),
+            Num::Text(_) | Num::Null => None,
+        }
+    }
+
+    /// A JSON number, as serde_json would deliver it to a visitor: `UInt` for non-negative
+    /// integers, `Int` for negative ones, `Float` for `-0` and numbers with a fraction or
+    /// exponent, computed exactly like serde_json's `f64_from_parts`. `None` for malformed
+    /// numbers and for those serde_json takes another route for (more than 19-20 significant
+    /// digits, i.e. a significand beyond u64) or that this table does not cover (a decimal
+    /// exponent beyond ±22).
+    #[inline(always)]
+    fn number(&mut self) -> Option<Num<'a>> {
+        let positive = if self.peek() == Some(b'-') {
+            self.pos += 1;
+            false
+        } else {
+            true
+        };
+        let mut sig: u64 = match self.next()? {
+            b'0' => {
+                // No leading zeros.
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return None;
+                }
+                0
+            }
+            c @ b'1'..=b'9' => {
+                let mut sig = u64::from(c - b'0');
+                while let Some(c @ b'0'..=b'9') = self.peek() {
+                    sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                    self.pos += 1;
+                }
+                sig
+            }
+            _ => return None,
+        };
+        let mut exp: i32 = 0;
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            float = true;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                self.pos += 1;
+                exp = exp.checked_sub(1)?;
+            }
+            // At least one digit after the point.
+            if exp == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            float = true;
+            let negative_exp = match self.peek() {
+                Some(b'+') => {
+                    self.pos += 1;
+                    false
+                }
+                Some(b'-') => {
+                    self.pos += 1;
+                    true
+                }
+                _ => false,
+            };
+            let start = self.pos;
+            let mut e: i32 = 0;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                if self.pos - start >= MAX_EXP_DIGITS {
+                    return None;
+                }
+                e = e * 10 + i32::from(c - b'0');
+                self.pos += 1;
+            }
+            if self.pos == start {
+                return None;
+            }
+            exp = if negative_exp {
+                exp.checked_sub(e)?
+            } else {
+                exp.checked_add(e)?
+            };
+        }
+        if !float {
+            return Some(if positive {
+                Num::UInt(sig)
+            } else {
+                let neg = (sig as i64).wrapping_neg();
+                // serde_json: a float on underflow below i64::MIN, or on `-0`.
+                if neg >= 0 {
+                    Num::Float(-(sig as f64))
+                } else {
+                    Num::Int(neg)
+                }
+            });
+        }
+        let pow = *POW10.get(exp.unsigned_abs() as usize)?;
+        let mut f = sig as f64;
+        if exp >= 0 {
+            f *= pow;
+            if f.is_infinite() {
+                return None;
+            }
+        } else {
+            f /= pow;
+        }
+        Some(Num::Float(if positive { f } else { -f }))
+    }
+}
+
+/// Whether any byte of `w` is `"`, `\` or below 0x20 (may also report a byte right after such a
+/// byte; callers then look byte by byte).
+#[inline(always)]
+fn has_special(w: u64) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = w ^ (ONES * u64::from(b'\\'));
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (ctrl | quote | backslash) & HIGH != 0
 }
 
 #[cfg(test)]
@@ -805,6 +1159,370 @@ mod tests {
                     prop_assert!((got.3 - want.3).abs() <= want.3.abs() * 1e-15, "{got:?} vs {want:?}");
                 }
             }
+        }
+    }
+
+    // ---- Fast path vs serde path -------------------------------------------------------------
+
+    /// The fast path's result for a frame, if it takes the frame.
+    fn parse_fast(frame: &str) -> Option<Parsed<'_>> {
+        let mut p = Parsed::new();
+        scan(frame.trim_ascii(), &mut p).then_some(p)
+    }
+
+    /// `decode` without the fast path: what the decoder did before it had one.
+    fn decode_serde_only(
+        frame: &str,
+        default_device: Option<&str>,
+        out: &mut VecSink,
+    ) -> Result<usize, DecodeError> {
+        let frame = frame.trim_ascii();
+        if frame.is_empty() {
+            return Ok(0);
+        }
+        finish(parse_serde(frame)?, default_device, out)
+    }
+
+    /// A bit-exact, comparable rendering of a number (`-0.0` differs from `0.0`).
+    fn describe_num(n: &Option<Num<'_>>) -> String {
+        match n {
+            None => "-".into(),
+            Some(Num::Int(v)) => format!("i{v}"),
+            Some(Num::UInt(v)) => format!("u{v}"),
+            Some(Num::Float(v)) => format!("f{:#x}", v.to_bits()),
+            Some(Num::Text(s)) => format!("t{s:?}"),
+            Some(Num::Null) => "null".into(),
+        }
+    }
+
+    fn describe(p: &Parsed<'_>) -> String {
+        let samples: Vec<_> = p
+            .samples
+            .iter()
+            .map(|(k, v)| format!("{k:?}={:#x}", v.to_bits()))
+            .collect();
+        format!(
+            "device={:?} metric={:?} value={} ts={} samples={samples:?}",
+            p.device,
+            p.metric,
+            describe_num(&p.value),
+            describe_num(&p.ts)
+        )
+    }
+
+    fn bits(recs: &[(String, String, Option<i64>, f64)]) -> Vec<(&str, &str, Option<i64>, u64)> {
+        recs.iter()
+            .map(|(d, m, ts, v)| (d.as_str(), m.as_str(), *ts, v.to_bits()))
+            .collect()
+    }
+
+    /// Checks that the fast path, where it takes the frame, parses exactly as serde does (every
+    /// string borrowed), and that `decode` and the serde-only decoder agree bit for bit.
+    fn check_agree(frame: &str, default_device: Option<&str>) -> Result<(), TestCaseError> {
+        if let Some(fast) = parse_fast(frame) {
+            for s in [&fast.device, &fast.metric].into_iter().flatten() {
+                prop_assert!(matches!(s, Cow::Borrowed(_)), "{frame:?}: owned string");
+            }
+            prop_assert!(!fast.samples.spilled() || fast.samples.len() > 8);
+            match parse_serde(frame.trim_ascii()) {
+                Ok(slow) => prop_assert_eq!(describe(&fast), describe(&slow), "{:?}", frame),
+                Err(e) => prop_assert!(false, "{frame:?}: fast path took it, serde says {e}"),
+            }
+        }
+        let (mut a, mut b) = (VecSink::default(), VecSink::default());
+        let got = decode(frame, default_device, &mut a);
+        let want = decode_serde_only(frame, default_device, &mut b);
+        prop_assert_eq!(&got, &want, "{:?}", frame);
+        prop_assert_eq!(bits(&a.0), bits(&b.0), "{:?}", frame);
+        if let Ok(n) = got {
+            prop_assert_eq!(n, a.0.len());
+        }
+        Ok(())
+    }
+
+    fn agree(frame: &str) {
+        for dflt in [None, Some("dflt")] {
+            if let Err(e) = check_agree(frame, dflt) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_common_frames() {
+        for frame in [
+            r#"{"device":"sensor-0042","metric":"temperature","ts":1763761234567,"value":22.125}"#,
+            r#"{"device":"sensor-0042","ts":1763761234567,"temperature":22.125,"humidity":41.5,"pressure":1013.2,"battery":3.71,"fw":"1.4.2"}"#,
+            " \t{ \"value\" : -3 , \"ts\":1763761234, \"metric\":\"m\", \"device\":\"d9\" }\r ",
+            "{\n\"id\":\"d\",\r\n\"x\":1e5,\"y\":-2.5E-3,\"z\":0,\"w\":-0,\"v\":-0.0}",
+            r#"{"device":"d","metric":"m","value":"22.5","ts":"1700000000"}"#,
+            r#"{"device":"d","v":1,"ts":null,"ok":true,"no":false,"n":null,"s":"x y","":"e"}"#,
+            r#"{"device":"dé😀","métrique":1.5,"big":18446744073709551615,"min":-9223372036854775808}"#,
+            r#"{"device":"d","a":123456789012345678.9,"b":0.30000000000000004,"c":1e22,"d":1e-22}"#,
+            "{\"device\":\"d\u{7f}\",\"metric\":\"\",\"value\":null}",
+            r#"{"device":"","v":1}"#,
+            r#"{"metric":"m","value":1,"x":2}"#,
+            "{}",
+            "{ }",
+        ] {
+            assert!(parse_fast(frame).is_some(), "{frame:?}");
+            agree(frame);
+        }
+    }
+
+    #[test]
+    fn fast_path_leaves_unusual_frames_to_serde() {
+        for frame in [
+            r#"{"dev\u0069ce":"d","v":1}"#,
+            r#"{"device":"d\"q","v":1}"#,
+            r#"{"device":"d","s":"a\nb","v":1}"#,
+            r#"{"device":"d","o":{},"v":1}"#,
+            r#"{"device":"d","a":[1],"v":1}"#,
+            r#"{"device":"d","v":100000000000000000000000000000}"#,
+            r#"{"device":"d","v":1.00000000000000000000000001}"#,
+            r#"{"device":"d","v":1e23}"#,
+            r#"{"device":"d","v":1e-23}"#,
+            r#"{"device":"d","v":0e99999}"#,
+            r#"{"device":"d","v":1e400}"#,
+            r#"{"device":"d","v":-01}"#,
+            r#"{"device":"d","v":1.}"#,
+            r#"{"device":"d","v":.5}"#,
+            r#"{"device":"d","v":1e}"#,
+            r#"{"device":"d","v":+1}"#,
+            r#"{"device":"d","v":tru}"#,
+            r#"{"device":"d","v":1,}"#,
+            r#"{"device":"d","v":1} x"#,
+            r#"{"device":"d","v":1}{}"#,
+            r#"{"device":"d","v":1"#,
+            r#"{"device":"d" "v":1}"#,
+            "{\"device\":\"d\",\u{c}\"v\":1}",
+            "{\"device\":\"d\t\",\"v\":1}",
+            r#"{"device":7,"v":1}"#,
+            r#"{"device":null,"v":1}"#,
+            r#"{"device":"d","value":true,"metric":"m"}"#,
+            r#"{"device":"d","value":[1]}"#,
+            r#"{"device":"a","id":"b","v":1}"#,
+            r#"{"device":"a","ts":1,"timestamp":2,"v":1}"#,
+            r#"{"device":"a","metric":"m","metric":"n","value":1}"#,
+            r#"{"device":"a","metric":"m","value":1,"value":2}"#,
+            r#"{'a':1}"#,
+            "[1,2]",
+            "42",
+            "}",
+            "{",
+            "\u{feff}{}",
+        ] {
+            assert!(parse_fast(frame).is_none(), "{frame:?}");
+            agree(frame);
+        }
+        let mut many = String::from(r#"{"device":"d""#);
+        for i in 0..=MAX_SAMPLES_PER_FRAME {
+            many.push_str(&format!(r#","m{i}":{i}"#));
+        }
+        many.push('}');
+        assert!(parse_fast(&many).is_none());
+        agree(&many);
+    }
+
+    #[test]
+    fn fast_numbers_match_serde_exactly() {
+        for n in [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "-0e0",
+            "1",
+            "-1",
+            "22.125",
+            "22.1234",
+            "1013.2",
+            "0.1",
+            "0.30000000000000004",
+            "1.7976931348623157",
+            "5e-7",
+            "4.9E+3",
+            "123456789.123456789e-5",
+            "1e22",
+            "1e-22",
+            "9.999999999999999e22",
+            "1844674407370955161.5",
+            "18446744073709551615",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "-18446744073709551615",
+            "1763761234567",
+            "1763761234567.4",
+            "0.000000000000000000001",
+            "1e0022",
+            "1e-0022",
+        ] {
+            let frame = format!(r#"{{"device":"d","x":{n},"metric":"m","value":{n},"ts":{n}}}"#);
+            let fast = parse_fast(&frame).unwrap_or_else(|| panic!("{n}: not taken"));
+            let slow = parse_serde(&frame).unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(describe(&fast), describe(&slow), "{n}");
+            agree(&frame);
+        }
+    }
+
+    /// A JSON-ish number: mostly well formed, with long digit runs and big exponents.
+    fn number_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?([eE][+-]?1?[0-9])?",
+            2 => (-1e9f64..1e9).prop_map(|v| v.to_string()),
+            1 => r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,5})?",
+            1 => any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:e}")),
+            1 => any::<i64>().prop_map(|v| v.to_string()),
+            1 => any::<u64>().prop_map(|v| v.to_string()),
+            1 => r"[-+0-9.eE]{1,8}",
+        ]
+    }
+
+    fn value_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => number_text(),
+            3 => r#""[a-z0-9 ._é-]{0,10}""#,
+            2 => number_text().prop_map(|n| format!("\"{n}\"")),
+            1 => r#""([a-z]|\\[nt"\\/]|\\u00e9|\\ud83d\\ude00){0,4}""#,
+            2 => prop_oneof![
+                4 => Just("true"),
+                4 => Just("false"),
+                4 => Just("null"),
+                1 => Just("nul"),
+                1 => Just("True"),
+            ]
+                .prop_map(str::to_owned),
+            1 => prop_oneof![Just("[]"), Just("{}"), Just("[1,\"a\",{}]"), Just("{\"a\":[null]}")]
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    fn key_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => prop_oneof![
+                Just("device"), Just("id"), Just("metric"), Just("value"),
+                Just("ts"), Just("time"), Just("timestamp"),
+            ]
+            .prop_map(str::to_owned),
+            6 => "[a-z][a-z0-9_]{0,6}",
+            1 => prop_oneof![Just(""), Just("é"), Just("dev\\u0069ce"), Just("a\\nb"), Just("x y")]
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    fn ws() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            100 => Just(""),
+            8 => Just(" "),
+            2 => Just("\t"),
+            2 => Just("\r\n"),
+            1 => Just("\u{c}"),
+        ]
+    }
+
+    /// A flat-ish JSON object of arbitrary members, with arbitrary whitespace between tokens.
+    fn object_text() -> impl Strategy<Value = String> {
+        let member = (key_text(), value_text(), ws(), ws(), ws(), ws())
+            .prop_map(|(k, v, a, b, c, d)| format!("{a}\"{k}\"{b}:{c}{v}{d}"));
+        (
+            prop_oneof![3 => Just(None), 1 => r#""[a-z0-9-]{0,8}""#.prop_map(Some)],
+            proptest::collection::vec(member, 0..8),
+            ws(),
+            ws(),
+        )
+            .prop_map(|(device, members, a, b)| {
+                let mut all = Vec::new();
+                if let Some(d) = device {
+                    all.push(format!("\"device\":{d}"));
+                }
+                all.extend(members);
+                format!("{a}{{{}}}{b}", all.join(","))
+            })
+    }
+
+    #[test]
+    fn generated_objects_mostly_take_the_fast_path() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let strategy = object_text();
+        let (mut fast, mut emitted) = (0, 0);
+        for _ in 0..1000 {
+            let frame = strategy
+                .new_tree(&mut runner)
+                .map(|t| t.current())
+                .unwrap_or_default();
+            if parse_fast(&frame).is_some() {
+                fast += 1;
+                if decode(&frame, Some("dflt"), &mut VecSink::default()).is_ok() {
+                    emitted += 1;
+                }
+            }
+        }
+        // Without enough fast-path frames the agreement tests above would prove little.
+        assert!(fast >= 300, "only {fast} of 1000 took the fast path");
+        assert!(
+            emitted >= 100,
+            "only {emitted} of 1000 decoded on the fast path"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn fast_and_serde_paths_agree_on_generated_objects(frame in object_text()) {
+            check_agree(&frame, None)?;
+            check_agree(&frame, Some("dflt"))?;
+        }
+
+        #[test]
+        fn fast_and_serde_paths_agree_on_numbers(n in number_text()) {
+            for frame in [
+                format!(r#"{{"device":"d","x":{n}}}"#),
+                format!(r#"{{"device":"d","metric":"m","value":{n}}}"#),
+                format!(r#"{{"device":"d","v":1,"ts":{n}}}"#),
+                format!(r#"{{"device":"d","v":1,"ts":"{n}"}}"#),
+            ] {
+                check_agree(&frame, None)?;
+            }
+        }
+
+        #[test]
+        fn fast_and_serde_paths_agree_on_mutated_objects(
+            frame in object_text(),
+            edits in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), 0u8..4, proptest::sample::select(
+                    "{}[]\":,0123456789.-+eE \t\\uéntrfals\u{0}\u{1f}".chars().collect::<Vec<_>>(),
+                )),
+                1..4,
+            ),
+        ) {
+            let mut chars: Vec<char> = frame.chars().collect();
+            for (at, op, c) in edits {
+                let i = at.index(chars.len() + 1);
+                match op {
+                    0 => chars.insert(i, c),
+                    1 if i < chars.len() => {
+                        chars.remove(i);
+                    }
+                    2 if i < chars.len() => chars[i] = c,
+                    _ => chars.truncate(i),
+                }
+            }
+            let frame: String = chars.into_iter().collect();
+            check_agree(&frame, None)?;
+            check_agree(&frame, Some("dflt"))?;
+        }
+
+        #[test]
+        fn fast_and_serde_paths_agree_on_garbage(text in r#"[{}\[\]":,0-9a-z.\-eE \\u]{0,80}"#) {
+            check_agree(&text, None)?;
+            check_agree(&text, Some("dflt"))?;
         }
     }
 
