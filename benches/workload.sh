@@ -13,7 +13,7 @@ cfg=config/bench-$mode.toml
 data=$(awk -F'"' '/^data_dir/ {print $2}' "$cfg")
 log=/tmp/edgewatch-bench-$mode.log
 export MODE=$mode TCP_ADDR=127.0.0.1:9000 RESULTS=${RESULTS:-$PWD/bench-results}
-export PEER_LOG=$log PEER_WS=ws://127.0.0.1:8080/ws
+export PEER_LOG=$log PEER_WS=${PEER_WS:-ws://127.0.0.1:8080/ws?state=firing}
 export PEER_READY=${PEER_READY:-'listening on|subscribed'}
 export PEER_RUN="rm -rf '$data'; RUST_LOG=warn,edgewatch=info nohup $PWD/target/release/edgewatch run --config $PWD/$cfg > $log 2>&1 & echo \$!"
 exec "$BENCH/run_peer.sh" custom "$@"

@@ -384,8 +384,11 @@ impl ZscoreState {
             }),
         };
         // `while`, not `if`: the window may have shrunk after a config change.
-        while self.ring.len() >= window && self.ring.pop_front().is_some() {
-            self.moments.evict(self.ring.iter().copied());
+        while self.ring.len() >= window {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            self.moments.evict(old, self.ring.iter().copied());
         }
         self.ring.push_back(x);
         self.moments.push(x);

@@ -70,22 +70,18 @@ impl Agg {
 }
 
 /// Mean and population variance of a FIFO window whose values the caller keeps (e.g. in a
-/// ring), as a "two-stacks" sliding aggregate: new values go into a running Welford aggregate
-/// (`back`); the oldest values sit on a stack of suffix aggregates (`front`, top = all of them),
-/// so evicting the oldest is a pop. When `front` runs empty, it is rebuilt from the remaining
-/// values, each value moving there at most once: O(1) amortised per value.
+/// ring): Welford's update to add, its inverse to evict, and an exact rebuild from the values
+/// still in the window whenever subtracting could lose precision, so it needs no memory of its own.
 ///
-/// Values are only ever added or merged, never subtracted, so the result is as accurate as a
-/// fresh computation over the current window: no drift over millions of samples, and no
-/// cancellation when a huge outlier leaves the window. Each aggregate keeps its mean relative to
-/// one of its own values, so a large common offset such as 1e9 + small noise costs no precision.
+/// A rebuild happens (a) after `len` evictions, which bounds rounding drift to one window's worth
+/// of updates, and (b) when the evicted value carries at least half of the window's squared
+/// deviations (an outlier leaving), where subtracting would cancel. Rebuilds cost O(window), so
+/// eviction stays O(1) amortised. The mean is kept relative to one of the window's values, so a
+/// large common offset such as 1e9 + small noise costs no precision.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowMoments {
-    /// Suffix aggregates of the oldest values as (mean relative to `front_shift`, M2); the
-    /// entry at index `k` covers `k + 1` values, the top (last) one all of them.
-    front: Vec<(f64, f64)>,
-    front_shift: f64,
-    back: Agg,
+    agg: Agg,
+    evictions: u32,
 }
 
 impl WindowMoments {
@@ -94,45 +90,52 @@ impl WindowMoments {
     }
 
     fn total(&self) -> Agg {
-        let front = self.front.last().map_or(Agg::default(), |&(mean, m2)| Agg {
-            n: self.front.len() as u64,
-            shift: self.front_shift,
-            mean,
-            m2,
-        });
-        Agg::merge(front, self.back)
+        self.agg
     }
 
     /// Number of values in the window.
     pub fn len(&self) -> usize {
-        self.front.len() + self.back.n as usize
+        self.agg.n as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.front.is_empty() && self.back.n == 0
+        self.agg.n == 0
     }
 
     /// Adds the newest value.
     pub fn push(&mut self, x: f64) {
-        self.back.push(x);
+        self.agg.push(x);
     }
 
-    /// Drops the oldest value. `remaining` yields the values left in the window after the
-    /// eviction, oldest first; it is read only when the front stack has to be rebuilt.
-    pub fn evict<I>(&mut self, remaining: I)
+    /// Drops the oldest value `removed`. `remaining` yields the values left in the window after
+    /// the eviction, oldest first; it is read only when the moments are rebuilt.
+    pub fn evict<I>(&mut self, removed: f64, remaining: I)
     where
-        I: DoubleEndedIterator<Item = f64>,
+        I: Iterator<Item = f64>,
     {
-        if self.front.pop().is_some() {
+        let a = &mut self.agg;
+        self.evictions += 1;
+        if a.n <= 1 {
+            *a = Agg::default();
+            self.evictions = 0;
             return;
         }
-        self.back = Agg::default();
-        let mut acc = Agg::default();
-        for x in remaining.rev() {
-            acc.push(x);
-            self.front.push((acc.mean, acc.m2));
+        let x = removed - a.shift;
+        let n = a.n as f64;
+        let dev = x - a.mean;
+        let contribution = dev * dev * n / (n - 1.0);
+        if self.evictions as u64 >= a.n || !(contribution < 0.5 * a.m2) || !x.is_finite() {
+            self.agg = Agg::default();
+            for v in remaining {
+                self.agg.push(v);
+            }
+            self.evictions = 0;
+            return;
         }
-        self.front_shift = acc.shift;
+        a.n -= 1;
+        let mean = a.mean - dev / (n - 1.0);
+        a.m2 = (a.m2 - dev * (x - mean)).max(0.0);
+        a.mean = mean;
     }
 
     pub fn mean(&self) -> Option<f64> {
@@ -264,8 +267,8 @@ impl RollingStats {
     }
 
     fn evict_front(&mut self) {
-        if self.ring.pop_front().is_some() {
-            self.moments.evict(self.ring.iter().map(|&(_, v)| v));
+        if let Some((_, old)) = self.ring.pop_front() {
+            self.moments.evict(old, self.ring.iter().map(|&(_, v)| v));
             let front_seq = self.next_seq - self.ring.len() as u64;
             while self.max_q.front().is_some_and(|&(s, _)| s < front_seq) {
                 self.max_q.pop_front();
@@ -627,16 +630,16 @@ mod tests {
         }
         assert_eq!(m.len(), 3);
         assert_eq!(m.mean(), Some(3.0));
-        ring.pop_front();
-        m.evict(ring.iter().copied()); // front rebuilt from [3, 5]
+        let old = ring.pop_front().expect("value");
+        m.evict(old, ring.iter().copied());
         assert_eq!(m.mean(), Some(4.0));
         assert_eq!(m.variance(), Some(1.0));
         ring.push_back(7.0);
-        m.push(7.0); // front [3, 5], back [7]
+        m.push(7.0);
         assert_eq!(m.mean_std(), Some((5.0, (8.0f64 / 3.0).sqrt())));
         for _ in 0..3 {
-            ring.pop_front();
-            m.evict(ring.iter().copied());
+            let old = ring.pop_front().expect("value");
+            m.evict(old, ring.iter().copied());
         }
         assert!(m.is_empty());
         assert_eq!(m.mean(), None);

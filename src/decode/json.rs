@@ -17,7 +17,7 @@
 
 use super::{
     bad_number, check_finite, check_name, emit, ms_from_f64, ms_from_i64, parse_ts, parse_value,
-    resolve_device, Collected, DecodeError, MAX_SAMPLES_PER_FRAME,
+    resolve_device, Collected, DecodeError, MAX_NAME_LEN, MAX_SAMPLES_PER_FRAME,
 };
 use crate::model::{Millis, SampleSink};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -38,7 +38,7 @@ pub fn decode(
     if !scan(frame, &mut parsed) {
         parsed = parse_serde(frame)?;
     }
-    finish(parsed, default_device, out)
+    finish(&mut parsed, default_device, out)
 }
 
 /// Parses a (trimmed, non-empty) frame with serde.
@@ -58,9 +58,9 @@ fn parse_serde(frame: &str) -> Result<Parsed<'_>, DecodeError> {
 }
 
 /// Validates what a parser yielded and pushes the samples.
-#[inline]
+#[inline(always)]
 fn finish(
-    parsed: Parsed<'_>,
+    parsed: &mut Parsed<'_>,
     default_device: Option<&str>,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
@@ -69,36 +69,55 @@ fn finish(
         metric,
         value,
         ts,
-        mut samples,
+        samples,
     } = parsed;
-    let device = resolve_device(device.as_deref(), default_device)?;
-    // Samples whose metric name has been checked already (the leading `metric`/`value` pair).
-    let mut checked = 0;
-    match (metric, value) {
+    let device = match device {
+        Some(d) if name_ok(d) => &**d,
+        _ => resolve_device(device.as_deref(), default_device)?,
+    };
+    // The `metric`/`value` pair is pushed ahead of the other samples.
+    let main = match (metric.take(), value.take()) {
         (Some(metric), Some(value)) => {
-            check_name("metric", &metric)?;
-            let value = num_to_value("value", value)?;
-            samples.insert(0, (metric, value));
-            checked = 1;
+            if !name_ok(&metric) {
+                check_name("metric", &metric)?;
+            }
+            Some((metric, num_to_value("value", value)?))
         }
         (Some(_), None) => return Err(DecodeError::MissingField("value")),
         (None, Some(_)) => return Err(DecodeError::MissingField("metric")),
-        (None, None) => {}
-    }
-    if samples.is_empty() {
+        (None, None) => None,
+    };
+    let total = samples.len() + usize::from(main.is_some());
+    if total == 0 {
         return Err(DecodeError::NoValues);
     }
-    if samples.len() > MAX_SAMPLES_PER_FRAME {
+    if total > MAX_SAMPLES_PER_FRAME {
         return Err(DecodeError::TooManyFields);
     }
-    for (metric, _) in samples.iter().skip(checked) {
-        check_name("metric", metric)?;
+    for (metric, _) in samples.iter() {
+        if !name_ok(metric) {
+            check_name("metric", metric)?;
+        }
     }
-    let ts = match ts {
+    let ts = match ts.take() {
         None | Some(Num::Null) => None,
         Some(n) => Some(num_to_ts(n)?),
     };
-    Ok(emit(out, device, ts, &samples))
+    if let Some((metric, value)) = &main {
+        out.push(device, metric, ts, *value);
+    }
+    emit(out, device, ts, samples);
+    Ok(total)
+}
+
+/// A quick sufficient test for `check_name` passing: 1 to `MAX_NAME_LEN` bytes of printable
+/// ASCII (names failing it go through `check_name` itself).
+#[inline(always)]
+fn name_ok(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .fold(true, |ok, b| ok & (b' '..=b'~').contains(&b))
 }
 
 /// What one object yielded, before validation.
@@ -166,6 +185,7 @@ enum Field {
     Other,
 }
 
+#[inline(always)]
 fn classify(key: &str) -> Field {
     match key {
         "device" | "id" => Field::Device,
@@ -369,17 +389,15 @@ impl<'de> Visitor<'de> for FrameVisitor<'_> {
 /// is outside the subset described in the module docs (`p` is then to be discarded).
 #[inline]
 fn scan<'a>(frame: &'a str, p: &mut Parsed<'a>) -> bool {
-    scan_object(
-        &mut Scanner {
-            text: frame,
-            pos: 0,
-        },
-        p,
-    )
-    .is_some()
+    scan_object(frame, p).is_some()
 }
 
-fn scan_object<'a>(s: &mut Scanner<'a>, p: &mut Parsed<'a>) -> Option<()> {
+fn scan_object<'a>(frame: &'a str, p: &mut Parsed<'a>) -> Option<()> {
+    // A local cursor, so that its position lives in a register.
+    let s = &mut Scanner {
+        text: frame,
+        pos: 0,
+    };
     s.expect(b'{')?;
     s.skip_ws();
     if s.peek() == Some(b'}') {
@@ -447,6 +465,8 @@ const POW10: [f64; 23] = [
 
 /// Longest exponent (in digits) the fast path takes; longer ones are left to serde.
 const MAX_EXP_DIGITS: usize = 4;
+/// Most significant digits (integer and fraction) the fast path takes: any 19 digits fit u64.
+const MAX_DIGITS: usize = 19;
 
 /// Byte cursor of the fast path. Methods return `None` where the input leaves the fast path's
 /// subset of JSON (or is malformed); they never panic.
@@ -500,15 +520,22 @@ impl<'a> Scanner<'a> {
         let bytes = self.text.as_bytes();
         let start = self.pos;
         let mut i = start;
-        // Eight bytes at a time while no byte is a quote, a backslash or below 0x20.
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().ok()?);
-            if has_special(w) {
+        // Find the first quote, backslash or control character, eight bytes at a time while
+        // eight remain; it must be a quote.
+        loop {
+            if let Some(chunk) = bytes.get(i..i + 8) {
+                let (special, quote) = special_masks(u64::from_le_bytes(chunk.try_into().ok()?));
+                if special == 0 {
+                    i += 8;
+                    continue;
+                }
+                // The lowest flagged lane is a real hit (see `special_masks`).
+                if quote & special & special.wrapping_neg() == 0 {
+                    return None;
+                }
+                i += (special.trailing_zeros() / 8) as usize;
                 break;
             }
-            i += 8;
-        }
-        loop {
             match *bytes.get(i)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
@@ -562,82 +589,79 @@ impl<'a> Scanner<'a> {
     /// A JSON number, as serde_json would deliver it to a visitor: `UInt` for non-negative
     /// integers, `Int` for negative ones, `Float` for `-0` and numbers with a fraction or
     /// exponent, computed exactly like serde_json's `f64_from_parts`. `None` for malformed
-    /// numbers and for those serde_json takes another route for (more than 19-20 significant
-    /// digits, i.e. a significand beyond u64) or that this table does not cover (a decimal
-    /// exponent beyond ±22).
+    /// numbers, for more than `MAX_DIGITS` significant digits (serde_json takes other routes
+    /// once the significand leaves u64) and for a decimal exponent beyond ±22 (outside `POW10`).
     #[inline(always)]
     fn number(&mut self) -> Option<Num<'a>> {
-        let positive = if self.peek() == Some(b'-') {
-            self.pos += 1;
-            false
-        } else {
-            true
-        };
-        let mut sig: u64 = match self.next()? {
-            b'0' => {
-                // No leading zeros.
-                if let Some(b'0'..=b'9') = self.peek() {
-                    return None;
-                }
-                0
-            }
-            c @ b'1'..=b'9' => {
-                let mut sig = u64::from(c - b'0');
-                while let Some(c @ b'0'..=b'9') = self.peek() {
-                    sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-                    self.pos += 1;
-                }
-                sig
-            }
-            _ => return None,
-        };
-        let mut exp: i32 = 0;
+        let bytes = self.text.as_bytes();
+        let mut i = self.pos;
+        let positive = bytes.get(i) != Some(&b'-');
+        if !positive {
+            i += 1;
+        }
+        // Digits accumulate with wrapping arithmetic; more than MAX_DIGITS of them are
+        // rejected below, and up to that many cannot wrap.
+        let int_start = i;
+        let mut sig: u64 = 0;
+        while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+            sig = sig.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            i += 1;
+        }
+        let int_len = i - int_start;
+        // At least one digit, and no leading zero.
+        if int_len == 0 || (int_len > 1 && bytes.get(int_start) == Some(&b'0')) {
+            return None;
+        }
+        let mut frac_len = 0;
         let mut float = false;
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            float = true;
-            while let Some(c @ b'0'..=b'9') = self.peek() {
-                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-                self.pos += 1;
-                exp = exp.checked_sub(1)?;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            let frac_start = i;
+            while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+                sig = sig.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                i += 1;
             }
+            frac_len = i - frac_start;
             // At least one digit after the point.
-            if exp == 0 {
+            if frac_len == 0 {
                 return None;
             }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
             float = true;
-            let negative_exp = match self.peek() {
+        }
+        if int_len + frac_len > MAX_DIGITS {
+            return None;
+        }
+        // At most MAX_DIGITS, so the cast is exact.
+        let mut exp = -(frac_len as i32);
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            float = true;
+            let negative_exp = match bytes.get(i) {
                 Some(b'+') => {
-                    self.pos += 1;
+                    i += 1;
                     false
                 }
                 Some(b'-') => {
-                    self.pos += 1;
+                    i += 1;
                     true
                 }
                 _ => false,
             };
-            let start = self.pos;
+            let start = i;
             let mut e: i32 = 0;
-            while let Some(c @ b'0'..=b'9') = self.peek() {
-                if self.pos - start >= MAX_EXP_DIGITS {
+            while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+                if i - start >= MAX_EXP_DIGITS {
                     return None;
                 }
                 e = e * 10 + i32::from(c - b'0');
-                self.pos += 1;
+                i += 1;
             }
-            if self.pos == start {
+            if i == start {
                 return None;
             }
-            exp = if negative_exp {
-                exp.checked_sub(e)?
-            } else {
-                exp.checked_add(e)?
-            };
+            exp = if negative_exp { exp - e } else { exp + e };
         }
+        self.pos = i;
         if !float {
             return Some(if positive {
                 Num::UInt(sig)
@@ -665,10 +689,12 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Whether any byte of `w` is `"`, `\` or below 0x20 (may also report a byte right after such a
-/// byte; callers then look byte by byte).
+/// Eight bytes (the first in the low byte) → masks with the high bit set in the lane of each
+/// `"`, `\` or byte below 0x20 (`special`), and of each `"` (`quote`). Lanes above such a byte
+/// may be set spuriously (borrows propagate upwards), but no real one is missed and the lowest
+/// set lane of `special` is a real one, also set in `quote` exactly when it is a quote.
 #[inline(always)]
-fn has_special(w: u64) -> bool {
+fn special_masks(w: u64) -> (u64, u64) {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;
     let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
@@ -676,7 +702,7 @@ fn has_special(w: u64) -> bool {
     let quote = q.wrapping_sub(ONES) & !q;
     let b = w ^ (ONES * u64::from(b'\\'));
     let backslash = b.wrapping_sub(ONES) & !b;
-    (ctrl | quote | backslash) & HIGH != 0
+    ((ctrl | quote | backslash) & HIGH, quote & HIGH)
 }
 
 #[cfg(test)]
@@ -1180,7 +1206,7 @@ mod tests {
         if frame.is_empty() {
             return Ok(0);
         }
-        finish(parse_serde(frame)?, default_device, out)
+        finish(&mut parse_serde(frame)?, default_device, out)
     }
 
     /// A bit-exact, comparable rendering of a number (`-0.0` differs from `0.0`).
@@ -1257,7 +1283,7 @@ mod tests {
             "{\n\"id\":\"d\",\r\n\"x\":1e5,\"y\":-2.5E-3,\"z\":0,\"w\":-0,\"v\":-0.0}",
             r#"{"device":"d","metric":"m","value":"22.5","ts":"1700000000"}"#,
             r#"{"device":"d","v":1,"ts":null,"ok":true,"no":false,"n":null,"s":"x y","":"e"}"#,
-            r#"{"device":"dé😀","métrique":1.5,"big":18446744073709551615,"min":-9223372036854775808}"#,
+            r#"{"device":"dé😀","métrique":1.5,"big":9999999999999999999,"min":-9223372036854775808}"#,
             r#"{"device":"d","a":123456789012345678.9,"b":0.30000000000000004,"c":1e22,"d":1e-22}"#,
             "{\"device\":\"d\u{7f}\",\"metric\":\"\",\"value\":null}",
             r#"{"device":"","v":1}"#,
@@ -1279,6 +1305,10 @@ mod tests {
             r#"{"device":"d","o":{},"v":1}"#,
             r#"{"device":"d","a":[1],"v":1}"#,
             r#"{"device":"d","v":100000000000000000000000000000}"#,
+            r#"{"device":"d","v":18446744073709551615}"#,
+            r#"{"device":"d","v":-18446744073709551615}"#,
+            r#"{"device":"d","v":1844674407370955161.5}"#,
+            r#"{"device":"d","v":0.000000000000000000001}"#,
             r#"{"device":"d","v":1.00000000000000000000000001}"#,
             r#"{"device":"d","v":1e23}"#,
             r#"{"device":"d","v":1e-23}"#,
@@ -1346,16 +1376,13 @@ mod tests {
             "1e22",
             "1e-22",
             "9.999999999999999e22",
-            "1844674407370955161.5",
-            "18446744073709551615",
             "9223372036854775807",
             "9223372036854775808",
             "-9223372036854775808",
             "-9223372036854775809",
-            "-18446744073709551615",
             "1763761234567",
             "1763761234567.4",
-            "0.000000000000000000001",
+            "0.000000000000000001",
             "1e0022",
             "1e-0022",
         ] {
