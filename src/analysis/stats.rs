@@ -41,25 +41,6 @@ impl Agg {
         self.m2 = (self.m2 + delta * (x - self.mean)).max(0.0);
     }
 
-    /// Chan et al. pairwise combination: every M2 term is non-negative, so nothing cancels.
-    fn merge(a: Agg, b: Agg) -> Agg {
-        if a.n == 0 {
-            return b;
-        }
-        if b.n == 0 {
-            return a;
-        }
-        let n = a.n + b.n;
-        let (na, nb, nf) = (a.n as f64, b.n as f64, n as f64);
-        let delta = (b.shift - a.shift) + (b.mean - a.mean);
-        Agg {
-            n,
-            shift: a.shift,
-            mean: a.mean + delta * (nb / nf),
-            m2: a.m2 + b.m2 + delta * delta * (na * nb / nf),
-        }
-    }
-
     fn mean(&self) -> Option<f64> {
         (self.n > 0).then_some(self.shift + self.mean)
     }
