@@ -105,7 +105,7 @@ impl WindowMoments {
         let n = a.n as f64;
         let dev = x - a.mean;
         let contribution = dev * dev * n / (n - 1.0);
-        if self.evictions as u64 >= a.n || !(contribution < 0.5 * a.m2) || !x.is_finite() {
+        if self.evictions as u64 >= a.n || !x.is_finite() || contribution >= 0.5 * a.m2 || contribution.is_nan() {
             self.agg = Agg::default();
             for v in remaining {
                 self.agg.push(v);

@@ -521,26 +521,24 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut i = start;
         // Find the first quote, backslash or control character, eight bytes at a time while
-        // eight remain; it must be a quote.
+        // eight remain.
         loop {
             if let Some(chunk) = bytes.get(i..i + 8) {
-                let (special, quote) = special_masks(u64::from_le_bytes(chunk.try_into().ok()?));
-                if special == 0 {
+                let mask = special_mask(u64::from_le_bytes(chunk.try_into().ok()?));
+                if mask == 0 {
                     i += 8;
                     continue;
                 }
-                // The lowest flagged lane is a real hit (see `special_masks`).
-                if quote & special & special.wrapping_neg() == 0 {
-                    return None;
-                }
-                i += (special.trailing_zeros() / 8) as usize;
+                i += (mask.trailing_zeros() / 8) as usize;
                 break;
             }
             match *bytes.get(i)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
+                b'"' | b'\\' | 0..=0x1f => break,
                 _ => i += 1,
             }
+        }
+        if bytes.get(i) != Some(&b'"') {
+            return None;
         }
         // The quote is ASCII, so both ends are char boundaries.
         let s = self.text.get(start..i)?;
@@ -689,12 +687,11 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Eight bytes (the first in the low byte) → masks with the high bit set in the lane of each
-/// `"`, `\` or byte below 0x20 (`special`), and of each `"` (`quote`). Lanes above such a byte
-/// may be set spuriously (borrows propagate upwards), but no real one is missed and the lowest
-/// set lane of `special` is a real one, also set in `quote` exactly when it is a quote.
+/// Eight bytes (the first in the low byte) → a mask with the high bit set in the lane of each
+/// `"`, `\` or byte below 0x20. Lanes above such a byte may be set spuriously (borrows
+/// propagate upwards), but the lowest set lane is always a real one, and no real one is missed.
 #[inline(always)]
-fn special_masks(w: u64) -> (u64, u64) {
+fn special_mask(w: u64) -> u64 {
     const ONES: u64 = u64::MAX / 255;
     const HIGH: u64 = ONES << 7;
     let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
@@ -702,7 +699,7 @@ fn special_masks(w: u64) -> (u64, u64) {
     let quote = q.wrapping_sub(ONES) & !q;
     let b = w ^ (ONES * u64::from(b'\\'));
     let backslash = b.wrapping_sub(ONES) & !b;
-    ((ctrl | quote | backslash) & HIGH, quote & HIGH)
+    (ctrl | quote | backslash) & HIGH
 }
 
 #[cfg(test)]
