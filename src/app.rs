@@ -17,7 +17,8 @@ use crate::model::now_ms;
 use crate::sources::route::Router;
 use crate::sources::SourceActor;
 use crate::status::{PipelineStats, SourceStats, StatusBoard};
-use crate::store::{SaveSnapshot, Store, StoreActor};
+use crate::store::{Budget, SaveSnapshot, Store, StoreActor, UpstreamQueue};
+use crate::upstream;
 
 /// Number of analyzer shards for a config (0 = one per core).
 pub fn shard_count(resolved: &Resolved) -> usize {
@@ -35,6 +36,45 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
     let store = Store::open(&cfg.data_dir, cfg.store.cache_bytes)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let saved = store.load_snapshots().context("cannot read saved state")?;
+    let upstream = match &cfg.upstream {
+        None => None,
+        Some(u) => {
+            let token = upstream::read_token(u.token_file.as_deref(), u.token_env.as_deref())
+                .context("upstream token (upstream.token_file / upstream.token_env)")?;
+            let tls = if u.url.starts_with("wss://") {
+                Some(upstream::tls::client_config(u.ca_file.as_deref()).context("upstream TLS")?)
+            } else {
+                None
+            };
+            let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
+            let budget = Budget {
+                max_bytes: u.budget.max_bytes,
+                max_age_ms: u.budget.max_age.as_ms(),
+                alert_max_bytes: u.budget.alert_max_bytes.unwrap_or(u.budget.max_bytes),
+            };
+            let stats = Arc::new(upstream::UpstreamStats::default());
+            let queue = UpstreamQueue {
+                node: cfg.node_id.clone(),
+                budget,
+                flushed: flushed_tx,
+                stats: stats.clone(),
+            };
+            let sender = upstream::client::Upstream {
+                cfg: u.clone(),
+                node: cfg.node_id.clone(),
+                outbox: store.outbox(),
+                flushed: flushed_rx,
+                stats,
+                token,
+                tls,
+            };
+            Some((queue, sender))
+        }
+    };
+    let (queue, sender) = match upstream {
+        Some((q, s)) => (Some(q), Some(s)),
+        None => (None, None),
+    };
 
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -57,14 +97,23 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 .map(|s| Arc::new(SourceStats::new(s.id(), s.kind())))
                 .collect(),
             pipeline: PipelineStats::default(),
+            upstream: sender.as_ref().map(|s| (s.stats.clone(), s.outbox.clone())),
         });
 
         let store_arbiter = Arbiter::new();
         let retention = cfg.store.clone();
-        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention));
+        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention, queue));
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
-        let hub = Hub::new(cfg.node_id.clone(), cfg.summary_interval.0, events.clone(), store.clone(), status.clone()).start();
+        let hub = Hub::new(
+            cfg.node_id.clone(),
+            cfg.summary_interval.0,
+            events.clone(),
+            store.clone(),
+            status.clone(),
+            cfg.upstream.as_ref().map(|u| u.summary_interval.0),
+        )
+        .start();
 
         let n = shard_count(&resolved);
         let policies = Arc::new(Policies {
@@ -128,6 +177,11 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             sources = cfg.sources.len(),
             "edgewatch running: dashboard/API at http://{addr}/  live alerts at ws://{addr}/ws  status at http://{addr}/api/status"
         );
+
+        if let Some(sender) = sender {
+            tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");
+            tokio::spawn(upstream::run(sender));
+        }
 
         let ticker = status.clone();
         actix_rt::spawn(async move {

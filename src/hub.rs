@@ -12,7 +12,8 @@ use tokio::sync::broadcast;
 use crate::analysis::actor::{ShardActor, TakeSummary};
 use crate::model::{now_ms, Alert, AlertState, Summary};
 use crate::status::StatusBoard;
-use crate::store::{LogAlerts, StoreActor};
+use crate::store::{Gap, LogAlerts, QueueSummary, StoreActor};
+use crate::upstream::merge::SummaryMerger;
 
 /// Version of the wire messages (`v` field), see docs/PROTOCOL.md.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -48,6 +49,9 @@ struct WireAlert<'a> {
     kind: &'static str,
     v: u32,
     node: &'a str,
+    /// Upstream only: the message's outbox sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     #[serde(flatten)]
     alert: &'a Alert,
 }
@@ -58,28 +62,55 @@ struct WireSummary<'a> {
     kind: &'static str,
     v: u32,
     node: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
     #[serde(flatten)]
     summary: &'a Summary,
 }
 
-/// The JSON of an alert message.
-pub fn alert_json(node: &str, alert: &Alert) -> String {
+#[derive(Serialize)]
+struct WireGap<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    v: u32,
+    node: &'a str,
+    seq: u64,
+    #[serde(flatten)]
+    gap: &'a Gap,
+}
+
+/// The JSON of an alert message (`seq` only upstream).
+pub fn alert_json(node: &str, seq: Option<u64>, alert: &Alert) -> String {
     serde_json::to_string(&WireAlert {
         kind: "alert",
         v: PROTOCOL_VERSION,
         node,
+        seq,
         alert,
     })
     .unwrap_or_default()
 }
 
-/// The JSON of a summary message.
-pub fn summary_json(node: &str, summary: &Summary) -> String {
+/// The JSON of a summary message (`seq` only upstream).
+pub fn summary_json(node: &str, seq: Option<u64>, summary: &Summary) -> String {
     serde_json::to_string(&WireSummary {
         kind: "summary",
         v: PROTOCOL_VERSION,
         node,
+        seq,
         summary,
+    })
+    .unwrap_or_default()
+}
+
+/// The JSON of a `gap` notice: messages the outbox budget dropped.
+pub fn gap_json(node: &str, seq: u64, gap: &Gap) -> String {
+    serde_json::to_string(&WireGap {
+        kind: "gap",
+        v: PROTOCOL_VERSION,
+        node,
+        seq,
+        gap,
     })
     .unwrap_or_default()
 }
@@ -87,6 +118,8 @@ pub fn summary_json(node: &str, summary: &Summary) -> String {
 pub struct Hub {
     node: String,
     summary_every: Duration,
+    /// Merges local summaries into one per upstream interval (None without `[upstream]`).
+    upstream: Option<(Duration, SummaryMerger)>,
     shards: Vec<Addr<ShardActor>>,
     tx: broadcast::Sender<Arc<Wire>>,
     store: Addr<StoreActor>,
@@ -100,10 +133,12 @@ impl Hub {
         tx: broadcast::Sender<Arc<Wire>>,
         store: Addr<StoreActor>,
         status: Arc<StatusBoard>,
+        upstream_every: Option<Duration>,
     ) -> Self {
         Hub {
             node,
             summary_every,
+            upstream: upstream_every.map(|d| (d, SummaryMerger::default())),
             shards: Vec::new(),
             tx,
             store,
@@ -113,12 +148,15 @@ impl Hub {
 
     fn publish_summary(&mut self, s: Summary) {
         self.status.pipeline.summaries.fetch_add(1, Relaxed);
+        if let Some((_, merger)) = &mut self.upstream {
+            merger.add(&s);
+        }
         let s = Arc::new(s);
         let _ = self.tx.send(Arc::new(Wire {
             kind: Kind::Summary,
             device: None,
             state: None,
-            json: summary_json(&self.node, &s),
+            json: summary_json(&self.node, None, &s),
             summary: Some(s),
         }));
     }
@@ -154,6 +192,15 @@ impl Actor for Hub {
                 })
                 .spawn(ctx);
         });
+        if let Some((every, _)) = &self.upstream {
+            ctx.run_interval(*every, |act, _| {
+                if let Some((every, merger)) = &mut act.upstream {
+                    if let Some(s) = merger.take(now_ms(), every.as_millis() as u64) {
+                        act.store.do_send(QueueSummary(Arc::new(s)));
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -197,7 +244,7 @@ impl Handler<Event> for Hub {
                         device: Some(a.device.clone()),
                         state: Some(a.state),
                         summary: None,
-                        json: alert_json(&self.node, a),
+                        json: alert_json(&self.node, None, a),
                     }));
                 }
                 self.store.do_send(LogAlerts(alerts));

@@ -11,3 +11,5 @@ pub mod model;
 pub mod sources;
 pub mod status;
 pub mod store;
+pub mod tail;
+pub mod upstream;

@@ -32,6 +32,26 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Follow an appliance's live stream: one line per alert or summary.
+    Tail {
+        /// The appliance, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing).
+        url: String,
+        /// Bearer token, when the appliance's API requires one (or set EDGEWATCH_TOKEN).
+        #[arg(long, env = "EDGEWATCH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this kind of event.
+        #[arg(long = "type", value_parser = ["alert", "summary"])]
+        kind: Option<String>,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Colours: auto (on a terminal), always, never.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
+        color: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +67,46 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Tail {
+            url,
+            token,
+            device,
+            kind,
+            count,
+            color,
+        } => {
+            use std::io::IsTerminal;
+            let color = match color.as_str() {
+                "always" => true,
+                "never" => false,
+                _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            };
+            let opts = edgewatch::tail::TailOptions {
+                url,
+                token,
+                device,
+                kind,
+                color,
+                count,
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(edgewatch::tail::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             init_logging();
             let resolved = match config::load_file(&config) {

@@ -103,6 +103,8 @@ pub struct StatusBoard {
     pub started_at: Millis,
     pub sources: Vec<Arc<SourceStats>>,
     pub pipeline: PipelineStats,
+    /// Upstream delivery, when configured.
+    pub upstream: Option<(Arc<crate::upstream::UpstreamStats>, crate::store::Outbox)>,
 }
 
 impl StatusBoard {
@@ -149,6 +151,7 @@ impl StatusBoard {
                 dropped_slow: p.ws_dropped_slow.load(Relaxed),
                 summaries: p.summaries.load(Relaxed),
             },
+            upstream: self.upstream.as_ref().map(|(s, o)| s.view(o)),
         }
     }
 }
@@ -163,6 +166,7 @@ pub struct StatusView {
     pub analysis: AnalysisView,
     pub alerts: AlertsView,
     pub ws: WsView,
+    pub upstream: Option<crate::upstream::UpstreamView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -272,6 +276,7 @@ mod tests {
             started_at: 0,
             sources: vec![Arc::new(SourceStats::new("s", "tcp"))],
             pipeline: PipelineStats::default(),
+            upstream: None,
         };
         b.sources[0].samples.fetch_add(42, Relaxed);
         b.tick();

@@ -105,7 +105,11 @@ impl WindowMoments {
         let n = a.n as f64;
         let dev = x - a.mean;
         let contribution = dev * dev * n / (n - 1.0);
-        if self.evictions as u64 >= a.n || !x.is_finite() || contribution >= 0.5 * a.m2 || contribution.is_nan() {
+        if self.evictions as u64 >= a.n
+            || !x.is_finite()
+            || contribution >= 0.5 * a.m2
+            || contribution.is_nan()
+        {
             self.agg = Agg::default();
             for v in remaining {
                 self.agg.push(v);

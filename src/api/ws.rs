@@ -52,7 +52,7 @@ impl Filter {
             (Kind::Summary, Some(s)) => {
                 let mut mine = (**s).clone();
                 mine.devices.retain(|e| &e.device == dev);
-                (!mine.devices.is_empty()).then(|| crate::hub::summary_json(node, &mine))
+                (!mine.devices.is_empty()).then(|| crate::hub::summary_json(node, None, &mine))
             }
             (Kind::Summary, None) => None,
         }

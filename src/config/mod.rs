@@ -97,6 +97,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    /// Where alerts and summaries are forwarded (durable outbox, acknowledgements).
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -449,4 +452,109 @@ pub struct TcpSource {
     pub backoff_min: Dur,
     #[serde(default = "default_backoff_max")]
     pub backoff_max: Dur,
+}
+
+fn default_up_summary() -> Dur {
+    Dur::secs(10)
+}
+fn default_ping() -> Dur {
+    Dur::secs(20)
+}
+fn default_pong_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_up_backoff_min() -> Dur {
+    Dur::secs(1)
+}
+fn default_up_backoff_max() -> Dur {
+    Dur::secs(60)
+}
+fn default_jitter() -> f64 {
+    0.5
+}
+fn default_window() -> usize {
+    256
+}
+
+/// How the receiver confirms delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// The receiver acknowledges each message by `seq`; only acknowledged messages leave the outbox.
+    #[default]
+    Seq,
+    /// A message written to the socket counts as delivered.
+    None,
+}
+
+/// `[upstream]`: forward alerts and summaries over WebSocket with store-and-forward.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `ws://` or `wss://` URL of the receiver.
+    pub url: String,
+    /// File holding the bearer token (trimmed).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// PEM file with the CA certificate(s) to trust for `wss://` instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Summaries go upstream at most this often (local summaries are merged in between).
+    #[serde(default = "default_up_summary")]
+    pub summary_interval: Dur,
+    #[serde(default = "default_ping")]
+    pub ping_interval: Dur,
+    /// The connection is dropped when no pong arrives this long after a ping.
+    #[serde(default = "default_pong_timeout")]
+    pub pong_timeout: Dur,
+    #[serde(default = "default_up_backoff_min")]
+    pub backoff_min: Dur,
+    #[serde(default = "default_up_backoff_max")]
+    pub backoff_max: Dur,
+    /// Fraction of each backoff delay that is random (0 to 1).
+    #[serde(default = "default_jitter")]
+    pub backoff_jitter: f64,
+    #[serde(default)]
+    pub ack: AckMode,
+    /// Messages sent and not yet acknowledged, at most.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    #[serde(default)]
+    pub budget: OutboxBudget,
+}
+
+fn default_budget_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_budget_age() -> Dur {
+    Dur::secs(7 * 24 * 3600)
+}
+
+/// Disk budget of the outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxBudget {
+    /// Above this many bytes, the oldest summaries are dropped.
+    #[serde(default = "default_budget_bytes")]
+    pub max_bytes: u64,
+    /// Summaries older than this are dropped.
+    #[serde(default = "default_budget_age")]
+    pub max_age: Dur,
+    /// Hard cap for alerts: above it, the oldest alerts are dropped (the receiver gets a `gap`).
+    /// Defaults to `max_bytes`.
+    #[serde(default)]
+    pub alert_max_bytes: Option<u64>,
+}
+
+impl Default for OutboxBudget {
+    fn default() -> Self {
+        OutboxBudget {
+            max_bytes: default_budget_bytes(),
+            max_age: default_budget_age(),
+            alert_max_bytes: None,
+        }
+    }
 }

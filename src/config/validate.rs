@@ -124,6 +124,10 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         return fail(vec![key("analysis"), key("shards")], "must be at most 256");
     }
 
+    if let Some(u) = &config.upstream {
+        validate_upstream(u)?;
+    }
+
     let mut source_ids = HashSet::new();
     for (i, s) in config.sources.iter().enumerate() {
         let p = vec![key("source"), Seg::Index(i)];
@@ -231,6 +235,53 @@ fn list(set: &HashSet<String>) -> String {
     } else {
         v.join(", ")
     }
+}
+
+fn validate_upstream(u: &super::UpstreamConfig) -> VResult<()> {
+    let p = |k: &str| vec![key("upstream"), key(k)];
+    if !(u.url.starts_with("ws://") || u.url.starts_with("wss://")) {
+        return fail(
+            p("url"),
+            format!("{:?} must start with ws:// or wss://", u.url),
+        );
+    }
+    if u.token_file.is_some() && u.token_env.is_some() {
+        return fail(p("token_env"), "give `token_file` or `token_env`, not both");
+    }
+    if u.ca_file.is_some() && u.url.starts_with("ws://") {
+        return fail(p("ca_file"), "a CA file only applies to wss:// URLs");
+    }
+    if u.summary_interval.as_ms() < 100 {
+        return fail(p("summary_interval"), "must be at least 100ms");
+    }
+    if u.ping_interval.as_ms() < 100 || u.pong_timeout.as_ms() < 100 {
+        return fail(
+            p("ping_interval"),
+            "ping_interval and pong_timeout must be at least 100ms",
+        );
+    }
+    if u.backoff_min.as_ms() == 0 || u.backoff_max < u.backoff_min {
+        return fail(p("backoff_max"), "need 0 < backoff_min <= backoff_max");
+    }
+    if !(0.0..=1.0).contains(&u.backoff_jitter) {
+        return fail(p("backoff_jitter"), "must be between 0 and 1");
+    }
+    if u.window == 0 || u.window > 100_000 {
+        return fail(p("window"), "must be between 1 and 100000");
+    }
+    if u.budget.max_bytes < 64 * 1024 {
+        return fail(
+            vec![key("upstream"), key("budget"), key("max_bytes")],
+            "must be at least 65536",
+        );
+    }
+    if u.budget.alert_max_bytes.is_some_and(|b| b < 16 * 1024) {
+        return fail(
+            vec![key("upstream"), key("budget"), key("alert_max_bytes")],
+            "must be at least 16384",
+        );
+    }
+    Ok(())
 }
 
 fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {

@@ -1,5 +1,5 @@
 //! Capped exponential backoff with jitter, for reconnects and restarts.
-//! Each delay is drawn in [d/2, d] where d doubles from `min` up to `max`.
+//! Each delay is drawn in [d·(1−jitter), d] where d doubles from `min` up to `max`.
 
 use std::time::Duration;
 
@@ -10,15 +10,27 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
+    jitter: f64,
 }
 
 impl Backoff {
+    /// Half of each delay is random.
     pub fn new(min: Duration, max: Duration) -> Self {
+        Self::with_jitter(min, max, 0.5)
+    }
+
+    /// `jitter` (0 to 1) is the random fraction of each delay: it is drawn in [d·(1−jitter), d].
+    pub fn with_jitter(min: Duration, max: Duration, jitter: f64) -> Self {
         let min = min.max(Duration::from_millis(1));
         Backoff {
             min,
             max: max.max(min),
             next: min,
+            jitter: if jitter.is_finite() {
+                jitter.clamp(0.0, 1.0)
+            } else {
+                0.5
+            },
         }
     }
 
@@ -26,7 +38,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
-        let lo = d / 2;
+        let lo = d.mul_f64(1.0 - self.jitter);
         let jitter = rand::thread_rng().gen_range(0..=(d - lo).as_millis() as u64);
         (lo + Duration::from_millis(jitter)).max(self.min.min(d))
     }
@@ -55,5 +67,9 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+        let mut exact =
+            Backoff::with_jitter(Duration::from_millis(100), Duration::from_secs(1), 0.0);
+        assert_eq!(exact.next_delay(), Duration::from_millis(100));
+        assert_eq!(exact.next_delay(), Duration::from_millis(200));
     }
 }

@@ -1,22 +1,98 @@
-//! Actix shell around `Store`: runs on its own arbiter so disk work never blocks analysis,
-//! logs alerts, writes snapshots (flushing before it answers) and applies alert retention.
+//! Actix shell around `Store`: runs on its own arbiter so disk work never blocks analysis; logs
+//! alerts, queues upstream messages (flushed in groups every 50 ms), writes snapshots, retention.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::watch;
 
-use super::{AlertFilter, Store};
+use super::{AlertFilter, Budget, Lane, Outbox, Store};
 use crate::config::StoreConfig;
-use crate::model::{now_ms, Alert};
+use crate::hub::{alert_json, gap_json, summary_json};
+use crate::model::{now_ms, Alert, Summary};
+
+/// How often queued upstream messages are made durable (and then offered to the sender).
+const OUTBOX_FLUSH: Duration = Duration::from_millis(50);
+
+/// Upstream settings the store needs: where to announce durable messages, and the budget.
+pub struct UpstreamQueue {
+    pub node: String,
+    pub budget: Budget,
+    /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
+    pub flushed: watch::Sender<u64>,
+    pub stats: Arc<crate::upstream::UpstreamStats>,
+}
 
 pub struct StoreActor {
     store: Store,
     retention: StoreConfig,
+    upstream: Option<UpstreamQueue>,
+    outbox: Outbox,
+    dirty: bool,
 }
 
 impl StoreActor {
-    pub fn new(store: Store, retention: StoreConfig) -> Self {
-        StoreActor { store, retention }
+    pub fn new(store: Store, retention: StoreConfig, upstream: Option<UpstreamQueue>) -> Self {
+        let outbox = store.outbox();
+        if let Some(u) = &upstream {
+            // What survived from a previous run is durable already.
+            u.flushed.send_replace(outbox.last_seq());
+            u.stats
+                .durable_seq
+                .store(outbox.last_seq(), std::sync::atomic::Ordering::Relaxed);
+        }
+        StoreActor {
+            store,
+            retention,
+            upstream,
+            outbox,
+            dirty: false,
+        }
+    }
+
+    /// Applies the outbox budget (queueing `gap` notices), flushes, and announces the new
+    /// durable seq to the upstream sender.
+    fn flush_outbox(&mut self) {
+        let Some(u) = &self.upstream else { return };
+        let now = now_ms();
+        match self.outbox.enforce(&u.budget, now) {
+            Ok(gaps) => {
+                for g in gaps {
+                    tracing::warn!(lane = ?g.lane, from = g.from, to = g.to, count = g.count, reason = g.reason, "outbox over budget: messages dropped");
+                    let node = u.node.clone();
+                    if let Err(e) = self.outbox.append(Lane::Alert, now, |seq| {
+                        gap_json(&node, seq, &g).into_bytes()
+                    }) {
+                        tracing::error!(error = %e, "cannot queue gap notice");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "outbox budget check failed"),
+        }
+        match self.store.flush() {
+            Ok(_) => {
+                let seq = self.outbox.last_seq();
+                u.flushed.send_replace(seq);
+                u.stats
+                    .durable_seq
+                    .store(seq, std::sync::atomic::Ordering::Relaxed);
+                self.dirty = false;
+            }
+            Err(e) => tracing::error!(error = %e, "outbox flush failed; retrying"),
+        }
+    }
+
+    fn queue(&mut self, lane: Lane, build: impl FnOnce(&str, u64) -> String) {
+        let Some(u) = &self.upstream else { return };
+        let node = u.node.as_str();
+        match self
+            .outbox
+            .append(lane, now_ms(), |seq| build(node, seq).into_bytes())
+        {
+            Ok(_) => self.dirty = true,
+            Err(e) => tracing::error!(error = %e, "cannot queue upstream message"),
+        }
     }
 }
 
@@ -34,6 +110,13 @@ impl Actor for StoreActor {
                 Ok(n) => tracing::info!(removed = n, "alert log retention applied"),
                 Err(e) => tracing::error!(error = %e, "alert log retention failed"),
             }
+            // Age limits apply even when nothing new arrives.
+            act.dirty |= act.upstream.is_some();
+        });
+        ctx.run_interval(OUTBOX_FLUSH, |act, _| {
+            if act.dirty {
+                act.flush_outbox();
+            }
         });
     }
 
@@ -44,7 +127,7 @@ impl Actor for StoreActor {
     }
 }
 
-/// Append alert transitions to the alert log.
+/// Append alert transitions to the alert log (and the upstream outbox).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LogAlerts(pub Vec<Alert>);
@@ -56,7 +139,22 @@ impl Handler<LogAlerts> for StoreActor {
             if let Err(e) = self.store.log_alert(a) {
                 tracing::error!(error = %e, alert = %a.id, "cannot write alert log");
             }
+            self.queue(Lane::Alert, |node, seq| alert_json(node, Some(seq), a));
         }
+    }
+}
+
+/// Queue a summary for upstream.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QueueSummary(pub Arc<Summary>);
+
+impl Handler<QueueSummary> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: QueueSummary, _: &mut Self::Context) {
+        self.queue(Lane::Summary, |node, seq| {
+            summary_json(node, Some(seq), &msg.0)
+        });
     }
 }
 
@@ -73,7 +171,11 @@ impl Handler<SaveSnapshot> for StoreActor {
             .save_snapshots(msg.0)
             .and_then(|_| self.store.flush())
             .map(|bytes| tracing::debug!(devices = n, flushed_bytes = bytes, "snapshot saved"))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if self.dirty {
+            self.flush_outbox();
+        }
+        Ok(())
     }
 }
 

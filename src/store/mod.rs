@@ -2,8 +2,10 @@
 //! `Store` is plain and testable; `StoreActor` is the actix shell that runs it on its own thread.
 
 mod actor;
+pub mod outbox;
 
-pub use actor::{LogAlerts, QueryAlerts, SaveSnapshot, StoreActor};
+pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
+pub use outbox::{Budget, Gap, Lane, Outbox};
 
 use std::path::Path;
 
@@ -27,6 +29,7 @@ pub struct AlertFilter {
 
 pub struct Store {
     db: sled::Db,
+    outbox: Outbox,
     state: sled::Tree,
     alerts: sled::Tree,
     alert_keys: sled::Tree,
@@ -50,11 +53,22 @@ impl Store {
             meta.insert("state_version", STATE_VERSION)?;
         }
         Ok(Store {
+            outbox: Outbox::open(&db)?,
             alerts: db.open_tree("alerts")?,
             alert_keys: db.open_tree("alert_keys")?,
             state,
             db,
         })
+    }
+
+    /// The upstream outbox (shares this database).
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
+    }
+
+    /// Bytes sled occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
     }
 
     /// All saved per-device snapshots: device id → encoded state.
