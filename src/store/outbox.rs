@@ -259,7 +259,8 @@ impl Outbox {
         Ok(gaps)
     }
 
-    /// Drops the oldest messages of `lane` while `more(outbox, created_at)` holds.
+    /// Drops the oldest messages of `lane` while `more(outbox, created_at)` holds. Gap notices
+    /// are never dropped: losing the record of a loss would make it silent.
     fn drop_oldest(
         &self,
         lane: Lane,
@@ -268,9 +269,13 @@ impl Outbox {
     ) -> Result<Option<Gap>, StoreError> {
         let mut gap: Option<Gap> = None;
         let tree = &self.inner.trees[lane.idx()];
-        while let Some((k, v)) = tree.first()? {
+        for kv in tree.iter() {
+            let (k, v) = kv?;
             if !more(self, created_of(&v)) {
                 break;
+            }
+            if v.get(HEADER..).is_some_and(|j| j.starts_with(GAP_PREFIX)) {
+                continue;
             }
             tree.remove(&k)?;
             self.account_removed(lane, v.len());
@@ -295,6 +300,9 @@ impl Outbox {
         Ok(gap)
     }
 }
+
+/// How every gap notice's JSON starts (see `hub::gap_json`).
+const GAP_PREFIX: &[u8] = br#"{"type":"gap""#;
 
 fn total_of(o: &Outbox) -> u64 {
     o.bytes(Lane::Alert) + o.bytes(Lane::Summary)
@@ -394,6 +402,36 @@ mod tests {
             "oldest alerts went first: {left:?}"
         );
         assert_eq!(ga.count as usize + left.len(), 10);
+    }
+
+    #[test]
+    fn gap_notices_are_recognised_and_never_dropped() {
+        let g = Gap {
+            lane: Lane::Alert,
+            from: 1,
+            to: 2,
+            count: 2,
+            reason: "alert_max_bytes",
+        };
+        assert!(crate::hub::gap_json("n", 9, &g)
+            .as_bytes()
+            .starts_with(GAP_PREFIX));
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_db, o) = open(dir.path());
+        o.append(Lane::Alert, 0, |s| {
+            crate::hub::gap_json("n", s, &g).into_bytes()
+        })
+        .expect("gap");
+        o.append(Lane::Alert, 0, |s| msg(s, 0)).expect("alert");
+        let b = Budget {
+            max_bytes: 1 << 30,
+            max_age_ms: 1 << 40,
+            alert_max_bytes: 0,
+        };
+        let gaps = o.enforce(&b, 0).expect("enforce");
+        assert_eq!(gaps.len(), 1);
+        assert_eq!((gaps[0].from, gaps[0].count), (2, 1), "only the alert went");
+        assert_eq!(o.len(Lane::Alert), 1, "the gap notice stays");
     }
 
     #[test]
