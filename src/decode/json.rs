@@ -1,19 +1,20 @@
 //! JSON frames: one object per line, e.g. `{"device":"d1","metric":"temp","ts":1763761234567,"value":22.1}`
 //! or multi-metric `{"device":"d1","ts":1763761234,"temp":22.1,"humidity":40}`.
 //!
-//! Two parsers fill the same [`Parsed`]:
-//! - a hand-written scanner for the common case: a flat object whose keys and strings have no
-//!   escapes, with string, number, `true`/`false`/`null` values and JSON whitespace between
-//!   tokens. It borrows every key and string from the frame, so a typical frame does not touch
-//!   the heap;
-//! - a streaming serde visitor for everything else (escapes, nested values in ignored fields,
-//!   very long or very large numbers) and for every frame the scanner does not accept.
+//! Two parsers fill the same `Parsed`:
+//! - a hand-written scanner for the common case: an object whose keys, and whose strings that
+//!   are used (device, metric, numeric strings), have no escapes; numbers of at most 19 digits
+//!   with a decimal exponent within ±22; any JSON whitespace. Ignored fields may hold any valid
+//!   JSON without escaped UTF-16 surrogates, nested up to 64 levels. It borrows every key and
+//!   string from the frame, so a typical frame does not touch the heap;
+//! - a streaming serde visitor (strings borrow from the frame unless they contain escapes) for
+//!   every frame the scanner does not accept.
 //!
 //! The scanner gives up on anything outside its subset, on every malformed frame and on every
 //! rejection found during the walk (duplicate or too many fields); serde then parses the frame
 //! from the start, so errors and their messages are exactly serde's. The scanner converts numbers
 //! with serde_json's own algorithm (the crate's default, without `float_roundtrip`), so both
-//! parsers yield bit-identical values.
+//! parsers yield bit-identical values; tests check that the two agree.
 
 use super::{
     bad_number, check_finite, check_name, emit, ms_from_f64, ms_from_i64, parse_ts, parse_value,
@@ -467,6 +468,8 @@ const POW10: [f64; 23] = [
 const MAX_EXP_DIGITS: usize = 4;
 /// Most significant digits (integer and fraction) the fast path takes: any 19 digits fit u64.
 const MAX_DIGITS: usize = 19;
+/// Deepest nesting the fast path skips (one bit per level); deeper values are left to serde.
+const MAX_DEPTH: u32 = 64;
 
 /// Byte cursor of the fast path. Methods return `None` where the input leaves the fast path's
 /// subset of JSON (or is malformed); they never panic.
@@ -517,33 +520,47 @@ impl<'a> Scanner<'a> {
     /// `None` for escapes and for control characters (which serde rejects), or without an end.
     #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
-        let bytes = self.text.as_bytes();
         let start = self.pos;
-        let mut i = start;
-        // Find the first quote, backslash or control character, eight bytes at a time while
-        // eight remain.
-        loop {
-            if let Some(chunk) = bytes.get(i..i + 8) {
-                let mask = special_mask(u64::from_le_bytes(chunk.try_into().ok()?));
-                if mask == 0 {
-                    i += 8;
-                    continue;
-                }
-                i += (mask.trailing_zeros() / 8) as usize;
-                break;
-            }
-            match *bytes.get(i)? {
-                b'"' | b'\\' | 0..=0x1f => break,
-                _ => i += 1,
-            }
-        }
-        if bytes.get(i) != Some(&b'"') {
+        let end = find_special(self.text.as_bytes(), start)?;
+        if self.text.as_bytes().get(end) != Some(&b'"') {
             return None;
         }
         // The quote is ASCII, so both ends are char boundaries.
-        let s = self.text.get(start..i)?;
-        self.pos = i + 1;
+        let s = self.text.get(start..end)?;
+        self.pos = end + 1;
         Some(s)
+    }
+
+    /// After an opening quote: skips a string whose contents are not needed, through its
+    /// closing quote. Escapes are checked, not decoded; `None` for a `\u` escape of a UTF-16
+    /// surrogate (serde_json checks their pairing only where it decodes), for invalid escapes
+    /// and control characters, or without an end.
+    fn skip_string(&mut self) -> Option<()> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.pos;
+        loop {
+            i = find_special(bytes, i)?;
+            match *bytes.get(i)? {
+                b'"' => break,
+                b'\\' => match *bytes.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        let mut code = 0u32;
+                        for &h in bytes.get(i + 2..i + 6)? {
+                            code = code * 16 + char::from(h).to_digit(16)?;
+                        }
+                        if (0xd800..=0xdfff).contains(&code) {
+                            return None;
+                        }
+                        i += 6;
+                    }
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        self.pos = i + 1;
+        Some(())
     }
 
     /// The value of `value` or `ts`: a number, a string (kept as text), or null.
@@ -565,12 +582,16 @@ impl<'a> Scanner<'a> {
         let skipped = match self.peek()? {
             b'"' => {
                 self.pos += 1;
-                self.string()?;
+                self.skip_string()?;
                 true
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
+            b'[' | b'{' => {
+                self.skip_container()?;
+                true
+            }
             _ => false,
         };
         if skipped {
@@ -582,6 +603,122 @@ impl<'a> Scanner<'a> {
             Num::Float(v) => Some(Some(v)),
             Num::Text(_) | Num::Null => None,
         }
+    }
+
+    /// Skips the array or object at the cursor, checking that it is valid JSON the way serde_json
+    /// does for an ignored value: numbers by their syntax only, any depth (but the fast path
+    /// leaves more than `MAX_DEPTH` levels, and strings with escapes, to serde).
+    fn skip_container(&mut self) -> Option<()> {
+        // The open containers, the innermost in the lowest bit: 1 for an object, 0 for an array.
+        let mut stack: u64 = 0;
+        let mut depth = 0;
+        loop {
+            // At a value.
+            match self.peek()? {
+                open @ (b'[' | b'{') => {
+                    self.pos += 1;
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    let object = open == b'{';
+                    stack = (stack << 1) | u64::from(object);
+                    depth += 1;
+                    self.skip_ws();
+                    let empty = self.peek() == Some(if object { b'}' } else { b']' });
+                    if !empty {
+                        if object {
+                            self.member_key()?;
+                        }
+                        continue;
+                    }
+                    self.pos += 1;
+                    stack >>= 1;
+                    depth -= 1;
+                }
+                b'"' => {
+                    self.pos += 1;
+                    self.skip_string()?;
+                }
+                b't' if self.literal(b"true") => {}
+                b'f' if self.literal(b"false") => {}
+                b'n' if self.literal(b"null") => {}
+                _ => self.skip_number()?,
+            }
+            // After a value: close containers until one goes on with another element.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                self.skip_ws();
+                let object = stack & 1 == 1;
+                match self.next()? {
+                    b',' => {
+                        self.skip_ws();
+                        if object {
+                            self.member_key()?;
+                        }
+                        break;
+                    }
+                    b']' if !object => {}
+                    b'}' if object => {}
+                    _ => return None,
+                }
+                stack >>= 1;
+                depth -= 1;
+            }
+        }
+    }
+
+    /// In a skipped object: a key, the colon and the whitespace up to the value.
+    #[inline(always)]
+    fn member_key(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        self.skip_string()?;
+        self.skip_ws();
+        self.expect(b':')?;
+        self.skip_ws();
+        Some(())
+    }
+
+    /// Skips a number in a skipped container, checking only its syntax (as serde_json does there).
+    fn skip_number(&mut self) -> Option<()> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.pos;
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let digits = |mut i: usize| {
+            while let Some(b'0'..=b'9') = bytes.get(i) {
+                i += 1;
+            }
+            i
+        };
+        match bytes.get(i)? {
+            // No leading zeros.
+            b'0' if !matches!(bytes.get(i + 1), Some(b'0'..=b'9')) => i += 1,
+            b'1'..=b'9' => i = digits(i + 1),
+            _ => return None,
+        }
+        if bytes.get(i) == Some(&b'.') {
+            let end = digits(i + 1);
+            if end == i + 1 {
+                return None;
+            }
+            i = end;
+        }
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
+            }
+            let end = digits(i);
+            if end == i {
+                return None;
+            }
+            i = end;
+        }
+        self.pos = i;
+        Some(())
     }
 
     /// A JSON number, as serde_json would deliver it to a visitor: `UInt` for non-negative
@@ -684,6 +821,26 @@ impl<'a> Scanner<'a> {
             f /= pow;
         }
         Some(Num::Float(if positive { f } else { -f }))
+    }
+}
+
+/// The index of the first `"`, `\` or control character at or after `i`, if any; eight bytes at
+/// a time while eight remain.
+#[inline(always)]
+fn find_special(bytes: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mask = special_mask(u64::from_le_bytes(chunk.try_into().ok()?));
+            if mask == 0 {
+                i += 8;
+                continue;
+            }
+            return Some(i + (mask.trailing_zeros() / 8) as usize);
+        }
+        match *bytes.get(i)? {
+            b'"' | b'\\' | 0..=0x1f => return Some(i),
+            _ => i += 1,
+        }
     }
 }
 
@@ -1272,6 +1429,27 @@ mod tests {
     }
 
     #[test]
+    fn name_ok_is_a_shortcut_of_check_name() {
+        let printable: String = (b' '..=b'~').map(char::from).collect();
+        for name in [
+            &printable[..1],
+            &printable,
+            &"x".repeat(MAX_NAME_LEN),
+            " ",
+            "~",
+        ] {
+            assert!(name_ok(name), "{name:?}");
+            assert_eq!(check_name("metric", name), Ok(()), "{name:?}");
+        }
+        for c in printable.chars() {
+            assert_eq!(check_name("metric", &c.to_string()), Ok(()));
+        }
+        for name in ["", "a\u{7f}", "a\tb", "é", &"x".repeat(MAX_NAME_LEN + 1)] {
+            assert!(!name_ok(name), "{name:?}");
+        }
+    }
+
+    #[test]
     fn fast_path_takes_common_frames() {
         for frame in [
             r#"{"device":"sensor-0042","metric":"temperature","ts":1763761234567,"value":22.125}"#,
@@ -1285,12 +1463,31 @@ mod tests {
             "{\"device\":\"d\u{7f}\",\"metric\":\"\",\"value\":null}",
             r#"{"device":"","v":1}"#,
             r#"{"metric":"m","value":1,"x":2}"#,
+            r#"{"device":"d","o":{},"a":[],"v":1}"#,
+            r#"{"device":"d","s":"a\nb\"\\\/\b\f\r\t\u00e9\uFFFF\u0000","v":1}"#,
+            r#"{"device":"d","o":["a\nb",{"\u0061\"":"\u00E9"}],"v":1}"#,
+            "{\"device\":\"d\",\"n\":[ 1 ,-0.5e+3,\t1e400, 0,\"x\",true,false,null,{ \"k\" :\r\n[{}] }],\"v\":1}",
+            r#"{"device":"d","o":{"a":{"b":{"c":[[["é"]]]}},"d":-12345678901234567890123.5E-999},"v":1}"#,
             "{}",
             "{ }",
         ] {
             assert!(parse_fast(frame).is_some(), "{frame:?}");
             agree(frame);
         }
+        let deep = format!(
+            r#"{{"device":"d","o":{}{},"v":1}}"#,
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        assert!(parse_fast(&deep).is_some());
+        agree(&deep);
+        let deep = format!(
+            r#"{{"device":"d","o":{}1{},"v":1}}"#,
+            r#"{"a":["#.repeat(32),
+            "]}".repeat(32)
+        );
+        assert!(parse_fast(&deep).is_some());
+        agree(&deep);
     }
 
     #[test]
@@ -1298,9 +1495,33 @@ mod tests {
         for frame in [
             r#"{"dev\u0069ce":"d","v":1}"#,
             r#"{"device":"d\"q","v":1}"#,
-            r#"{"device":"d","s":"a\nb","v":1}"#,
-            r#"{"device":"d","o":{},"v":1}"#,
-            r#"{"device":"d","a":[1],"v":1}"#,
+            r#"{"device":"d","s":"\ud83d\ude00","v":1}"#,
+            r#"{"device":"d","s":"\udc00","v":1}"#,
+            r#"{"device":"d","s":"\q","v":1}"#,
+            r#"{"device":"d","s":"\u12","v":1}"#,
+            r#"{"device":"d","s":"\u12G4","v":1}"#,
+            r#"{"device":"d","s":"\"#,
+            r#"{"device":"d","s":"a\"}"#,
+            r#"{"device":"d","o":["\ud800"],"v":1}"#,
+            r#"{"device":"d","o":{"a":1,},"v":1}"#,
+            r#"{"device":"d","o":[1,],"v":1}"#,
+            r#"{"device":"d","o":[1 2],"v":1}"#,
+            r#"{"device":"d","o":{"a" 1},"v":1}"#,
+            r#"{"device":"d","o":{"a":1 "b":2},"v":1}"#,
+            r#"{"device":"d","o":{1:2},"v":1}"#,
+            r#"{"device":"d","o":{"a"},"v":1}"#,
+            r#"{"device":"d","o":[01],"v":1}"#,
+            r#"{"device":"d","o":[1.],"v":1}"#,
+            r#"{"device":"d","o":[1e],"v":1}"#,
+            r#"{"device":"d","o":[-],"v":1}"#,
+            r#"{"device":"d","o":[.5],"v":1}"#,
+            r#"{"device":"d","o":[tru],"v":1}"#,
+            r#"{"device":"d","o":[},"v":1}"#,
+            r#"{"device":"d","o":{],"v":1}"#,
+            r#"{"device":"d","o":[[]],]"v":1}"#,
+            r#"{"device":"d","o":[1,{"a":[2}],"v":1}"#,
+            r#"{"device":"d","o":[1"#,
+            r#"{"device":"d","o":{"a":"#,
             r#"{"device":"d","v":100000000000000000000000000000}"#,
             r#"{"device":"d","v":18446744073709551615}"#,
             r#"{"device":"d","v":-18446744073709551615}"#,
@@ -1349,6 +1570,13 @@ mod tests {
         many.push('}');
         assert!(parse_fast(&many).is_none());
         agree(&many);
+        let deep = format!(
+            r#"{{"device":"d","o":{}{},"v":1}}"#,
+            "[".repeat(65),
+            "]".repeat(65)
+        );
+        assert!(parse_fast(&deep).is_none());
+        agree(&deep);
     }
 
     #[test]
@@ -1411,7 +1639,7 @@ mod tests {
             12 => number_text(),
             3 => r#""[a-z0-9 ._é-]{0,10}""#,
             2 => number_text().prop_map(|n| format!("\"{n}\"")),
-            1 => r#""([a-z]|\\[nt"\\/]|\\u00e9|\\ud83d\\ude00){0,4}""#,
+            2 => escaped_string_text(),
             2 => prop_oneof![
                 4 => Just("true"),
                 4 => Just("false"),
@@ -1420,8 +1648,44 @@ mod tests {
                 1 => Just("True"),
             ]
                 .prop_map(str::to_owned),
-            1 => prop_oneof![Just("[]"), Just("{}"), Just("[1,\"a\",{}]"), Just("{\"a\":[null]}")]
-                .prop_map(str::to_owned),
+            2 => nested_text(),
+        ]
+    }
+
+    /// A string with escapes, valid or not.
+    fn escaped_string_text() -> impl Strategy<Value = String> {
+        r#""([a-z]|\\[nt"\\/bfr]|\\u[0-9a-fA-F]{4}|\\ud83d\\ude00|\\udc00|\\[qx]|\\u[0-9a-f]{0,3}){0,4}""#
+    }
+
+    /// An array or object of arbitrary values (with whitespace), for ignored fields.
+    fn nested_text() -> impl Strategy<Value = String> {
+        fn array(items: Vec<(String, &str, &str)>) -> String {
+            let items: Vec<_> = items.iter().map(|(v, a, b)| format!("{a}{v}{b}")).collect();
+            format!("[{}]", items.join(","))
+        }
+        fn object(members: Vec<(String, String, &str, &str)>) -> String {
+            let members: Vec<_> = members
+                .iter()
+                .map(|(k, v, a, b)| format!("{a}\"{k}\"{b}:{a}{v}{b}"))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+        let leaf = prop_oneof![
+            number_text(),
+            r#""[a-z0-9 é]{0,4}""#,
+            Just("true".to_owned()),
+            Just("null".to_owned()),
+            escaped_string_text(),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec((inner.clone(), ws(), ws()), 0..4).prop_map(array),
+                proptest::collection::vec((key_text(), inner, ws(), ws()), 0..4).prop_map(object),
+            ]
+        });
+        prop_oneof![
+            proptest::collection::vec((value.clone(), ws(), ws()), 0..4).prop_map(array),
+            proptest::collection::vec((key_text(), value, ws(), ws()), 0..4).prop_map(object),
         ]
     }
 
@@ -1475,7 +1739,7 @@ mod tests {
         let mut runner = TestRunner::deterministic();
         let strategy = object_text();
         let (mut fast, mut emitted) = (0, 0);
-        for _ in 0..1000 {
+        for _ in 0..300 {
             let frame = strategy
                 .new_tree(&mut runner)
                 .map(|t| t.current())
@@ -1488,15 +1752,50 @@ mod tests {
             }
         }
         // Without enough fast-path frames the agreement tests above would prove little.
-        assert!(fast >= 300, "only {fast} of 1000 took the fast path");
+        assert!(fast >= 90, "only {fast} of 300 took the fast path");
         assert!(
-            emitted >= 100,
-            "only {emitted} of 1000 decoded on the fast path"
+            emitted >= 30,
+            "only {emitted} of 300 decoded on the fast path"
         );
     }
 
+    type Edit = (proptest::sample::Index, u8, char);
+
+    /// A few random edits of JSON-ish characters.
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        // Structural characters three times as likely as the others.
+        let chars: Vec<char> = "{}[]\":,{}[]\":,{}[]\":,0123456789.-+eE \t\\uéntrfals\u{0}\u{1f}"
+            .chars()
+            .collect();
+        proptest::collection::vec(
+            (
+                any::<proptest::sample::Index>(),
+                0u8..7,
+                proptest::sample::select(chars),
+            ),
+            1..4,
+        )
+    }
+
+    /// Applies edits: insert, remove or replace a character, or (rarely) cut the text there.
+    fn mutate(text: &str, edits: &[Edit]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, op, c) in edits {
+            let i = at.index(chars.len() + 1);
+            match op {
+                0 | 1 => chars.insert(i, *c),
+                2 | 3 if i < chars.len() => {
+                    chars.remove(i);
+                }
+                4 | 5 if i < chars.len() => chars[i] = *c,
+                _ => chars.truncate(i),
+            }
+        }
+        chars.into_iter().collect()
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig::with_cases(1000))]
 
         #[test]
         fn fast_and_serde_paths_agree_on_generated_objects(frame in object_text()) {
@@ -1517,30 +1816,19 @@ mod tests {
         }
 
         #[test]
-        fn fast_and_serde_paths_agree_on_mutated_objects(
-            frame in object_text(),
-            edits in proptest::collection::vec(
-                (any::<proptest::sample::Index>(), 0u8..4, proptest::sample::select(
-                    "{}[]\":,0123456789.-+eE \t\\uéntrfals\u{0}\u{1f}".chars().collect::<Vec<_>>(),
-                )),
-                1..4,
-            ),
-        ) {
-            let mut chars: Vec<char> = frame.chars().collect();
-            for (at, op, c) in edits {
-                let i = at.index(chars.len() + 1);
-                match op {
-                    0 => chars.insert(i, c),
-                    1 if i < chars.len() => {
-                        chars.remove(i);
-                    }
-                    2 if i < chars.len() => chars[i] = c,
-                    _ => chars.truncate(i),
-                }
-            }
-            let frame: String = chars.into_iter().collect();
+        fn fast_and_serde_paths_agree_on_mutated_objects(frame in object_text(), edits in edits()) {
+            let frame = mutate(&frame, &edits);
             check_agree(&frame, None)?;
             check_agree(&frame, Some("dflt"))?;
+        }
+
+        #[test]
+        fn fast_and_serde_paths_agree_on_mutated_nested_values(
+            nested in nested_text(),
+            edits in edits(),
+        ) {
+            let frame = format!(r#"{{"device":"d","o":{},"v":1}}"#, mutate(&nested, &edits));
+            check_agree(&frame, None)?;
         }
 
         #[test]

@@ -63,6 +63,7 @@ impl UpstreamStats {
             outbox_alerts: outbox.len(Lane::Alert),
             outbox_summaries: outbox.len(Lane::Summary),
             outbox_bytes: outbox.bytes(Lane::Alert) + outbox.bytes(Lane::Summary),
+            outbox_alert_bytes: outbox.bytes(Lane::Alert),
             dropped: outbox.dropped(),
             last_error: self
                 .last_error
@@ -85,6 +86,7 @@ pub struct UpstreamView {
     pub outbox_alerts: u64,
     pub outbox_summaries: u64,
     pub outbox_bytes: u64,
+    pub outbox_alert_bytes: u64,
     pub dropped: u64,
     pub last_error: Option<crate::status::ErrorView>,
 }
