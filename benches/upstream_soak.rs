@@ -99,7 +99,7 @@ backoff_max = "2s"
     let load = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut s = TcpStream::connect(("127.0.0.1", tcp_port as u16)).expect("tcp");
+            let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).expect("tcp");
             let mut x: u64 = 0x2545_F491_4F6C_DD1D;
             let mut rnd = move || {
                 x ^= x << 13;
