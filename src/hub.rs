@@ -43,8 +43,9 @@ pub struct Wire {
     pub json: String,
 }
 
+/// Envelope of every outgoing message: type, protocol version, node, upstream `seq`, then the body.
 #[derive(Serialize)]
-struct WireAlert<'a> {
+struct Envelope<'a, T: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
     v: u32,
@@ -53,66 +54,33 @@ struct WireAlert<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
     #[serde(flatten)]
-    alert: &'a Alert,
+    body: &'a T,
 }
 
-#[derive(Serialize)]
-struct WireSummary<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    v: u32,
-    node: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u64>,
-    #[serde(flatten)]
-    summary: &'a Summary,
-}
-
-#[derive(Serialize)]
-struct WireGap<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    v: u32,
-    node: &'a str,
-    seq: u64,
-    #[serde(flatten)]
-    gap: &'a Gap,
+fn envelope<T: Serialize>(kind: &'static str, node: &str, seq: Option<u64>, body: &T) -> String {
+    serde_json::to_string(&Envelope {
+        kind,
+        v: PROTOCOL_VERSION,
+        node,
+        seq,
+        body,
+    })
+    .unwrap_or_default()
 }
 
 /// The JSON of an alert message (`seq` only upstream).
 pub fn alert_json(node: &str, seq: Option<u64>, alert: &Alert) -> String {
-    serde_json::to_string(&WireAlert {
-        kind: "alert",
-        v: PROTOCOL_VERSION,
-        node,
-        seq,
-        alert,
-    })
-    .unwrap_or_default()
+    envelope("alert", node, seq, alert)
 }
 
 /// The JSON of a summary message (`seq` only upstream).
 pub fn summary_json(node: &str, seq: Option<u64>, summary: &Summary) -> String {
-    serde_json::to_string(&WireSummary {
-        kind: "summary",
-        v: PROTOCOL_VERSION,
-        node,
-        seq,
-        summary,
-    })
-    .unwrap_or_default()
+    envelope("summary", node, seq, summary)
 }
 
 /// The JSON of a `gap` notice: messages the outbox budget dropped.
 pub fn gap_json(node: &str, seq: u64, gap: &Gap) -> String {
-    serde_json::to_string(&WireGap {
-        kind: "gap",
-        v: PROTOCOL_VERSION,
-        node,
-        seq,
-        gap,
-    })
-    .unwrap_or_default()
+    envelope("gap", node, Some(seq), gap)
 }
 
 pub struct Hub {

@@ -163,49 +163,43 @@ fn judge(
     rng: &mut SmallRng,
     out: &mut Vec<Alert>,
 ) {
+    let alert = |slot: &DetectorSlot, id: String, raised_at: Millis| Alert {
+        id,
+        device: device.to_string(),
+        metric: metric.to_string(),
+        detector: slot.name.to_string(),
+        severity: slot.severity,
+        state: AlertState::Firing,
+        ts,
+        value,
+        score: v.score,
+        raised_at,
+        resolved_at: None,
+        message: v.message(),
+    };
     match slot.life.step(v.anomalous, now, slot.hold_ms) {
         None => {}
         Some(Transition::Fire) => {
             let id = alert_id(rng);
             slot.life.set_id(id);
-            let a = Alert {
-                id: format!("{id:016x}"),
-                device: device.to_string(),
-                metric: metric.to_string(),
-                detector: slot.name.to_string(),
-                severity: slot.severity,
-                state: AlertState::Firing,
-                ts,
-                value,
-                score: v.score,
-                raised_at: now,
-                resolved_at: None,
-                message: v.message(),
-            };
+            let a = alert(slot, format!("{id:016x}"), now);
             slot.active = Some(a.clone());
             out.push(a);
         }
         Some(Transition::Resolve) => {
-            let mut a = slot.active.take().unwrap_or_else(|| Alert {
-                id: format!("{:016x}", slot.life.id().unwrap_or(0)),
-                device: device.to_string(),
-                metric: metric.to_string(),
-                detector: slot.name.to_string(),
-                severity: slot.severity,
-                state: AlertState::Firing,
-                ts,
-                value,
-                score: v.score,
-                raised_at: slot.life.raised_at().unwrap_or(now),
-                resolved_at: None,
-                message: String::new(),
-            });
+            // The firing alert is normally known (also after a restart, from the snapshot).
+            let fired = slot.active.take();
+            let mut a = alert(
+                slot,
+                format!("{:016x}", slot.life.id().unwrap_or(0)),
+                slot.life.raised_at().unwrap_or(now),
+            );
+            if let Some(f) = fired {
+                a.id = f.id;
+                a.raised_at = f.raised_at;
+            }
             a.state = AlertState::Resolved;
-            a.ts = ts;
-            a.value = value;
-            a.score = v.score;
             a.resolved_at = Some(now);
-            a.message = v.message();
             out.push(a);
         }
     }
