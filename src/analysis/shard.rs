@@ -115,7 +115,9 @@ pub struct ShardCore {
     counters: Arc<crate::status::StatusBoard>,
     /// Devices in registration order; `index` maps an id to its position.
     devices: Vec<DeviceState>,
-    by_id: HashMap<Box<str>, u32>,
+    /// foldhash: several times faster than SipHash on short ids, and randomly seeded per table,
+    /// so device ids chosen by a sender cannot be made to collide.
+    by_id: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     rng: SmallRng,
 }
 
@@ -216,7 +218,7 @@ impl ShardCore {
             index,
             rng: SmallRng::seed_from_u64(now as u64 ^ ((index as u64) << 48)),
             devices: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             counters,
             policies,
         };
