@@ -67,6 +67,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         let hub = Hub::new(cfg.node_id.clone(), cfg.summary_interval.0, events.clone(), store.clone(), status.clone()).start();
 
         let n = shard_count(&resolved);
+        let resolved_token = resolved.api_token.clone();
         let policies = Arc::new(Policies {
             source_ids: cfg.sources.iter().map(|s| s.id().to_string()).collect(),
             shards: n,
@@ -117,6 +118,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 shards: shards.clone(),
                 store: store.clone(),
                 events,
+                token: resolved_token,
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;
