@@ -92,14 +92,21 @@ impl History {
         let (mean, std) = band.map_or((f32::NAN, f32::NAN), |(m, s)| (m as f32, s as f32));
         let std = if fired { std.copysign(-1.0) } else { std.abs() };
         let n = ring.points.len();
-        ring.points[ring.head] = Point {
-            dt,
-            value: value as f32,
-            mean,
-            std,
-        };
-        ring.head = (ring.head + 1) % n;
-        ring.len = (ring.len + 1).min(n);
+        if let Some(p) = ring.points.get_mut(ring.head) {
+            *p = Point {
+                dt,
+                value: value as f32,
+                mean,
+                std,
+            };
+        }
+        ring.head += 1;
+        if ring.head == n {
+            ring.head = 0;
+        }
+        if ring.len < n {
+            ring.len += 1;
+        }
     }
 
     /// Appends the points with `ts > since` (all without `since`) to `out`, sorted by time

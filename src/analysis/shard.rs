@@ -716,7 +716,7 @@ mod tests {
         let m = &s.metrics[0];
         assert_eq!(
             (m.metric.as_str(), m.k, m.band, m.capacity),
-            ("temp", 4.0, "zscore", 600)
+            ("temp", 4.0, "zscore", 300)
         );
         assert_eq!(m.points.ts.len(), 32);
         assert_eq!(m.points.ts[0], 1_000);

@@ -172,7 +172,7 @@ fn default_max_devices() -> usize {
     10_000
 }
 fn default_history() -> usize {
-    600
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -226,8 +226,9 @@ function health(d) {
 }
 
 function alertItem(a) {
-  const fresh = a.changed && Date.now() - a.changed < 4000;
-  return h(
+  const age = a.changed ? Date.now() - a.changed : Infinity;
+  const fresh = age < 1500;
+  const li = h(
     "li",
     { class: `alert ${a.state} sev-${a.severity}${fresh ? " fresh" : ""}`, "data-id": a.id, "data-device": a.device },
     h("span", { class: "state" }, a.state),
@@ -237,6 +238,9 @@ function alertItem(a) {
     h("span", { class: "msg" }, a.message, a.value == null ? "" : ` (value ${fmtVal(a.value)})`),
     a.resolved_at ? h("span", { class: "muted" }, `resolved ${fmtTime(a.resolved_at)}`) : null,
   );
+  // Lists are rebuilt on every change: continue the highlight where it was instead of restarting it.
+  if (fresh) li.style.animationDelay = `-${age}ms`;
+  return li;
 }
 
 function alertList(filter, limit) {
