@@ -183,6 +183,9 @@ try {
   await page.goto(`${base}/#/device/pump-3`);
   await page.waitForSelector('.chart[data-metric="pressure"] .plot canvas', { timeout: T });
   await page.waitForFunction(() => document.querySelectorAll(".chart .plot canvas").length >= 2, null, { timeout: T });
+  const demo = await pixels(page, ".chart .plot canvas");
+  check(demo.every((p) => p.ink > 2000), `blank pump-3 charts: ${JSON.stringify(demo)}`);
+  await page.screenshot({ path: path.join(out, "device-pump-3.png"), fullPage: true });
 
   // 6. The token was kept: a new page of the same browser shows the overview directly.
   const again = await ctx.newPage();

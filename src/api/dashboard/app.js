@@ -287,10 +287,16 @@ function sourcesPanel(st) {
 /** Overview: sources, a card per device (health, last values, sparklines), live alerts. */
 function overview() {
   const cards = new Map(); // device → { el, sparks: Map(metric → chart), visible }
+  // Sparklines are fetched for the cards on screen only (a fleet may have thousands of devices).
   const seen = new IntersectionObserver((entries) => {
     for (const e of entries) {
-      const c = cards.get(e.target.dataset.device);
-      if (c) c.visible = e.isIntersecting;
+      const id = e.target.dataset.device;
+      const c = cards.get(id);
+      if (!c) continue;
+      const appeared = e.isIntersecting && !c.visible;
+      c.visible = e.isIntersecting;
+      const d = state.devices.find((x) => x.device === id);
+      if (appeared && d) sparks(d, c).catch(fail);
     }
   });
   const root = h(
@@ -307,7 +313,7 @@ function overview() {
 
   function card(d) {
     const el = h("article", { class: "card dev", "data-device": d.device });
-    const c = { el, sparks: new Map(), visible: true, metrics: "" };
+    const c = { el, sparks: new Map(), visible: false, metrics: "" };
     cards.set(d.device, c);
     seen.observe(el);
     return c;
