@@ -32,6 +32,18 @@ const CASES: &[(&str, Format, &str)] = &[
         r#"{"device":"sensor-0042","ts":1763761234567,"temperature":22.125,"humidity":41.5,"pressure":1013.2,"battery":3.71,"fw":"1.4.2"}"#,
     ),
     (
+        // Nested values in ignored fields: still the JSON fast path.
+        "json_nested",
+        Format::Json,
+        r#"{"device":"sensor-0042","ts":1763761234567,"temperature":22.125,"loc":{"lat":52.52,"lon":13.405,"tags":["roof","north"]},"humidity":41.5}"#,
+    ),
+    (
+        // An escape in the device id: the fast path gives up, serde_json parses the frame.
+        "json_fallback",
+        Format::Json,
+        r#"{"device":"sensor-0042\u00e9","metric":"temperature","ts":1763761234567,"value":22.125}"#,
+    ),
+    (
         "csv",
         Format::Csv,
         "sensor-0042,temperature,22.125,1763761234567",

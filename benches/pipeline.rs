@@ -1,5 +1,6 @@
 //! The whole per-sample hot path on one core, without I/O: JSON frames decoded into a batch, then
 //! a shard's ingest (device lookup, rolling stats, zscore detector, alert lifecycle), ns/sample.
+//! `benches/shard.rs` prices the ingest alone, with and without the chart history.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -10,7 +11,7 @@ use edgewatch::analysis::shard::{Policies, ShardCore};
 use edgewatch::config::parse_str;
 use edgewatch::decode::{decode, Format};
 use edgewatch::model::{Batch, Millis, SampleSink};
-use edgewatch::status::{PipelineStats, StatusBoard};
+use edgewatch::status::StatusBoard;
 
 const DEVICES: usize = 100;
 const FRAMES: usize = 4096;
@@ -57,13 +58,7 @@ fn bench_pipeline(c: &mut Criterion) {
         source_ids: vec!["tcp".into()],
         shards: 1,
     });
-    let status = Arc::new(StatusBoard {
-        node_id: "bench".into(),
-        started_at: 0,
-        sources: Vec::new(),
-        pipeline: PipelineStats::default(),
-        upstream: None,
-    });
+    let status = Arc::new(StatusBoard::new("bench", Vec::new()));
     let mut core = ShardCore::new(0, policies, status, 0);
     let lines = frames();
     let mut batch = Batch::with_capacity(FRAMES);
@@ -92,13 +87,6 @@ fn bench_pipeline(c: &mut Criterion) {
             }
             alerts.clear();
             core.ingest(0, &batch, 0, &mut alerts);
-            black_box(alerts.len())
-        })
-    });
-    g.bench_function("stats_zscore_only", |b| {
-        b.iter(|| {
-            alerts.clear();
-            core.ingest(0, black_box(&batch), 0, &mut alerts);
             black_box(alerts.len())
         })
     });

@@ -116,6 +116,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         .start();
 
         let n = shard_count(&resolved);
+        let resolved_token = resolved.api_token.clone();
         let policies = Arc::new(Policies {
             source_ids: cfg.sources.iter().map(|s| s.id().to_string()).collect(),
             shards: n,
@@ -166,6 +167,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 shards: shards.clone(),
                 store: store.clone(),
                 events,
+                token: resolved_token,
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

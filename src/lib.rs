@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod decode;
 pub mod hub;

@@ -149,6 +149,9 @@ fn print_summary(r: &config::Resolved) {
         c.data_dir.display(),
         c.api.listen
     );
+    if let Some(f) = &c.api.token_file {
+        println!("api requires the token in {}", f.display());
+    }
     println!(
         "summaries every {}  snapshots every {}  shards {}",
         c.summary_interval,

@@ -108,6 +108,17 @@ pub struct StatusBoard {
 }
 
 impl StatusBoard {
+    /// A board for these sources, started now, without upstream.
+    pub fn new(node_id: &str, sources: Vec<Arc<SourceStats>>) -> Self {
+        StatusBoard {
+            node_id: node_id.to_string(),
+            started_at: now_ms(),
+            sources,
+            pipeline: PipelineStats::default(),
+            upstream: None,
+        }
+    }
+
     pub fn source(&self, id: &str) -> Option<Arc<SourceStats>> {
         self.sources.iter().find(|s| s.id == id).cloned()
     }
@@ -127,11 +138,13 @@ impl StatusBoard {
 
     pub fn view(&self) -> StatusView {
         let p = &self.pipeline;
+        let now = now_ms();
         StatusView {
             node_id: self.node_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
-            uptime_s: (now_ms() - self.started_at).max(0) / 1000,
+            uptime_s: (now - self.started_at).max(0) / 1000,
+            now,
             sources: self.sources.iter().map(|s| s.view()).collect(),
             analysis: AnalysisView {
                 samples: p.samples_analyzed.load(Relaxed),
@@ -162,6 +175,8 @@ pub struct StatusView {
     pub version: &'static str,
     pub started_at: Millis,
     pub uptime_s: i64,
+    /// The appliance's wall clock (unix ms), so a client can judge `last_seen` ages.
+    pub now: Millis,
     pub sources: Vec<SourceView>,
     pub analysis: AnalysisView,
     pub alerts: AlertsView,

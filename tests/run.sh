@@ -7,10 +7,24 @@ cd "$(dirname "$0")/.."
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # need mosquitto mosquitto   (one line per system tool a test suite needs: command, package)
+need chromium chromium          # tests/dashboard.rs: the dashboard in headless Chromium
+need chromium fonts-liberation  # (a recommended package of chromium: text metrics like a desktop)
+need node nodejs                # tests/browser: playwright-core drives Chromium
+need npm npm
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Node packages of the browser test (playwright-core only: it uses Debian's chromium, downloads no
+# browser), installed from the committed lock file when missing or of another version.
+lock=tests/browser/package-lock.json
+want=$(node -p "require('./$lock').packages['node_modules/playwright-core'].version")
+have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/package.json').version } catch { '' }")
+if [ "$want" != "$have" ]; then
+  echo "installing node packages of tests/browser (playwright-core $want)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use super::shard::{DeviceView, ShardCore};
+use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
 use crate::hub::{Event, Hub};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
@@ -121,5 +121,22 @@ impl Handler<TakeSummary> for ShardActor {
     type Result = MessageResult<TakeSummary>;
     fn handle(&mut self, msg: TakeSummary, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.core.summary(msg.now))
+    }
+}
+
+/// Recent points of one device's metrics (see `ShardCore::series`); ask the device's shard.
+#[derive(Message)]
+#[rtype(result = "Result<SeriesView, SeriesError>")]
+pub struct QuerySeries {
+    pub device: String,
+    pub metric: Option<String>,
+    pub since: Option<i64>,
+}
+
+impl Handler<QuerySeries> for ShardActor {
+    type Result = Result<SeriesView, SeriesError>;
+    fn handle(&mut self, msg: QuerySeries, _: &mut Self::Context) -> Self::Result {
+        self.core
+            .series(&msg.device, msg.metric.as_deref(), msg.since, now_ms())
     }
 }

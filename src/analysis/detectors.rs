@@ -325,6 +325,15 @@ impl DetectorState {
         }
     }
 
+    /// The (mean, population std) a zscore detector would judge the next sample against, once
+    /// its window holds a sample; `None` for other kinds. Read-only, for charts.
+    pub fn baseline(&self) -> Option<(f64, f64)> {
+        match self {
+            DetectorState::Zscore(s) => s.moments.mean_std(),
+            _ => None,
+        }
+    }
+
     /// Called periodically with the wall clock, also when no data arrives at all. Only silence
     /// returns `Some`: anomalous when `now - last_seen > after_ms`, score = seconds of silence.
     pub fn tick(&mut self, spec: &DetectorSpec, now: Millis) -> Option<Verdict> {

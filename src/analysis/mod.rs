@@ -3,5 +3,6 @@
 
 pub mod actor;
 pub mod detectors;
+pub mod history;
 pub mod shard;
 pub mod stats;

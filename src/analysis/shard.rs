@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::detectors::{DetectorSpec, DetectorState, Lifecycle, Transition, Verdict};
+use super::history::{Columns, History};
 use super::stats::{Accumulator, RollingStats};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
@@ -45,6 +46,8 @@ struct MetricState {
     total: u64,
     last: Option<(Millis, f64)>,
     detectors: Vec<DetectorSlot>,
+    /// Recent points for charts (not persisted: it starts empty after a restart).
+    history: History,
 }
 
 struct DeviceState {
@@ -119,6 +122,8 @@ pub struct ShardCore {
     /// so device ids chosen by a sender cannot be made to collide.
     by_id: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     rng: SmallRng,
+    /// Points of history per metric (`analysis.history`).
+    history_cap: usize,
 }
 
 impl MetricState {
@@ -144,8 +149,63 @@ impl MetricState {
             total: 0,
             last: None,
             detectors,
+            history: History::new(),
         }
     }
+
+    /// The (mean, std) a new sample is judged against, for the chart's band: the first zscore
+    /// detector's window (std floored at its `min_std`), else the statistics window.
+    fn band(&self) -> Option<(f64, f64)> {
+        for d in &self.detectors {
+            if let DetectorSpec::Zscore { min_std, .. } = d.spec {
+                return d.state.baseline().map(|(m, s)| (m, s.max(min_std)));
+            }
+        }
+        Some((self.stats.mean()?, self.stats.std()?))
+    }
+
+    /// How many std the chart's band spans, and what it is based on (see `band`).
+    fn band_k(&self) -> (f64, &'static str) {
+        for d in &self.detectors {
+            if let DetectorSpec::Zscore { threshold, .. } = d.spec {
+                return (threshold, "zscore");
+            }
+        }
+        (DEFAULT_BAND_K, "window")
+    }
+}
+
+/// Band width (in std) drawn around the mean of a metric without a zscore detector.
+pub const DEFAULT_BAND_K: f64 = 3.0;
+
+/// Recent points of a device's metrics, for `GET /api/devices/{id}/series`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesView {
+    pub device: String,
+    /// Appliance wall clock when this was read (unix ms).
+    pub now: Millis,
+    pub metrics: Vec<MetricSeries>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricSeries {
+    pub metric: String,
+    /// Points kept at most (`analysis.history`).
+    pub capacity: usize,
+    /// The band to draw is `mean ± k·std`; `band` says whose mean and std: `zscore` (the first
+    /// zscore detector's window, `k` = its threshold) or `window` (the statistics window).
+    pub k: f64,
+    pub band: &'static str,
+    #[serde(flatten)]
+    pub points: Columns,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeriesError {
+    #[error("device {0:?}")]
+    UnknownDevice(String),
+    #[error("metric {metric:?} of device {device:?}")]
+    UnknownMetric { device: String, metric: String },
 }
 
 fn alert_id(rng: &mut SmallRng) -> u64 {
@@ -220,6 +280,7 @@ impl ShardCore {
             devices: Vec::new(),
             by_id: HashMap::default(),
             counters,
+            history_cap: policies.resolved.config.analysis.history,
             policies,
         };
         let policies = core.policies.clone();
@@ -300,13 +361,16 @@ impl ShardCore {
                 }
             };
             let m = &mut dev.metrics[pos];
+            let band = if self.history_cap > 0 { m.band() } else { None };
             m.stats.push(s.ts, s.value);
             m.interval.push(s.value);
             m.total += 1;
             m.last = Some((s.ts, s.value));
+            let mut fired = false;
             for slot in &mut m.detectors {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
+                fired |= v.anomalous;
                 judge(
                     slot,
                     v,
@@ -319,6 +383,7 @@ impl ShardCore {
                     out,
                 );
             }
+            m.history.push(self.history_cap, s.ts, s.value, band, fired);
             analysed += 1;
         }
         p.samples_analyzed.fetch_add(analysed, Relaxed);
@@ -438,6 +503,49 @@ impl ShardCore {
             .collect()
     }
 
+    /// Recent points of one device's metrics (one metric with `metric`), those after `since`.
+    pub fn series(
+        &self,
+        device: &str,
+        metric: Option<&str>,
+        since: Option<Millis>,
+        now: Millis,
+    ) -> Result<SeriesView, SeriesError> {
+        let dev = self
+            .by_id
+            .get(device)
+            .and_then(|&i| self.devices.get(i as usize))
+            .ok_or_else(|| SeriesError::UnknownDevice(device.to_string()))?;
+        let mut metrics = Vec::new();
+        for m in &dev.metrics {
+            if metric.is_some_and(|x| x != &*m.name) {
+                continue;
+            }
+            let (k, band) = m.band_k();
+            let mut points = Columns::default();
+            m.history.query(since, &mut points);
+            metrics.push(MetricSeries {
+                metric: m.name.to_string(),
+                capacity: self.history_cap,
+                k,
+                band,
+                points,
+            });
+        }
+        if let (Some(x), true) = (metric, metrics.is_empty()) {
+            return Err(SeriesError::UnknownMetric {
+                device: device.to_string(),
+                metric: x.to_string(),
+            });
+        }
+        metrics.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(SeriesView {
+            device: device.to_string(),
+            now,
+            metrics,
+        })
+    }
+
     /// Encodes every device's state for the store.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::with_capacity(self.devices.len());
@@ -542,5 +650,111 @@ impl ShardCore {
             restored += 1;
         }
         restored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::status::StatusBoard;
+
+    fn core(extra: &str) -> ShardCore {
+        let text = format!(
+            "node_id = \"n\"\n{extra}\n[template.t]\nwindow = 50\n\
+             detectors = [{{ type = \"zscore\", window = 20, threshold = 4.0, warmup = 10, hold = \"0s\" }}]\n\
+             [[device]]\nid = \"d1\"\ntemplate = \"t\"\n\
+             [[device]]\nid = \"d2\"\n[device.metrics.level]\ndetectors = [{{ type = \"threshold\", max = 5.0 }}]\n"
+        );
+        let resolved = crate::config::parse_str(&text, Path::new("t.toml")).expect("config");
+        let policies = Arc::new(Policies {
+            resolved,
+            source_ids: vec![],
+            shards: 1,
+        });
+        let board = Arc::new(StatusBoard::new("n", Vec::new()));
+        ShardCore::new(0, policies, board, 0)
+    }
+
+    fn feed(c: &mut ShardCore, device: &str, metric: &str, values: &[f64]) -> Vec<Alert> {
+        let mut b = Batch::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            b.push(device, metric, 1_000 + i as i64 * 100, *v);
+        }
+        let mut out = Vec::new();
+        c.ingest(0, &b, 5_000, &mut out);
+        out
+    }
+
+    #[test]
+    fn series_has_the_zscore_band_before_each_sample_and_marks_the_fired_point() {
+        let mut c = core("");
+        let mut values: Vec<f64> = (0..30).map(|i| 20.0 + (i % 3) as f64 * 0.1).collect();
+        values.push(30.0);
+        values.push(20.1);
+        let alerts = feed(&mut c, "d1", "temp", &values);
+        assert_eq!(
+            alerts.len(),
+            2,
+            "the spike fires and the next sample resolves"
+        );
+
+        let s = c.series("d1", None, None, 7).expect("series");
+        assert_eq!(s.device, "d1");
+        assert_eq!(s.now, 7);
+        assert_eq!(s.metrics.len(), 1);
+        let m = &s.metrics[0];
+        assert_eq!(
+            (m.metric.as_str(), m.k, m.band, m.capacity),
+            ("temp", 4.0, "zscore", 300)
+        );
+        assert_eq!(m.points.ts.len(), 32);
+        assert_eq!(m.points.ts[0], 1_000);
+        assert_eq!(m.points.fired, vec![30]);
+        let (mean, std) = (m.points.mean[30], m.points.std[30]);
+        assert!((mean - 20.1).abs() < 0.05, "baseline mean {mean}");
+        assert!(
+            30.0 > mean + m.k as f32 * std,
+            "the spike lies outside the band"
+        );
+        assert!(
+            m.points.mean[0].is_nan(),
+            "no baseline before the first sample"
+        );
+
+        let tail = c
+            .series("d1", Some("temp"), Some(1_000 + 30 * 100), 7)
+            .expect("tail");
+        assert_eq!(tail.metrics[0].points.value, vec![20.1]);
+    }
+
+    #[test]
+    fn without_zscore_the_band_is_the_statistics_window_and_errors_name_what_is_missing() {
+        let mut c = core("");
+        feed(&mut c, "d2", "level", &[1.0, 2.0, 9.0]);
+        let s = c.series("d2", Some("level"), None, 0).expect("series");
+        let m = &s.metrics[0];
+        assert_eq!((m.k, m.band), (DEFAULT_BAND_K, "window"));
+        assert_eq!(m.points.mean[2], 1.5);
+        assert_eq!(m.points.fired, vec![2], "threshold max 5 fired on 9");
+
+        assert_eq!(
+            c.series("nope", None, None, 0).unwrap_err(),
+            SeriesError::UnknownDevice("nope".into())
+        );
+        assert!(matches!(
+            c.series("d2", Some("x"), None, 0),
+            Err(SeriesError::UnknownMetric { .. })
+        ));
+    }
+
+    #[test]
+    fn history_zero_keeps_no_points() {
+        let mut c = core("[analysis]\nhistory = 0\n");
+        feed(&mut c, "d1", "temp", &[1.0, 2.0]);
+        let s = c.series("d1", None, None, 0).expect("series");
+        assert!(s.metrics[0].points.ts.is_empty());
+        assert_eq!(s.metrics[0].capacity, 0);
     }
 }

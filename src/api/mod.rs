@@ -1,6 +1,8 @@
-//! Local HTTP API (actix-web): health, status, devices, alert log, and the `/ws` live stream.
-//! Handlers only read shared counters or ask actors; none of them can stall analysis.
+//! Local HTTP API (actix-web): health, status, devices, alert log, the `/ws` live stream and the
+//! dashboard. Handlers only read shared counters or ask actors; none of them can stall analysis.
 
+mod auth;
+mod dashboard;
 mod ws;
 
 use std::net::SocketAddr;
@@ -11,8 +13,9 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::analysis::actor::{QueryDevices, ShardActor};
-use crate::analysis::shard::DeviceView;
+use crate::analysis::actor::{QueryDevices, QuerySeries, ShardActor};
+use crate::analysis::shard::{DeviceView, SeriesError};
+use crate::auth::ApiToken;
 use crate::hub::Wire;
 use crate::model::AlertState;
 use crate::status::StatusBoard;
@@ -25,6 +28,8 @@ pub struct ApiState {
     pub shards: Vec<Addr<ShardActor>>,
     pub store: Addr<StoreActor>,
     pub events: broadcast::Sender<Arc<Wire>>,
+    /// When set, `/api/*` and `/ws` require it (`api.token_file`).
+    pub token: Option<ApiToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,15 +65,35 @@ pub fn start(
 ) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
+        use actix_web::middleware::{from_fn, Compress};
         App::new()
             .app_data(state.clone())
-            .route("/", web::get().to(index))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::BadRequest(format!("bad query: {e}")).into()),
+            )
             .route("/healthz", web::get().to(healthz))
-            .route("/api/status", web::get().to(status))
-            .route("/api/devices", web::get().to(devices))
-            .route("/api/devices/{id}", web::get().to(device))
-            .route("/api/alerts", web::get().to(alerts))
-            .route("/ws", web::get().to(ws::handle))
+            .service(
+                web::scope("/api")
+                    .wrap(from_fn(auth::require_token))
+                    .wrap(Compress::default())
+                    .route("/status", web::get().to(status))
+                    .route("/devices", web::get().to(devices))
+                    .route("/devices/{id}", web::get().to(device))
+                    .route("/devices/{id}/series", web::get().to(series))
+                    .route("/alerts", web::get().to(alerts))
+                    .default_service(web::to(api_not_found)),
+            )
+            .service(
+                web::resource("/ws")
+                    .wrap(from_fn(auth::require_token_ws))
+                    .route(web::get().to(ws::handle)),
+            )
+            .service(
+                web::scope("")
+                    .wrap(Compress::default())
+                    .configure(dashboard::routes),
+            )
     })
     .workers(1)
     .disable_signals()
@@ -78,11 +103,9 @@ pub fn start(
     Ok((addr, server.run()))
 }
 
-async fn index() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(
-        "edgewatch\n\nGET /healthz\nGET /api/status\nGET /api/devices\nGET /api/devices/{id}\n\
-         GET /api/alerts?state=firing|resolved&device=ID&limit=N\nGET /ws  (WebSocket: alerts and summaries)\n",
-    )
+async fn api_not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound()
+        .json(serde_json::json!({ "error": format!("not found: {}", req.path()) }))
 }
 
 async fn healthz() -> HttpResponse {
@@ -157,4 +180,40 @@ async fn alerts(
         .map_err(|e| ApiError::Internal(format!("store unavailable: {e}")))?
         .map_err(ApiError::Internal)?;
     Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesQuery {
+    metric: Option<String>,
+    since: Option<i64>,
+}
+
+async fn series(
+    s: web::Data<ApiState>,
+    id: web::Path<String>,
+    q: web::Query<SeriesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let device = id.into_inner();
+    let q = q.into_inner();
+    let Some(shard) = s
+        .shards
+        .get(crate::sources::route::shard_of(&device, s.shards.len()))
+    else {
+        return Err(ApiError::Internal("no analysis shards".into()));
+    };
+    let view = shard
+        .send(QuerySeries {
+            device,
+            metric: q.metric.filter(|m| !m.is_empty()),
+            since: q.since,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(|e| match e {
+            SeriesError::UnknownDevice(_) | SeriesError::UnknownMetric { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+        })?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -27,6 +27,9 @@ pub struct WsQuery {
     kind: Option<String>,
     /// `firing` or `resolved`: only alerts in that state (summaries are not affected).
     state: Option<String>,
+    /// The API token, for browsers (checked by `auth::require_token_ws` before this runs).
+    #[serde(rename = "token")]
+    _token: Option<String>,
 }
 
 struct Filter {

@@ -64,7 +64,7 @@ fn default_summary_interval() -> Dur {
     Dur::secs(5)
 }
 fn default_persist_interval() -> Dur {
-    Dur::secs(30)
+    Dur::secs(300)
 }
 
 /// The whole file.
@@ -118,6 +118,10 @@ pub struct ApiConfig {
     /// Messages a WebSocket client may fall behind before it is dropped.
     #[serde(default = "default_ws_buffer")]
     pub ws_buffer: usize,
+    /// File holding the bearer token that `/api/*` and `/ws` require (content trimmed);
+    /// none: the API is open. Read at start-up (see `Resolved::api_token`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -125,6 +129,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             ws_buffer: default_ws_buffer(),
+            token_file: None,
         }
     }
 }
@@ -169,6 +174,9 @@ fn default_queue() -> usize {
 fn default_max_devices() -> usize {
     10_000
 }
+fn default_history() -> usize {
+    300
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +190,9 @@ pub struct AnalysisConfig {
     /// Upper bound on devices tracked (configured plus auto-registered).
     #[serde(default = "default_max_devices")]
     pub max_devices: usize,
+    /// Recent points kept in memory per metric for the dashboard's charts (0: none).
+    #[serde(default = "default_history")]
+    pub history: usize,
 }
 
 impl Default for AnalysisConfig {
@@ -190,6 +201,7 @@ impl Default for AnalysisConfig {
             shards: 0,
             queue: default_queue(),
             max_devices: default_max_devices(),
+            history: default_history(),
         }
     }
 }

@@ -9,6 +9,7 @@ use super::load::Seg;
 use super::{Config, DetectorConfig, DetectorKind, MetricConfig, SourceConfig, TcpMode};
 use crate::analysis::detectors::DetectorSpec;
 use crate::analysis::stats::WindowSpec;
+use crate::auth::ApiToken;
 use crate::model::Severity;
 
 type VResult<T> = Result<T, (Vec<Seg>, String)>;
@@ -47,11 +48,15 @@ pub struct Resolved {
     pub devices: BTreeMap<String, DevicePolicy>,
     /// Policy for auto-registered devices; `None` when unknown devices are rejected.
     pub unknown: Option<Arc<MetricPolicy>>,
+    /// The token `/api/*` and `/ws` require, read from `api.token_file`; `None`: open API.
+    pub api_token: Option<ApiToken>,
 }
 
 pub const DEFAULT_WINDOW: usize = 256;
 pub const DEFAULT_EWMA_ALPHA: f64 = 0.1;
 const DEFAULT_HOLD_MS: i64 = 2_000;
+/// Most points `analysis.history` may keep per metric (16 bytes each).
+pub const MAX_HISTORY: usize = 100_000;
 
 /// The detector set a metric gets when the config names none.
 pub fn default_detectors() -> Vec<DetectorInstance> {
@@ -123,6 +128,20 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
     if config.analysis.shards > 256 {
         return fail(vec![key("analysis"), key("shards")], "must be at most 256");
     }
+    if config.analysis.history > MAX_HISTORY {
+        return fail(
+            vec![key("analysis"), key("history")],
+            format!("must be at most {MAX_HISTORY}"),
+        );
+    }
+    // Read now, so that `check` and start-up both report a missing or bad token file.
+    let api_token = match &config.api.token_file {
+        None => None,
+        Some(f) => Some(
+            ApiToken::from_file(f)
+                .map_err(|e| (vec![key("api"), key("token_file")], e.to_string()))?,
+        ),
+    };
 
     if let Some(u) = &config.upstream {
         validate_upstream(u)?;
@@ -224,6 +243,7 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         path,
         devices,
         unknown,
+        api_token,
     })
 }
 
@@ -716,6 +736,27 @@ mod tests {
         assert_eq!(d.default.window.count, Some(10));
         assert_eq!(d.metrics["temp"].window.count, Some(20));
         assert_eq!(d.metrics["temp"].detectors[0].name, "threshold");
+    }
+
+    #[test]
+    fn token_file_is_read_at_load_and_a_missing_one_is_located() {
+        let e = err("node_id = \"n\"\n[api]\ntoken_file = \"/nonexistent/ew-token\"\n");
+        assert!(
+            e.starts_with("c.toml:3:1: cannot read token file \"/nonexistent/ew-token\""),
+            "{e}"
+        );
+        assert!(e.ends_with("(field `api.token_file`)"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "  abc\n").expect("write");
+        let text = format!(
+            "node_id = \"n\"\n[api]\ntoken_file = {:?}\n",
+            tok.display().to_string()
+        );
+        let r = parse_str(&text, Path::new("c.toml")).expect("valid");
+        assert!(r.api_token.expect("token").verify("abc"));
+        let e = err("node_id = \"n\"\n[analysis]\nhistory = 1000000\n");
+        assert!(e.starts_with("c.toml:3:1: must be at most 100000"), "{e}");
     }
 
     #[test]
