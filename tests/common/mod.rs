@@ -2,6 +2,8 @@
 //! the OS, reads its log to learn the bound addresses, and talks to it over TCP, HTTP and WebSocket.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
