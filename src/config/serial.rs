@@ -648,3 +648,206 @@ pub(super) fn validate_modbus(m: &ModbusSource, p: &[Seg]) -> VResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse_str;
+    use super::*;
+    use std::path::Path;
+
+    fn parse(src: &str) -> Result<super::super::Resolved, String> {
+        parse_str(&format!("node_id = \"n\"\n{src}"), Path::new("t.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    fn err(src: &str) -> String {
+        match parse(src) {
+            Ok(_) => panic!("expected an error for:\n{src}"),
+            Err(e) => e,
+        }
+    }
+
+    const SERIAL: &str = "[[source]]\nid = \"s\"\nkind = \"serial\"\n";
+    const MODBUS: &str = "[[source]]\nid = \"m\"\nkind = \"modbus\"\n";
+    const POINT: &str = "[[source.device]]\nid = \"d\"\nunit = 1\npoints = [{ metric = \"v\", register = \"holding\", address = 0 }]\n";
+
+    #[test]
+    fn a_full_serial_source_parses() {
+        let r = parse(&format!(
+            "{SERIAL}usb = {{ vid = \"0403\", pid = \"6001\", serial = \"A1\", interface = 1 }}\nbaud = 115200\ndata_bits = 7\n\
+             parity = \"odd\"\nstop_bits = 2\nflow_control = \"hardware\"\nformat = \"columns\"\ncolumns = [\"ts\", \"t\", \"_\", \"h\"]\n\
+             device = \"bench\"\ndelimiter = \";\"\ninit = \"START\\r\\n\"\npoll = \"?\"\npoll_interval = \"2s\"\n"
+        ))
+        .expect("valid");
+        let super::super::SourceConfig::Serial(s) = &r.config.sources[0] else {
+            panic!("not serial")
+        };
+        assert_eq!(s.format, SerialFormat::Columns);
+        assert_eq!(s.init.as_deref(), Some("START\r\n"));
+        assert_eq!(s.port().describe(), "usb 0403:6001 serial A1 interface 1");
+        assert_eq!(
+            (s.parity, s.flow_control, s.data_bits),
+            (Parity::Odd, FlowControl::Hardware, 7)
+        );
+        let r = parse(&format!(
+            "{SERIAL}path = \"/dev/ttyUSB0\"\nformat = \"kv\"\nframe_gap = \"20ms\"\n"
+        ))
+        .expect("kv");
+        let super::super::SourceConfig::Serial(s) = &r.config.sources[0] else {
+            panic!("not serial")
+        };
+        assert_eq!(s.format, SerialFormat::Frame(Format::Kv));
+    }
+
+    #[test]
+    fn serial_mistakes_are_located_and_explained() {
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\nbuad = 9600\n"));
+        assert!(e.starts_with("t.toml:6:1: unknown field `buad`"), "{e}");
+        let e = err(&format!("{SERIAL}format = \"json\"\n"));
+        assert!(e.starts_with("t.toml:2:1: needs `path`"), "{e}");
+        let e = err(&format!(
+            "{SERIAL}path = \"/dev/x\"\nformat = \"columns\"\ndevice = \"d\"\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:6:1: format \"columns\" needs `columns"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{SERIAL}path = \"/dev/x\"\nformat = \"columns\"\ncolumns = [\"a\"]\n"
+        ));
+        assert!(e.contains("needs `device = \"...\"`"), "{e}");
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\nformat = \"columns\"\ndevice = \"d\"\ncolumns = [\"a\", \"a\"]\n"));
+        assert!(
+            e.starts_with("t.toml:8:17: column \"a\" is listed twice"),
+            "{e}"
+        );
+        assert!(e.contains("(field `source[0].columns[1]`)"), "{e}");
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\nformat = \"xml\"\n"));
+        assert!(
+            e.contains("unknown variant `xml`, expected one of `json`, `csv`, `kv`, or `columns`"),
+            "{e}"
+        );
+        assert!(e.starts_with("t.toml:6:1:"), "{e}");
+        let e = err(&format!(
+            "{SERIAL}usb = {{ vid = \"403\", pid = \"6001\" }}\n"
+        ));
+        assert!(e.contains("\"403\" must be 4 hex digits"), "{e}");
+        assert!(e.contains("(field `source[0].usb.vid`)"), "{e}");
+        let e = err(&format!(
+            "{SERIAL}path = \"/dev/x\"\nusb = {{ vid = \"0403\", pid = \"6001\" }}\n"
+        ));
+        assert!(e.contains("either `path` or `usb`"), "{e}");
+        let e = err(&format!(
+            "{SERIAL}path = \"/dev/x\"\ndelimiter = \"\\n\"\nframe_gap = \"5ms\"\n"
+        ));
+        assert!(
+            e.starts_with("t.toml:7:1: give either `delimiter` or `frame_gap`"),
+            "{e}"
+        );
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\npoll = \"?\"\n"));
+        assert!(e.contains("`poll` needs `poll_interval`"), "{e}");
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\ndata_bits = 9\n"));
+        assert!(e.contains("must be 5, 6, 7 or 8"), "{e}");
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\nparity = \"mark\"\n"));
+        assert!(e.contains("unknown variant `mark`"), "{e}");
+        let e = err(&format!("{SERIAL}path = \"/dev/x\"\ncolumns = [\"a\"]\n"));
+        assert!(
+            e.contains("`columns` applies only to format \"columns\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_modbus_source_parses_for_rtu_and_tcp() {
+        let r = parse(&format!(
+            "{MODBUS}path = \"/dev/ttyAMA0\"\nparity = \"even\"\ntimeout = \"200ms\"\n{POINT}\
+             [[source.device]]\nid = \"e\"\nunit = 2\ninterval = \"5s\"\npoints = [\n  {{ metric = \"p\", register = \"input\", address = 7, type = \"f32\", word_order = \"little\", scale = 0.5, offset = 1 }},\n  {{ metric = \"c\", register = \"coil\", address = 3 }},\n]\n"
+        ))
+        .expect("rtu");
+        let super::super::SourceConfig::Modbus(m) = &r.config.sources[0] else {
+            panic!("not modbus")
+        };
+        assert!(m.rtu_port().is_some());
+        assert_eq!(m.devices[1].points[0].data_type(), DataType::F32);
+        assert_eq!(m.devices[1].points[1].data_type(), DataType::Bool);
+        assert_eq!(m.devices[1].points[0].word_order, WordOrder::Little);
+        let r = parse(&format!("{MODBUS}connect = \"plc.local:502\"\n{POINT}")).expect("tcp");
+        let super::super::SourceConfig::Modbus(m) = &r.config.sources[0] else {
+            panic!("not modbus")
+        };
+        assert!(m.rtu_port().is_none());
+    }
+
+    #[test]
+    fn modbus_mistakes_are_located_and_explained() {
+        let e = err(&format!("{MODBUS}{POINT}"));
+        assert!(
+            e.contains("needs `path` or `usb` (Modbus RTU on a serial port) or `connect"),
+            "{e}"
+        );
+        let e = err(&format!("{MODBUS}connect = \"plc\"\n{POINT}"));
+        assert!(
+            e.starts_with("t.toml:5:1: \"plc\" must be host:port"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MODBUS}connect = \"plc:502\"\npath = \"/dev/x\"\n{POINT}"
+        ));
+        assert!(
+            e.contains("either `connect` (Modbus TCP) or `path`/`usb` (RTU)"),
+            "{e}"
+        );
+        let e = err(&format!("{MODBUS}connect = \"plc:502\"\n"));
+        assert!(e.contains("lists no devices"), "{e}");
+        let bad_point = |p: &str| {
+            err(&format!(
+                "{MODBUS}path = \"/dev/x\"\n[[source.device]]\nid = \"d\"\nunit = 1\npoints = [{{ metric = \"v\", {p} }}]\n"
+            ))
+        };
+        let e = bad_point("register = \"coil\", address = 0, type = \"u16\"");
+        assert!(e.contains("a coil is one bit: its type is \"bool\""), "{e}");
+        assert!(
+            e.contains("(field `source[0].device[0].points[0].type`)"),
+            "{e}"
+        );
+        assert!(e.starts_with("t.toml:9:"), "{e}");
+        let e = bad_point("register = \"holding\", address = 0, type = \"bool\"");
+        assert!(e.contains("\"bool\" is for coils"), "{e}");
+        let e = bad_point("register = \"holding\", address = 65535, type = \"f32\"");
+        assert!(e.contains("runs past the last address"), "{e}");
+        let e = bad_point("register = \"holding\", address = 0, scale = 0");
+        assert!(e.contains("finite, non-zero"), "{e}");
+        let e = bad_point("register = \"holdin\", address = 0");
+        assert!(e.contains("unknown variant `holdin`"), "{e}");
+        assert!(e.starts_with("t.toml:9:27:"), "{e}");
+        assert!(
+            e.contains("(field `source[0].device[0].points[0].register`)"),
+            "{e}"
+        );
+        let e = bad_point("register = \"input\", adress = 0");
+        assert!(e.contains("unknown field `adress`"), "{e}");
+        assert!(
+            e.contains("(field `source[0].device[0].points[0].adress`)"),
+            "{e}"
+        );
+        let e = bad_point("register = \"input\", address = 0, type = \"f64\"");
+        assert!(e.contains("unknown variant `f64`"), "{e}");
+        let e = err(&format!(
+            "{MODBUS}path = \"/dev/x\"\n[[source.device]]\nid = \"d\"\nunit = 0\npoints = [{{ metric = \"v\", register = \"input\", address = 0 }}]\n"
+        ));
+        assert!(e.contains("RTU unit id must be 1 to 247"), "{e}");
+        assert!(e.starts_with("t.toml:8:1:"), "{e}");
+        let e = err(&format!(
+            "{MODBUS}connect = \"plc:502\"\n{POINT}{}",
+            POINT.replace("\"d\"", "\"d2\"")
+        ));
+        assert!(e.contains("unit 1 is polled twice on this bus"), "{e}");
+        let e = err(&format!(
+            "{MODBUS}connect = \"plc:502\"\n[[source.device]]\nid = \"d\"\nunit = 1\npoints = [{{ metric = \"v\", register = \"input\", address = 0 }}, {{ metric = \"v\", register = \"input\", address = 1 }}]\n"
+        ));
+        assert!(
+            e.contains("metric \"v\" is read twice from this device"),
+            "{e}"
+        );
+    }
+}

@@ -128,9 +128,11 @@ pub async fn run(
                 Outcome::Failed => link.reset(),
                 Outcome::TransportDown(why) => link.down(&cfg, &stats, why),
             }
+            // Hand each device's samples on at once: a slow slave later on the bus must not
+            // hold them back.
+            stats.samples.fetch_add(sink.take_pushed(), Relaxed);
+            sink.flush().await?;
         }
-        stats.samples.fetch_add(sink.take_pushed(), Relaxed);
-        sink.flush().await?;
         publish(&stats, &devices, &link);
     }
 }
