@@ -296,3 +296,40 @@ policy = "register"
         "polls come every 300ms, not faster: 4 in {polls:?}"
     );
 }
+
+#[test]
+fn check_accepts_the_serial_and_modbus_example_and_locates_errors() {
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config", "config/serial-modbus.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rs485            modbus  rtu /dev/ttySC0 9600 baud  2 devices, 5 points"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "node_id = \"n\"\n[[source]]\nid = \"m\"\nkind = \"modbus\"\nconnect = \"plc:502\"\n\
+         [[source.device]]\nid = \"d\"\nunit = 1\npoints = [\n  { metric = \"v\", register = \"holding\", address = 0, type = \"float\" },\n]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expect = format!("{}:10:54: unknown variant `float`", bad.display());
+    assert!(err.contains(&expect), "{err}");
+    assert!(err.contains("source[0].device[0].points[0].type"), "{err}");
+}
