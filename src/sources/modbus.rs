@@ -311,6 +311,7 @@ async fn poll_device(
                 fail_device(
                     cfg,
                     dev,
+                    stats,
                     now,
                     format!(
                         "unit {} gave a bad answer to {}: {e}",
@@ -326,6 +327,7 @@ async fn poll_device(
                 fail_device(
                     cfg,
                     dev,
+                    stats,
                     now,
                     format!(
                         "unit {} did not answer {} within {}",
@@ -346,10 +348,17 @@ async fn poll_device(
     Outcome::Answered
 }
 
-fn fail_device(cfg: &ModbusSource, dev: &mut Device, now: Instant, msg: String) {
+fn fail_device(
+    cfg: &ModbusSource,
+    dev: &mut Device,
+    stats: &SourceStats,
+    now: Instant,
+    msg: String,
+) {
     let first = !dev.sched.failing();
     let delay = dev.sched.failed(now);
     if first {
+        stats.set_error(format!("{}: {msg}", dev.cfg.id));
         tracing::warn!(source = %cfg.id, device = %dev.cfg.id, error = %msg, retry_in = ?delay, "modbus device failing; backing off");
     } else {
         tracing::debug!(source = %cfg.id, device = %dev.cfg.id, error = %msg, retry_in = ?delay, "modbus device still failing");
