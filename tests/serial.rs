@@ -333,3 +333,49 @@ fn check_accepts_the_serial_and_modbus_example_and_locates_errors() {
     assert!(err.contains(&expect), "{err}");
     assert!(err.contains("source[0].device[0].points[0].type"), "{err}");
 }
+
+#[test]
+fn a_repointed_link_is_followed_even_when_the_old_port_stays_open() {
+    // Some drivers never report removal; the once-a-second node check must notice the link
+    // (as udev's by-id link) now leading to another device.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("sensor");
+    let mut old = Pty::new();
+    let mut new = Pty::new();
+    relink(&old.path, &link);
+    let body = format!(
+        "[[source]]\nid = \"s\"\nkind = \"serial\"\npath = \"{}\"\nformat = \"kv\"\ndevice = \"moved\"\n\
+         backoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n[unknown_devices]\npolicy = \"register\"\n",
+        link.display()
+    );
+    let cfg = write_config(dir.path(), &body);
+    let mut ew = Edgewatch::start(&cfg);
+    wait_healthy(&ew, "s", true);
+    old.line("v=1");
+    ew.poll("/api/devices", Duration::from_secs(10), |d| {
+        metric(d, "moved", "v").is_some()
+    });
+    relink(&new.path, &link);
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        source(s, "s")["connects_total"] == 2 && source(s, "s")["healthy"] == true
+    });
+    let err = source(&st, "s")["last_error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("now points to another device"), "{st}");
+    ew.wait_log(&format!("device={}", new.path), Duration::from_secs(5));
+    old.line("v=99"); // the old port is no longer read
+    new.line("v=2");
+    ew.poll("/api/devices", Duration::from_secs(10), |d| {
+        metric(d, "moved", "v").is_some_and(|m| m["total"] == 2)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let d = ew.get("/api/devices");
+    let v = metric(&d, "moved", "v").expect("v");
+    assert_eq!(
+        (v["total"].as_u64(), v["last_value"].as_f64()),
+        (Some(2), Some(2.0)),
+        "{d}"
+    );
+}

@@ -208,6 +208,24 @@ mod tests {
         assert_eq!(run("  \r ", &["a"]).0, Ok(0));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn value_like_text_never_panics_and_is_all_or_nothing(
+            text in "[0-9a-z.,; \t+-]{0,60}",
+            ncols in 1usize..6,
+        ) {
+            let cols: Vec<String> = ["a", "ts", "_", "b", "c", "d"][..ncols].iter().map(|c| c.to_string()).collect();
+            let mut s = VecSink::default();
+            match decode(&text, &cols, Some("d"), &mut s) {
+                Ok(n) => {
+                    proptest::prop_assert_eq!(n, s.0.len());
+                    proptest::prop_assert!(n <= ncols);
+                }
+                Err(_) => proptest::prop_assert!(s.0.is_empty()),
+            }
+        }
+    }
+
     #[test]
     fn device_is_required() {
         let mut s = VecSink::default();
