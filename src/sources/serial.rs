@@ -246,3 +246,36 @@ async fn write(port: &mut tokio_serial::SerialStream, bytes: &[u8]) -> Result<()
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> SerialSource {
+        let text = format!("node_id = \"n\"\n[[source]]\nid = \"s\"\nkind = \"serial\"\npath = \"/dev/x\"\n{extra}");
+        let r = crate::config::parse_str(&text, std::path::Path::new("t.toml")).expect("valid");
+        match &r.config.sources[0] {
+            crate::config::SourceConfig::Serial(s) => s.clone(),
+            _ => panic!("not serial"),
+        }
+    }
+
+    #[test]
+    fn delimiter_follows_the_config() {
+        assert_eq!(delimiter(&cfg("")), Delimiter::Newline);
+        assert_eq!(delimiter(&cfg("delimiter = \"\\n\"")), Delimiter::Newline);
+        assert_eq!(
+            delimiter(&cfg("delimiter = \"\\r\\n\"")),
+            Delimiter::Newline
+        );
+        assert_eq!(
+            delimiter(&cfg("delimiter = \"\\r\"")),
+            Delimiter::Bytes(b"\r".to_vec())
+        );
+        assert_eq!(
+            delimiter(&cfg("delimiter = \"END\"")),
+            Delimiter::Bytes(b"END".to_vec())
+        );
+        assert_eq!(delimiter(&cfg("frame_gap = \"20ms\"")), Delimiter::None);
+    }
+}
