@@ -182,13 +182,16 @@ impl Link {
     /// The transport failed: reconnect after backoff.
     fn down(&mut self, cfg: &ModbusSource, stats: &SourceStats, why: String) {
         self.ctx = None;
-        stats.connections.store(0, Relaxed);
-        stats.set_healthy(false);
         let delay = self.backoff.next_delay();
         self.retry_at = Instant::now() + delay;
-        if self.last_failure.as_deref() != Some(why.as_str()) {
-            tracing::warn!(source = %cfg.id, error = %why, retry_in = ?delay, "modbus bus down; retrying with backoff");
+        let first = self.last_failure.as_deref() != Some(why.as_str());
+        if first {
             stats.set_error(why.clone());
+        }
+        stats.connections.store(0, Relaxed);
+        stats.set_healthy(false);
+        if first {
+            tracing::warn!(source = %cfg.id, error = %why, retry_in = ?delay, "modbus bus down; retrying with backoff");
         } else {
             tracing::debug!(source = %cfg.id, error = %why, retry_in = ?delay, "modbus bus still down");
         }

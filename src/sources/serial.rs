@@ -89,14 +89,15 @@ pub async fn run(
                 stats.connects_total.fetch_add(1, Relaxed);
                 let (why, got_data) = reader.session(&mut opened).await?;
                 drop(opened);
-                stats.connections.store(0, Relaxed);
-                stats.set_healthy(false);
+                // Reason and counters first: whoever sees the source unhealthy sees why.
+                stats.set_error(format!("{shown} ({node}) lost: {why}"));
                 if let Some(len) = reader.framer.reset() {
                     stats.frames_rejected.fetch_add(1, Relaxed);
                     tracing::warn!(source = %cfg.id, device = %node, bytes = len, "partial frame at disconnect dropped");
                 }
+                stats.connections.store(0, Relaxed);
+                stats.set_healthy(false);
                 tracing::warn!(source = %cfg.id, port = %shown, device = %node, reason = %why, "serial port lost; reopening");
-                stats.set_error(format!("{shown} ({node}) lost: {why}"));
                 if got_data {
                     backoff.reset();
                 }
