@@ -178,6 +178,28 @@ fn print_summary(r: &config::Resolved) {
                 t.format,
                 t.max_frame
             ),
+            SourceConfig::Serial(x) => println!(
+                "  {:<16} serial  {} {} baud  format {}{}",
+                x.id,
+                x.port().describe(),
+                x.baud,
+                x.format,
+                x.device
+                    .as_ref()
+                    .map(|d| format!("  device {d}"))
+                    .unwrap_or_default()
+            ),
+            SourceConfig::Modbus(m) => println!(
+                "  {:<16} modbus  {}  {} devices, {} points, every {}",
+                m.id,
+                m.rtu_port()
+                    .map(|p| format!("rtu {} {} baud", p.describe(), p.baud))
+                    .or(m.connect.as_ref().map(|c| format!("tcp {c}")))
+                    .unwrap_or_default(),
+                m.devices.len(),
+                m.devices.iter().map(|d| d.points.len()).sum::<usize>(),
+                m.interval
+            ),
         }
     }
     println!("devices ({}):", r.devices.len());

@@ -25,6 +25,8 @@ pub struct SourceStats {
     pub rate: AtomicU64,
     last_samples: AtomicU64,
     last_error: Mutex<Option<(Millis, String)>>,
+    /// Per polled device (Modbus slaves); empty for other sources. Updated once per poll round.
+    units: Mutex<Vec<UnitView>>,
 }
 
 impl SourceStats {
@@ -42,6 +44,15 @@ impl SourceStats {
             rate: AtomicU64::new(0),
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            units: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Replaces the per-device health list (not for the per-frame path).
+    pub fn set_units(&self, units: &[UnitView]) {
+        if let Ok(mut g) = self.units.lock() {
+            g.clear();
+            g.extend_from_slice(units);
         }
     }
 
@@ -74,6 +85,7 @@ impl SourceStats {
                 .ok()
                 .and_then(|g| g.clone())
                 .map(|(at, message)| ErrorView { at, message }),
+            devices: self.units.lock().map(|g| g.clone()).unwrap_or_default(),
         }
     }
 }
@@ -197,9 +209,30 @@ pub struct SourceView {
     pub connects_total: u64,
     pub restarts: u64,
     pub last_error: Option<ErrorView>,
+    /// Polled devices of this source (Modbus), when it has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<UnitView>,
 }
 
-#[derive(Debug, Serialize)]
+/// Health of one polled device (a Modbus slave) of a source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UnitView {
+    pub device: String,
+    pub unit: u8,
+    /// Answered its last poll (an exception answer counts as answering).
+    pub healthy: bool,
+    pub reads_ok: u64,
+    pub timeouts: u64,
+    /// Exception answers (e.g. illegal data address).
+    pub exceptions: u64,
+    /// Garbled or mismatched answers.
+    pub errors: u64,
+    /// While backing off: when it is tried again (unix ms).
+    pub retry_at: Option<Millis>,
+    pub last_error: Option<ErrorView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorView {
     pub at: Millis,
     pub message: String,

@@ -103,6 +103,21 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Resolved, ConfigError> {
                 if let Some(s) = doc.as_ref().and_then(|d| key_span_of(d, &deeper)) {
                     span = Some(s);
                     path = deeper;
+                } else if let Some((p, s)) =
+                    doc.as_ref().and_then(|d| find_below(d, &path, name, true))
+                {
+                    // Deeper still, e.g. in a source's [[source.device]] tables.
+                    span = Some(s);
+                    path = p;
+                }
+            } else if let Some(value) = quoted_value(&message) {
+                // A bad value (unknown variant, invalid duration) below a source's table.
+                if let Some((p, s)) = doc
+                    .as_ref()
+                    .and_then(|d| find_below(d, &path, value, false))
+                {
+                    span = Some(s);
+                    path = p;
                 }
             }
             return Err(locate_err(&path, span, message));
@@ -115,6 +130,73 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Resolved, ConfigError> {
 fn unknown_field_name(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("unknown field `")?;
     rest.split('`').next()
+}
+
+/// The value a serde message quotes: "unknown variant `x`" or "invalid duration \"x\"".
+fn quoted_value(message: &str) -> Option<&str> {
+    let (open, close) = match (message.find('`'), message.find('"')) {
+        (Some(b), Some(q)) if q < b => (q, '"'),
+        (Some(b), _) => (b, '`'),
+        (None, Some(q)) => (q, '"'),
+        (None, None) => return None,
+    };
+    let rest = &message[open + 1..];
+    rest.find(close).map(|end| &rest[..end])
+}
+
+/// Below the table at `path` (errors inside tagged enums stop there), the first key named
+/// `needle` (`key == true`) or the first string value equal to it: its path and span.
+fn find_below(
+    doc: &ImDocument<String>,
+    path: &[Seg],
+    needle: &str,
+    key: bool,
+) -> Option<(Vec<Seg>, Range<usize>)> {
+    let mut item = doc.as_item();
+    for seg in path {
+        item = child(item, seg)?;
+    }
+    if item.is_value() && !item.is_inline_table() && !item.is_array() {
+        return None; // already precise
+    }
+    let mut found = path.to_vec();
+    search(item, needle, key, &mut found)?;
+    let span = key_span_of(doc, &found).or_else(|| span_of(doc, &found))?;
+    Some((found, span))
+}
+
+fn search(item: &Item, needle: &str, key: bool, at: &mut Vec<Seg>) -> Option<()> {
+    if let Some(t) = item.as_table_like() {
+        for (k, v) in t.iter() {
+            at.push(Seg::Key(k.to_string()));
+            let hit = if key {
+                k == needle
+            } else {
+                v.as_str() == Some(needle)
+            };
+            if hit || search(v, needle, key, at).is_some() {
+                return Some(());
+            }
+            at.pop();
+        }
+    } else if let Some(a) = item.as_array() {
+        for (i, v) in a.iter().enumerate() {
+            at.push(Seg::Index(i));
+            if search(&Item::Value(v.clone()), needle, key, at).is_some() {
+                return Some(());
+            }
+            at.pop();
+        }
+    } else if let Some(a) = item.as_array_of_tables() {
+        for (i, t) in a.iter().enumerate() {
+            at.push(Seg::Index(i));
+            if search(&Item::Table(t.clone()), needle, key, at).is_some() {
+                return Some(());
+            }
+            at.pop();
+        }
+    }
+    None
 }
 
 fn convert_path(p: &serde_path_to_error::Path) -> Vec<Seg> {
@@ -234,6 +316,17 @@ mod tests {
         let e = err(text);
         assert!(e.starts_with("t.toml:6:1: unknown field `max_fram`"), "{e}");
         assert!(e.contains("(field `source[0].max_fram`)"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_inside_sources_are_located_at_the_key() {
+        let text = "node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:1\"\nformat = \"xml\"\n";
+        let e = err(text);
+        assert!(e.starts_with("t.toml:6:1: unknown variant `xml`"), "{e}");
+        assert!(e.contains("(field `source[0].format`)"), "{e}");
+        let text = "node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:1\"\nbackoff_min = \"5 parsecs\"\n";
+        let e = err(text);
+        assert!(e.starts_with("t.toml:6:1: invalid duration"), "{e}");
     }
 
     #[test]

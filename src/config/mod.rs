@@ -2,9 +2,14 @@
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 
 mod load;
+mod serial;
 mod validate;
 
 pub use load::{load_file, parse_str, ConfigError};
+pub use serial::{
+    DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
+    RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
+};
 pub use validate::{MetricPolicy, Resolved};
 
 use std::collections::BTreeMap;
@@ -322,6 +327,8 @@ pub struct DeviceConfig {
 pub enum SourceConfig {
     Sim(SimSource),
     Tcp(TcpSource),
+    Serial(SerialSource),
+    Modbus(ModbusSource),
 }
 
 impl SourceConfig {
@@ -329,12 +336,16 @@ impl SourceConfig {
         match self {
             SourceConfig::Sim(s) => &s.id,
             SourceConfig::Tcp(s) => &s.id,
+            SourceConfig::Serial(s) => &s.id,
+            SourceConfig::Modbus(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Sim(_) => "sim",
             SourceConfig::Tcp(_) => "tcp",
+            SourceConfig::Serial(_) => "serial",
+            SourceConfig::Modbus(_) => "modbus",
         }
     }
 }

@@ -73,21 +73,21 @@ pub fn default_detectors() -> Vec<DetectorInstance> {
     }]
 }
 
-fn key(k: &str) -> Seg {
+pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
-fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(super) fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
     let mut p = base.to_vec();
     p.extend_from_slice(more);
     p
 }
 
-fn fail<T>(path: Vec<Seg>, msg: impl Into<String>) -> VResult<T> {
+pub(super) fn fail<T>(path: Vec<Seg>, msg: impl Into<String>) -> VResult<T> {
     Err((path, msg.into()))
 }
 
-fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
+pub(super) fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
     if s.is_empty() || s.len() > 128 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return fail(
             path,
@@ -379,6 +379,8 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                 );
             }
         }
+        SourceConfig::Serial(s) => super::serial::validate_serial(s, p)?,
+        SourceConfig::Modbus(m) => super::serial::validate_modbus(m, p)?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Frame decoders: turn one input frame (a JSON object, a CSV record or key=value pairs) into samples.
 //! Pure code without I/O; `framing` cuts byte streams into frames, the per-format modules parse them.
 
+pub mod columns;
 pub mod csv;
 pub mod framing;
 pub mod json;
@@ -53,6 +54,8 @@ pub enum DecodeError {
     Csv(String),
     #[error("invalid key=value frame: {0}")]
     Kv(String),
+    #[error("invalid column frame: {0}")]
+    Columns(String),
     #[error("missing field `{0}`")]
     MissingField(&'static str),
     #[error("duplicate field `{0}`")]

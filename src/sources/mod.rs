@@ -2,7 +2,9 @@
 //! `SourceActor`, which restarts it with capped exponential backoff when it fails or panics.
 
 pub mod backoff;
+pub mod modbus;
 pub mod route;
+pub mod serial;
 pub mod sim;
 pub mod tcp;
 
@@ -57,9 +59,23 @@ impl SourceActor {
                 let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
                 Box::new(move || Box::pin(tcp::run(c.clone(), idx, router.clone(), stats.clone())))
             }
+            SourceConfig::Serial(c) => {
+                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
+                Box::new(move || {
+                    Box::pin(serial::run(c.clone(), idx, router.clone(), stats.clone()))
+                })
+            }
+            SourceConfig::Modbus(c) => {
+                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
+                Box::new(move || {
+                    Box::pin(modbus::run(c.clone(), idx, router.clone(), stats.clone()))
+                })
+            }
         };
         let backoff = match cfg {
             SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
+            SourceConfig::Serial(s) => Backoff::new(s.backoff_min.0, s.backoff_max.0),
+            SourceConfig::Modbus(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Sim(_) => Backoff::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
