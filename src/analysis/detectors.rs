@@ -399,6 +399,10 @@ impl ZscoreState {
             };
             self.moments.evict(old, self.ring.iter().copied());
         }
+        if self.ring.capacity() == 0 {
+            // Once, at the first sample: exactly the window, not the next power of two.
+            self.ring.reserve_exact(window.min(1 << 16));
+        }
         self.ring.push_back(x);
         self.moments.push(x);
         verdict

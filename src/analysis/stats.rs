@@ -225,6 +225,16 @@ impl RollingStats {
             return;
         }
 
+        if let Some(count) = self.spec.count {
+            let count = count.max(1);
+            // Make room first, so the ring never holds count + 1 (a VecDeque would double).
+            while self.ring.len() >= count {
+                self.evict_front();
+            }
+            if self.ring.capacity() == 0 {
+                self.ring.reserve_exact(count.min(1 << 16));
+            }
+        }
         self.ring.push_back((ts, value));
         self.moments.push(value);
         let seq = self.next_seq;
@@ -238,12 +248,6 @@ impl RollingStats {
         }
         self.min_q.push_back((seq, value));
 
-        if let Some(count) = self.spec.count {
-            let count = count.max(1);
-            while self.ring.len() > count {
-                self.evict_front();
-            }
-        }
         if let Some(cutoff) = cutoff {
             while self.ring.front().is_some_and(|&(t, _)| t < cutoff) {
                 self.evict_front();
