@@ -8,6 +8,8 @@ pub mod config;
 pub mod decode;
 pub mod hub;
 pub mod model;
+pub mod mqtt;
+pub mod sinks;
 pub mod sources;
 pub mod status;
 pub mod store;

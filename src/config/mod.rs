@@ -2,9 +2,11 @@
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 
 mod load;
+pub mod mqtt;
 mod validate;
 
 pub use load::{load_file, parse_str, ConfigError};
+pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig};
 pub use validate::{MetricPolicy, Resolved};
 
 use std::collections::BTreeMap;
@@ -100,6 +102,9 @@ pub struct Config {
     /// Where alerts and summaries are forwarded (durable outbox, acknowledgements).
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// Further places alerts and summaries go (`kind = "mqtt"`).
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -310,6 +315,7 @@ pub struct DeviceConfig {
 pub enum SourceConfig {
     Sim(SimSource),
     Tcp(TcpSource),
+    Mqtt(mqtt::MqttSource),
 }
 
 impl SourceConfig {
@@ -317,12 +323,14 @@ impl SourceConfig {
         match self {
             SourceConfig::Sim(s) => &s.id,
             SourceConfig::Tcp(s) => &s.id,
+            SourceConfig::Mqtt(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Sim(_) => "sim",
             SourceConfig::Tcp(_) => "tcp",
+            SourceConfig::Mqtt(_) => "mqtt",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `SourceActor`, which restarts it with capped exponential backoff when it fails or panics.
 
 pub mod backoff;
+pub mod mqtt;
 pub mod route;
 pub mod sim;
 pub mod tcp;
@@ -28,6 +29,10 @@ pub enum SourceError {
     },
     #[error("analysis stopped")]
     Closed(#[from] route::Closed),
+    #[error("{0}")]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 type TaskFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
@@ -57,9 +62,14 @@ impl SourceActor {
                 let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
                 Box::new(move || Box::pin(tcp::run(c.clone(), idx, router.clone(), stats.clone())))
             }
+            SourceConfig::Mqtt(c) => {
+                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
+                Box::new(move || Box::pin(mqtt::run(c.clone(), idx, router.clone(), stats.clone())))
+            }
         };
         let backoff = match cfg {
             SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
+            SourceConfig::Mqtt(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Sim(_) => Backoff::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
