@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # need mosquitto mosquitto   (one line per system tool a test suite needs: command, package)
+need mosquitto mosquitto
+need mosquitto_pub mosquitto-clients
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -902,7 +902,11 @@ mod tests {
 
     #[test]
     fn shipped_configs_are_valid() {
-        for f in ["config/demo.toml", "config/bench-tcp.toml"] {
+        for f in [
+            "config/demo.toml",
+            "config/bench-tcp.toml",
+            "config/bench-mqtt.toml",
+        ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             if let Err(e) = super::super::load_file(&p) {
                 panic!("{e}");
