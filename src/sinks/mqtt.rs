@@ -19,7 +19,7 @@ use crate::upstream::UpstreamStats;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("broker: {0}")]
-    Connection(#[from] rumqttc::ConnectionError),
+    Connection(Box<rumqttc::ConnectionError>),
     #[error("no CONNACK within 10 s")]
     ConnectTimeout,
     #[error("outbox: {0}")]
@@ -171,7 +171,7 @@ async fn session(s: &mut Sink, backoff: &mut Backoff) -> Result<(), SinkError> {
             match erx.recv().await {
                 Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(()),
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(SinkError::Connection(e)),
+                Some(Err(e)) => return Err(SinkError::Connection(Box::new(e))),
                 None => return Err(SinkError::ConnectTimeout),
             }
         }
@@ -246,7 +246,7 @@ async fn session(s: &mut Sink, backoff: &mut Backoff) -> Result<(), SinkError> {
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => return Err(SinkError::Connection(Box::new(e))),
                 None => return Err(SinkError::ConnectTimeout),
             },
             r = s.flushed.changed() => {

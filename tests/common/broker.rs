@@ -154,10 +154,13 @@ fn rand_id() -> u64 {
         .unwrap_or(0)
 }
 
+/// One received message: topic, payload, retain flag.
+pub type Received = (String, Vec<u8>, bool);
+
 /// A subscriber with a persistent session (QoS 1) that reconnects by itself; collects
 /// (topic, payload, retained) in arrival order.
 pub struct Watcher {
-    pub got: Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>,
+    pub got: Arc<Mutex<Vec<Received>>>,
     subscribed: Arc<Mutex<bool>>,
 }
 
@@ -196,17 +199,12 @@ impl Watcher {
         w
     }
 
-    pub fn messages(&self) -> Vec<(String, Vec<u8>, bool)> {
+    pub fn messages(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
     }
 
     /// Waits until `pred` holds for the messages so far.
-    pub fn wait(
-        &self,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&[(String, Vec<u8>, bool)]) -> bool,
-    ) {
+    pub fn wait(&self, timeout: Duration, what: &str, pred: impl Fn(&[Received]) -> bool) {
         let end = Instant::now() + timeout;
         loop {
             if pred(&self.messages()) {
