@@ -54,6 +54,8 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             };
             let stats = Arc::new(upstream::UpstreamStats::default());
             let queue = UpstreamQueue {
+                outbox: store.outbox(),
+                summaries: true,
                 node: cfg.node_id.clone(),
                 budget,
                 flushed: flushed_tx,
@@ -71,10 +73,33 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             Some((queue, sender))
         }
     };
-    let (queue, sender) = match upstream {
-        Some((q, s)) => (Some(q), Some(s)),
-        None => (None, None),
+    let (mut queues, sender) = match upstream {
+        Some((q, s)) => (vec![q], Some(s)),
+        None => (Vec::new(), None),
     };
+    // `[[sink]]`: each gets its own outbox in the store.
+    let mut sink_parts = Vec::new();
+    for k in &cfg.sinks {
+        let crate::config::SinkConfig::Mqtt(m) = k;
+        let outbox = store
+            .named_outbox(&format!("mqtt_{}", m.id))
+            .with_context(|| format!("cannot open the outbox of sink {:?}", m.id))?;
+        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
+        let stats = Arc::new(upstream::UpstreamStats::default());
+        queues.push(UpstreamQueue {
+            outbox: outbox.clone(),
+            summaries: false,
+            node: cfg.node_id.clone(),
+            budget: Budget {
+                max_bytes: m.budget.max_bytes,
+                max_age_ms: m.budget.max_age.as_ms(),
+                alert_max_bytes: m.budget.alert_max_bytes.unwrap_or(m.budget.max_bytes),
+            },
+            flushed: flushed_tx,
+            stats: stats.clone(),
+        });
+        sink_parts.push((m.clone(), outbox, flushed_rx, stats));
+    }
 
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -98,13 +123,24 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 .collect(),
             pipeline: PipelineStats::default(),
             upstream: sender.as_ref().map(|s| (s.stats.clone(), s.outbox.clone())),
+            sinks: sink_parts
+                .iter()
+                .map(|(m, o, _, st)| (m.id.clone(), st.clone(), o.clone()))
+                .collect(),
         });
 
         let store_arbiter = Arbiter::new();
         let retention = cfg.store.clone();
-        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention, queue));
+        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention, queues));
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
+        let mut sinks = Vec::new();
+        for (m, outbox, flushed, stats) in sink_parts {
+            let id = m.id.clone();
+            let sink = crate::sinks::mqtt::Sink::new(m, cfg.node_id.clone(), outbox, flushed, stats, events.subscribe())
+                .with_context(|| format!("sink {id:?}"))?;
+            sinks.push(sink);
+        }
         let hub = Hub::new(
             cfg.node_id.clone(),
             cfg.summary_interval.0,
@@ -180,6 +216,10 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             "edgewatch running: dashboard/API at http://{addr}/  live alerts at ws://{addr}/ws  status at http://{addr}/api/status"
         );
 
+        for sink in sinks {
+            tracing::info!(sink = %sink.cfg.id, url = %sink.cfg.url, "publishing alerts to an MQTT broker");
+            tokio::spawn(crate::sinks::mqtt::run(sink));
+        }
         if let Some(sender) = sender {
             tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");
             tokio::spawn(upstream::run(sender));

@@ -9,6 +9,8 @@ pub mod config;
 pub mod decode;
 pub mod hub;
 pub mod model;
+pub mod mqtt;
+pub mod sinks;
 pub mod sources;
 pub mod status;
 pub mod store;

@@ -200,7 +200,18 @@ fn print_summary(r: &config::Resolved) {
                 m.devices.iter().map(|d| d.points.len()).sum::<usize>(),
                 m.interval
             ),
+            SourceConfig::Mqtt(m) => {
+                let topics: Vec<&str> = m.subscriptions.iter().map(|s| s.topic.as_str()).collect();
+                println!("  {:<16} mqtt {}  topics {}", m.id, m.url, topics.join(" "))
+            }
         }
+    }
+    for k in &c.sinks {
+        let config::SinkConfig::Mqtt(m) = k;
+        println!(
+            "sink {:<11} mqtt {}  alerts to {}",
+            m.id, m.url, m.alert_topic
+        );
     }
     println!("devices ({}):", r.devices.len());
     for (id, d) in &r.devices {

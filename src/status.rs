@@ -21,6 +21,8 @@ pub struct SourceStats {
     pub connections: AtomicU64,
     pub connects_total: AtomicU64,
     pub restarts: AtomicU64,
+    /// Messages dropped because the queue toward analysis was full (MQTT).
+    pub dropped_queue_full: AtomicU64,
     /// samples/s over the last second, updated by `StatusBoard::tick`.
     pub rate: AtomicU64,
     last_samples: AtomicU64,
@@ -41,6 +43,7 @@ impl SourceStats {
             connections: AtomicU64::new(0),
             connects_total: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -79,6 +82,7 @@ impl SourceStats {
             connections: self.connections.load(Relaxed),
             connects_total: self.connects_total.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
+            dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -117,6 +121,12 @@ pub struct StatusBoard {
     pub pipeline: PipelineStats,
     /// Upstream delivery, when configured.
     pub upstream: Option<(Arc<crate::upstream::UpstreamStats>, crate::store::Outbox)>,
+    /// Further sinks (`[[sink]]`): id, delivery counters and their outbox.
+    pub sinks: Vec<(
+        String,
+        Arc<crate::upstream::UpstreamStats>,
+        crate::store::Outbox,
+    )>,
 }
 
 impl StatusBoard {
@@ -128,6 +138,7 @@ impl StatusBoard {
             sources,
             pipeline: PipelineStats::default(),
             upstream: None,
+            sinks: Vec::new(),
         }
     }
 
@@ -177,6 +188,14 @@ impl StatusBoard {
                 summaries: p.summaries.load(Relaxed),
             },
             upstream: self.upstream.as_ref().map(|(s, o)| s.view(o)),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|(id, s, o)| SinkView {
+                    id: id.clone(),
+                    delivery: s.view(o),
+                })
+                .collect(),
         }
     }
 }
@@ -194,6 +213,15 @@ pub struct StatusView {
     pub alerts: AlertsView,
     pub ws: WsView,
     pub upstream: Option<crate::upstream::UpstreamView>,
+    pub sinks: Vec<SinkView>,
+}
+
+/// One `[[sink]]` in `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct SinkView {
+    pub id: String,
+    #[serde(flatten)]
+    pub delivery: crate::upstream::UpstreamView,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,6 +236,7 @@ pub struct SourceView {
     pub connections: u64,
     pub connects_total: u64,
     pub restarts: u64,
+    pub dropped_queue_full: u64,
     pub last_error: Option<ErrorView>,
     /// Polled devices of this source (Modbus), when it has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -325,6 +354,7 @@ mod tests {
             sources: vec![Arc::new(SourceStats::new("s", "tcp"))],
             pipeline: PipelineStats::default(),
             upstream: None,
+            sinks: Vec::new(),
         };
         b.sources[0].samples.fetch_add(42, Relaxed);
         b.tick();

@@ -11,6 +11,8 @@ need chromium chromium          # tests/dashboard.rs: the dashboard in headless 
 need chromium fonts-liberation  # (a recommended package of chromium: text metrics like a desktop)
 need node nodejs                # tests/browser: playwright-core drives Chromium
 need npm npm
+need mosquitto mosquitto
+need mosquitto_pub mosquitto-clients
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -10,6 +10,9 @@ pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
 };
+pub mod mqtt;
+
+pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig};
 pub use validate::{MetricPolicy, Resolved};
 
 use std::collections::BTreeMap;
@@ -105,6 +108,9 @@ pub struct Config {
     /// Where alerts and summaries are forwarded (durable outbox, acknowledgements).
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// Further places alerts and summaries go (`kind = "mqtt"`).
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -329,6 +335,7 @@ pub enum SourceConfig {
     Tcp(TcpSource),
     Serial(SerialSource),
     Modbus(ModbusSource),
+    Mqtt(mqtt::MqttSource),
 }
 
 impl SourceConfig {
@@ -338,6 +345,7 @@ impl SourceConfig {
             SourceConfig::Tcp(s) => &s.id,
             SourceConfig::Serial(s) => &s.id,
             SourceConfig::Modbus(s) => &s.id,
+            SourceConfig::Mqtt(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -346,6 +354,7 @@ impl SourceConfig {
             SourceConfig::Tcp(_) => "tcp",
             SourceConfig::Serial(_) => "serial",
             SourceConfig::Modbus(_) => "modbus",
+            SourceConfig::Mqtt(_) => "mqtt",
         }
     }
 }

@@ -146,6 +146,19 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
     if let Some(u) = &config.upstream {
         validate_upstream(u)?;
     }
+    let mut sink_ids = HashSet::new();
+    for (i, k) in config.sinks.iter().enumerate() {
+        let super::SinkConfig::Mqtt(m) = k;
+        let p = vec![key("sink"), Seg::Index(i)];
+        check_name(at(&p, &[key("id")]), "sink id", &m.id)?;
+        if !sink_ids.insert(&m.id) {
+            return fail(
+                at(&p, &[key("id")]),
+                format!("duplicate sink id {:?}", m.id),
+            );
+        }
+        validate_mqtt_sink(m, &p)?;
+    }
 
     let mut source_ids = HashSet::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -381,6 +394,175 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         }
         SourceConfig::Serial(s) => super::serial::validate_serial(s, p)?,
         SourceConfig::Modbus(m) => super::serial::validate_modbus(m, p)?,
+        SourceConfig::Mqtt(m) => validate_mqtt_source(m, p)?,
+    }
+    Ok(())
+}
+
+fn validate_mqtt_conn(c: &super::mqtt::Conn<'_>, p: &[Seg]) -> VResult<()> {
+    let tls = c.url.starts_with("mqtts://");
+    if !(tls || c.url.starts_with("mqtt://")) {
+        return fail(
+            at(p, &[key("url")]),
+            format!("{:?} must start with mqtt:// or mqtts://", c.url),
+        );
+    }
+    if let Err(e) = crate::mqtt::broker_addr(c.url) {
+        return fail(at(p, &[key("url")]), e.to_string());
+    }
+    if !c.clean_session && c.client_id.is_none() {
+        return fail(
+            at(p, &[key("client_id")]),
+            "a persistent session (clean_session = false) needs a client_id",
+        );
+    }
+    if c.client_id
+        .is_some_and(|id| id.is_empty() || id.len() > 128)
+    {
+        return fail(at(p, &[key("client_id")]), "must be 1 to 128 characters");
+    }
+    if c.password_file.is_some() && c.password_env.is_some() {
+        return fail(
+            at(p, &[key("password_env")]),
+            "give `password_file` or `password_env`, not both",
+        );
+    }
+    if (c.password_file.is_some() || c.password_env.is_some()) && c.username.is_none() {
+        return fail(at(p, &[key("username")]), "a password needs a `username`");
+    }
+    if !tls && (c.ca_file.is_some() || c.client_cert.is_some()) {
+        return fail(
+            at(p, &[key("ca_file")]),
+            "CA and client certificates only apply to mqtts:// URLs",
+        );
+    }
+    if c.client_cert.is_some() != c.client_key.is_some() {
+        return fail(
+            at(p, &[key("client_key")]),
+            "give both `client_cert` and `client_key`",
+        );
+    }
+    if !(5..=65_535).contains(&c.keep_alive.0.as_secs()) {
+        return fail(at(p, &[key("keep_alive")]), "must be between 5s and 65535s");
+    }
+    if !(1024..=256 << 20).contains(&c.max_packet_size) {
+        return fail(
+            at(p, &[key("max_packet_size")]),
+            "must be between 1024 and 268435456 bytes",
+        );
+    }
+    Ok(())
+}
+
+fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
+    if min.as_ms() == 0 {
+        return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
+    }
+    if max < min {
+        return fail(
+            at(p, &[key("backoff_max")]),
+            "must not be less than backoff_min",
+        );
+    }
+    Ok(())
+}
+
+fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
+    use super::MqttPayload;
+    validate_mqtt_conn(&m.conn(), p)?;
+    validate_backoff(m.backoff_min, m.backoff_max, p)?;
+    if !(1..=1 << 22).contains(&m.queue) {
+        return fail(at(p, &[key("queue")]), "must be between 1 and 4194304");
+    }
+    if m.subscriptions.is_empty() {
+        return fail(
+            at(p, &[key("subscribe")]),
+            "an MQTT source needs at least one [[source.subscribe]]",
+        );
+    }
+    for (i, s) in m.subscriptions.iter().enumerate() {
+        let sp = at(p, &[key("subscribe"), Seg::Index(i)]);
+        let pat = match crate::sources::mqtt::topic::Pattern::parse(&s.topic) {
+            Ok(pat) => pat,
+            Err(e) => return fail(at(&sp, &[key("topic")]), e),
+        };
+        if s.qos > 1 {
+            return fail(at(&sp, &[key("qos")]), "must be 0 or 1");
+        }
+        if let Some(d) = &s.device {
+            check_name(at(&sp, &[key("device")]), "device id", d)?;
+        }
+        if let Some(m) = &s.metric {
+            check_name(at(&sp, &[key("metric")]), "metric name", m)?;
+        }
+        for (f, v) in [("value", &s.value), ("ts", &s.ts)] {
+            if let Some(Err(e)) = v.as_deref().map(crate::decode::path::FieldPath::parse) {
+                return fail(at(&sp, &[key(f)]), e);
+            }
+        }
+        if s.ts.is_some() && s.value.is_none() {
+            return fail(at(&sp, &[key("ts")]), "a `ts` path needs a `value` path");
+        }
+        if s.value.is_some() && s.format != MqttPayload::Json {
+            return fail(
+                at(&sp, &[key("value")]),
+                "field paths apply to format = \"json\" only",
+            );
+        }
+        let has_device = pat.has_device() || s.device.is_some();
+        let has_metric = pat.has_metric() || s.metric.is_some();
+        if pat.has_device() && s.device.is_some() {
+            return fail(
+                at(&sp, &[key("device")]),
+                "the topic already captures {device}",
+            );
+        }
+        if pat.has_metric() && s.metric.is_some() {
+            return fail(
+                at(&sp, &[key("metric")]),
+                "the topic already captures {metric}",
+            );
+        }
+        let needs_both = s.format == MqttPayload::Number || s.value.is_some();
+        if needs_both && !(has_device && has_metric) {
+            return fail(
+                at(&sp, &[key("topic")]),
+                "this payload carries no names: capture {device} and {metric} in the topic (or set `device` / `metric`)",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn validate_mqtt_sink(m: &super::MqttSink, p: &[Seg]) -> VResult<()> {
+    validate_mqtt_conn(&m.conn(), p)?;
+    validate_backoff(m.backoff_min, m.backoff_max, p)?;
+    for (f, t) in [
+        ("alert_topic", &m.alert_topic),
+        ("status_topic", &m.status_topic),
+        ("summary_topic", &m.summary_topic),
+    ] {
+        if t.is_empty() && f != "summary_topic" {
+            return fail(at(p, &[key(f)]), "must not be empty");
+        }
+        if t.contains(['+', '#']) {
+            return fail(
+                at(p, &[key(f)]),
+                "a topic to publish to cannot contain `+` or `#`",
+            );
+        }
+    }
+    if m.summary_qos > 1 {
+        return fail(at(p, &[key("summary_qos")]), "must be 0 or 1");
+    }
+    if !(1..=65_000).contains(&m.window) {
+        return fail(at(p, &[key("window")]), "must be between 1 and 65000");
+    }
+    if m.budget.max_bytes < 64 * 1024 {
+        return fail(
+            at(p, &[key("budget"), key("max_bytes")]),
+            "must be at least 65536",
+        );
     }
     Ok(())
 }
@@ -763,7 +945,11 @@ mod tests {
 
     #[test]
     fn shipped_configs_are_valid() {
-        for f in ["config/demo.toml", "config/bench-tcp.toml"] {
+        for f in [
+            "config/demo.toml",
+            "config/bench-tcp.toml",
+            "config/bench-mqtt.toml",
+        ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             if let Err(e) = super::super::load_file(&p) {
                 panic!("{e}");

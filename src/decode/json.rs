@@ -31,6 +31,17 @@ pub fn decode(
     default_device: Option<&str>,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
+    decode_with(frame, default_device, None, out)
+}
+
+/// Like `decode`; a `value` without a `metric` field takes `default_metric` (e.g. from an MQTT
+/// topic) when one is given.
+pub fn decode_with(
+    frame: &str,
+    default_device: Option<&str>,
+    default_metric: Option<&str>,
+    out: &mut impl SampleSink,
+) -> Result<usize, DecodeError> {
     let frame = frame.trim_ascii();
     if frame.is_empty() {
         return Ok(0);
@@ -39,7 +50,7 @@ pub fn decode(
     if !scan(frame, &mut parsed) {
         parsed = parse_serde(frame)?;
     }
-    finish(&mut parsed, default_device, out)
+    finish(&mut parsed, default_device, default_metric, out)
 }
 
 /// Parses a (trimmed, non-empty) frame with serde.
@@ -63,6 +74,7 @@ fn parse_serde(frame: &str) -> Result<Parsed<'_>, DecodeError> {
 fn finish(
     parsed: &mut Parsed<'_>,
     default_device: Option<&str>,
+    default_metric: Option<&str>,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let Parsed {
@@ -85,7 +97,13 @@ fn finish(
             Some((metric, num_to_value("value", value)?))
         }
         (Some(_), None) => return Err(DecodeError::MissingField("value")),
-        (None, Some(_)) => return Err(DecodeError::MissingField("metric")),
+        (None, Some(value)) => match default_metric {
+            Some(m) => {
+                check_name("metric", m)?;
+                Some((Cow::Borrowed(m), num_to_value("value", value)?))
+            }
+            None => return Err(DecodeError::MissingField("metric")),
+        },
         (None, None) => None,
     };
     let total = samples.len() + usize::from(main.is_some());
@@ -1360,7 +1378,7 @@ mod tests {
         if frame.is_empty() {
             return Ok(0);
         }
-        finish(&mut parse_serde(frame)?, default_device, out)
+        finish(&mut parse_serde(frame)?, default_device, None, out)
     }
 
     /// A bit-exact, comparable rendering of a number (`-0.0` differs from `0.0`).

@@ -6,6 +6,7 @@ pub mod csv;
 pub mod framing;
 pub mod json;
 pub mod kv;
+pub mod path;
 
 use crate::model::Millis;
 use serde::Deserialize;
@@ -74,6 +75,12 @@ pub enum DecodeError {
     },
     #[error("too many fields (at most {MAX_SAMPLES_PER_FRAME} samples per frame)")]
     TooManyFields,
+    #[error("no field at path `{0}`")]
+    MissingPath(String),
+    #[error(
+        "field `{field}`: {text:?} is not a timestamp (unix seconds, milliseconds or RFC 3339)"
+    )]
+    BadTimestamp { field: String, text: String },
 }
 
 /// Decodes one frame (a line without its delimiter) and pushes its samples into `out`.
@@ -110,7 +117,7 @@ pub(crate) fn emit(
 }
 
 /// A name shortened for error messages (at most 64 chars).
-fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     const KEEP: usize = 64;
     match s.char_indices().nth(KEEP) {
         Some((cut, _)) => {

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod modbus;
+pub mod mqtt;
 pub mod route;
 pub mod serial;
 pub mod sim;
@@ -30,9 +31,30 @@ pub enum SourceError {
     },
     #[error("analysis stopped")]
     Closed(#[from] route::Closed),
+    #[error("{0}")]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("config: {0}")]
+    Config(String),
 }
 
 type TaskFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// A factory for a source's task: each call starts it afresh with its own config, router and stats.
+fn task<C, F, Fut>(
+    cfg: &C,
+    idx: u16,
+    router: Router,
+    stats: &Arc<SourceStats>,
+    run: F,
+) -> Box<dyn Fn() -> TaskFuture>
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(Arc<C>, u16, Router, Arc<SourceStats>) -> Fut + 'static,
+    Fut: Future<Output = Result<(), SourceError>> + Send + 'static,
+{
+    let (cfg, stats) = (Arc::new(cfg.clone()), stats.clone());
+    Box::new(move || Box::pin(run(cfg.clone(), idx, router.clone(), stats.clone())))
+}
 
 /// Supervisor shell: owns one source task and restarts it after a failure.
 pub struct SourceActor {
@@ -50,32 +72,18 @@ impl SourceActor {
         router: Router,
         stats: Arc<SourceStats>,
     ) -> Self {
-        let make: Box<dyn Fn() -> TaskFuture> = match cfg {
-            SourceConfig::Sim(c) => {
-                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
-                Box::new(move || Box::pin(sim::run(c.clone(), idx, router.clone(), stats.clone())))
-            }
-            SourceConfig::Tcp(c) => {
-                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
-                Box::new(move || Box::pin(tcp::run(c.clone(), idx, router.clone(), stats.clone())))
-            }
-            SourceConfig::Serial(c) => {
-                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
-                Box::new(move || {
-                    Box::pin(serial::run(c.clone(), idx, router.clone(), stats.clone()))
-                })
-            }
-            SourceConfig::Modbus(c) => {
-                let (c, router, stats) = (Arc::new(c.clone()), router, stats.clone());
-                Box::new(move || {
-                    Box::pin(modbus::run(c.clone(), idx, router.clone(), stats.clone()))
-                })
-            }
+        let make = match cfg {
+            SourceConfig::Sim(c) => task(c, idx, router, &stats, sim::run),
+            SourceConfig::Tcp(c) => task(c, idx, router, &stats, tcp::run),
+            SourceConfig::Serial(c) => task(c, idx, router, &stats, serial::run),
+            SourceConfig::Modbus(c) => task(c, idx, router, &stats, modbus::run),
+            SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
         };
         let backoff = match cfg {
             SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
             SourceConfig::Serial(s) => Backoff::new(s.backoff_min.0, s.backoff_max.0),
             SourceConfig::Modbus(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
+            SourceConfig::Mqtt(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Sim(_) => Backoff::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),

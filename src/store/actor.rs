@@ -15,8 +15,12 @@ use crate::model::{now_ms, Alert, Summary};
 /// How often queued upstream messages are made durable (and then offered to the sender).
 const OUTBOX_FLUSH: Duration = Duration::from_millis(50);
 
-/// Upstream settings the store needs: where to announce durable messages, and the budget.
+/// One consumer's outbox (upstream, an MQTT sink): where to append, where to announce durable
+/// messages, and the budget.
 pub struct UpstreamQueue {
+    pub outbox: Outbox,
+    /// Whether summaries are queued too (else alerts and gap notices only).
+    pub summaries: bool,
     pub node: String,
     pub budget: Budget,
     /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
@@ -27,71 +31,79 @@ pub struct UpstreamQueue {
 pub struct StoreActor {
     store: Store,
     retention: StoreConfig,
-    upstream: Option<UpstreamQueue>,
-    outbox: Outbox,
+    queues: Vec<UpstreamQueue>,
     dirty: bool,
 }
 
 impl StoreActor {
-    pub fn new(store: Store, retention: StoreConfig, upstream: Option<UpstreamQueue>) -> Self {
-        let outbox = store.outbox();
-        if let Some(u) = &upstream {
+    pub fn new(store: Store, retention: StoreConfig, queues: Vec<UpstreamQueue>) -> Self {
+        for u in &queues {
             // What survived from a previous run is durable already.
-            u.flushed.send_replace(outbox.last_seq());
+            let last = u.outbox.last_seq();
+            u.flushed.send_replace(last);
             u.stats
                 .durable_seq
-                .store(outbox.last_seq(), std::sync::atomic::Ordering::Relaxed);
+                .store(last, std::sync::atomic::Ordering::Relaxed);
         }
         StoreActor {
             store,
             retention,
-            upstream,
-            outbox,
+            queues,
             dirty: false,
         }
     }
 
-    /// Applies the outbox budget (queueing `gap` notices), flushes, and announces the new
-    /// durable seq to the upstream sender.
+    /// Applies each outbox budget (queueing `gap` notices), flushes, and announces the new
+    /// durable seq to each sender.
     fn flush_outbox(&mut self) {
-        let Some(u) = &self.upstream else { return };
+        if self.queues.is_empty() {
+            return;
+        }
         let now = now_ms();
-        match self.outbox.enforce(&u.budget, now) {
-            Ok(gaps) => {
-                for g in gaps {
-                    tracing::warn!(lane = ?g.lane, from = g.from, to = g.to, count = g.count, reason = g.reason, "outbox over budget: messages dropped");
-                    let node = u.node.clone();
-                    if let Err(e) = self.outbox.append(Lane::Alert, now, |seq| {
-                        gap_json(&node, seq, &g).into_bytes()
-                    }) {
-                        tracing::error!(error = %e, "cannot queue gap notice");
+        for u in &self.queues {
+            match u.outbox.enforce(&u.budget, now) {
+                Ok(gaps) => {
+                    for g in gaps {
+                        tracing::warn!(lane = ?g.lane, from = g.from, to = g.to, count = g.count, reason = g.reason, "outbox over budget: messages dropped");
+                        let node = u.node.clone();
+                        if let Err(e) = u.outbox.append(Lane::Alert, now, |seq| {
+                            gap_json(&node, seq, &g).into_bytes()
+                        }) {
+                            tracing::error!(error = %e, "cannot queue gap notice");
+                        }
                     }
                 }
+                Err(e) => tracing::error!(error = %e, "outbox budget check failed"),
             }
-            Err(e) => tracing::error!(error = %e, "outbox budget check failed"),
         }
         match self.store.flush() {
             Ok(_) => {
-                let seq = self.outbox.last_seq();
-                u.flushed.send_replace(seq);
-                u.stats
-                    .durable_seq
-                    .store(seq, std::sync::atomic::Ordering::Relaxed);
+                for u in &self.queues {
+                    let seq = u.outbox.last_seq();
+                    u.flushed.send_replace(seq);
+                    u.stats
+                        .durable_seq
+                        .store(seq, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.dirty = false;
             }
             Err(e) => tracing::error!(error = %e, "outbox flush failed; retrying"),
         }
     }
 
-    fn queue(&mut self, lane: Lane, build: impl FnOnce(&str, u64) -> String) {
-        let Some(u) = &self.upstream else { return };
-        let node = u.node.as_str();
-        match self
-            .outbox
-            .append(lane, now_ms(), |seq| build(node, seq).into_bytes())
-        {
-            Ok(_) => self.dirty = true,
-            Err(e) => tracing::error!(error = %e, "cannot queue upstream message"),
+    fn queue(&mut self, lane: Lane, build: impl Fn(&str, u64) -> String) {
+        for u in &self.queues {
+            if lane == Lane::Summary && !u.summaries {
+                continue;
+            }
+            let node = u.node.as_str();
+            match u
+                .outbox
+                .append(lane, now_ms(), |seq| build(node, seq).into_bytes())
+            {
+                Ok(_) => self.dirty = true,
+                Err(e) => tracing::error!(error = %e, "cannot queue an outgoing message"),
+            }
         }
     }
 }
@@ -111,7 +123,7 @@ impl Actor for StoreActor {
                 Err(e) => tracing::error!(error = %e, "alert log retention failed"),
             }
             // Age limits apply even when nothing new arrives.
-            act.dirty |= act.upstream.is_some();
+            act.dirty |= !act.queues.is_empty();
         });
         ctx.run_interval(OUTBOX_FLUSH, |act, _| {
             if act.dirty {

@@ -53,7 +53,7 @@ impl Store {
             meta.insert("state_version", STATE_VERSION)?;
         }
         Ok(Store {
-            outbox: Outbox::open(&db)?,
+            outbox: Outbox::open(&db, "")?,
             alerts: db.open_tree("alerts")?,
             alert_keys: db.open_tree("alert_keys")?,
             state,
@@ -64,6 +64,11 @@ impl Store {
     /// The upstream outbox (shares this database).
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()
+    }
+
+    /// The outbox of another consumer (e.g. an MQTT sink), with its own trees and seq.
+    pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
+        Outbox::open(&self.db, name)
     }
 
     /// Bytes sled occupies on disk.

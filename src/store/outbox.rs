@@ -96,12 +96,17 @@ impl Lane {
 }
 
 impl Outbox {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    /// Opens the outbox called `name` (its own trees and seq); `""` is the upstream's.
+    pub(super) fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
+        let tree = |t: &str| match name {
+            "" => format!("outbox_{t}"),
+            n => format!("outbox_{n}_{t}"),
+        };
         let trees = [
-            db.open_tree("outbox_alerts")?,
-            db.open_tree("outbox_summaries")?,
+            db.open_tree(tree("alerts"))?,
+            db.open_tree(tree("summaries"))?,
         ];
-        let meta = db.open_tree("outbox_meta")?;
+        let meta = db.open_tree(tree("meta"))?;
         let mut last = meta.get("last_seq")?.map_or(0, |v| seq_of(&v));
         let mut bytes = [0u64; 2];
         let mut counts = [0u64; 2];
@@ -314,7 +319,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> (sled::Db, Outbox) {
         let db = sled::Config::new().path(dir).open().expect("open");
-        let o = Outbox::open(&db).expect("outbox");
+        let o = Outbox::open(&db, "").expect("outbox");
         (db, o)
     }
 
@@ -354,6 +359,33 @@ mod tests {
             4,
             "no seq is reused"
         );
+    }
+
+    #[test]
+    fn named_outboxes_are_independent_and_keep_the_upstream_trees() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = sled::Config::new().path(dir.path()).open().expect("open");
+        let up = Outbox::open(&db, "").expect("upstream");
+        let mq = Outbox::open(&db, "mqtt").expect("mqtt");
+        up.append(Lane::Alert, 0, |s| msg(s, 0)).expect("a");
+        up.append(Lane::Alert, 0, |s| msg(s, 0)).expect("a");
+        assert_eq!(mq.append(Lane::Alert, 0, |s| msg(s, 0)).expect("m"), 1);
+        assert_eq!((up.len(Lane::Alert), mq.len(Lane::Alert)), (2, 1));
+        assert!(mq.ack(1).expect("ack"));
+        assert_eq!(up.len(Lane::Alert), 2, "acks stay in their own outbox");
+        let names: Vec<String> = db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        for n in [
+            "outbox_alerts",
+            "outbox_meta",
+            "outbox_mqtt_alerts",
+            "outbox_mqtt_meta",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+        }
     }
 
     #[test]

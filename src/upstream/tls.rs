@@ -5,12 +5,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use super::UpstreamError;
 
 /// A client config trusting `ca_file`'s certificates, or the system roots when `None`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, UpstreamError> {
+    client_config_with(ca_file, None)
+}
+
+/// Like `client_config`, presenting a client certificate chain and key (PEM files) when given.
+pub fn client_config_with(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, UpstreamError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
         Some(f) => {
@@ -45,7 +53,24 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Upstre
     let cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| UpstreamError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => cfg.with_no_client_auth(),
+        Some((cert, key)) => {
+            let e = |f: &Path, e: &dyn std::fmt::Display| {
+                UpstreamError::Tls(format!("{}: {e}", f.display()))
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|x| e(cert, &x))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|x| e(cert, &x))?;
+            if chain.is_empty() {
+                return Err(e(cert, &"no certificate found"));
+            }
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|x| e(key, &x))?;
+            cfg.with_client_auth_cert(chain, key_der)
+                .map_err(|x| e(key, &x))?
+        }
+    };
     Ok(Arc::new(cfg))
 }

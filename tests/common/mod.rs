@@ -2,6 +2,7 @@
 //! the OS, reads its log to learn the bound addresses, and talks to it over TCP, HTTP and WebSocket.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod pty;
 pub mod receiver;
 

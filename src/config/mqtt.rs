@@ -1,0 +1,228 @@
+//! Config schema of the MQTT source (`[[source]] kind = "mqtt"`) and sink (`[[sink]] kind = "mqtt"`):
+//! broker connection, subscriptions with topic patterns and payload formats, publish topics.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{default_backoff_max, default_backoff_min, Dur, OutboxBudget};
+
+fn default_keep_alive() -> Dur {
+    Dur::secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_packet() -> usize {
+    1024 * 1024
+}
+fn default_mqtt_queue() -> usize {
+    16_384
+}
+
+/// How a subscription's payloads are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttPayload {
+    /// A bare number; device and metric from the topic.
+    Number,
+    /// A JSON object: `{"ts":..,"value":..}` (metric from the topic), several metrics in one
+    /// object, or the value and timestamp at the field paths `value` / `ts`.
+    #[default]
+    Json,
+    /// CSV lines as on TCP (device from the topic when the line has none).
+    Csv,
+    /// key=value lines as on TCP (device from the topic when the line has none).
+    Kv,
+}
+
+/// One subscription of an MQTT source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSubscription {
+    /// Topic pattern: literal levels, `+`, a final `#`, and the captures `{device}` and `{metric}`.
+    /// `{device}` takes several levels when the topic is deeper than the pattern.
+    pub topic: String,
+    /// 0 or 1.
+    #[serde(default)]
+    pub qos: u8,
+    #[serde(default)]
+    pub format: MqttPayload,
+    /// JSON field path of the value (e.g. `reading.temp`).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// JSON field path of the timestamp (unix s, ms, or RFC 3339); only with `value`.
+    #[serde(default)]
+    pub ts: Option<String>,
+    /// Fixed device id when the topic has no `{device}`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Fixed metric name when the topic has no `{metric}`.
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+/// `[[source]] kind = "mqtt"`: subscribe to a broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSource {
+    pub id: String,
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// Required for a persistent session (`clean_session = false`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// PEM CA certificate(s) to trust for `mqtts://` (else the system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for brokers that require one.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Dur,
+    /// false: the broker keeps the subscriptions and QoS 1 messages while edgewatch is away.
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    #[serde(default = "default_max_packet")]
+    pub max_packet_size: usize,
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min: Dur,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+    /// Messages that may wait for decoding and analysis; beyond it they are dropped and counted.
+    #[serde(default = "default_mqtt_queue")]
+    pub queue: usize,
+    #[serde(rename = "subscribe")]
+    pub subscriptions: Vec<MqttSubscription>,
+}
+
+/// A place alerts and summaries go besides `/ws` and `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    Mqtt(MqttSink),
+}
+
+fn default_alert_topic() -> String {
+    "edgewatch/{node}/alerts/{device}/{metric}".into()
+}
+fn default_summary_topic() -> String {
+    "edgewatch/{node}/summary".into()
+}
+fn default_status_topic() -> String {
+    "edgewatch/{node}/status".into()
+}
+fn default_window() -> usize {
+    64
+}
+
+/// `[[sink]] kind = "mqtt"`: publish alerts (QoS 1, from a durable outbox) and summaries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSink {
+    /// Names the sink's outbox; keep it stable across restarts.
+    pub id: String,
+    pub url: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Dur,
+    #[serde(default = "default_max_packet")]
+    pub max_packet_size: usize,
+    #[serde(default = "default_backoff_min")]
+    pub backoff_min: Dur,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max: Dur,
+    /// Topic of each alert; `{node}`, `{device}`, `{metric}`, `{detector}`, `{severity}`, `{state}`.
+    #[serde(default = "default_alert_topic")]
+    pub alert_topic: String,
+    /// Publish alerts retained: the topic then holds the last state of each device/metric.
+    #[serde(default)]
+    pub retain: bool,
+    /// Topic of summaries (`{node}`); empty disables them.
+    #[serde(default = "default_summary_topic")]
+    pub summary_topic: String,
+    #[serde(default)]
+    pub summary_qos: u8,
+    /// Retained birth message (`online`) on connect and Last Will (`offline`).
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
+    /// Alerts published and not yet acknowledged (PubAck), at most.
+    #[serde(default = "default_window")]
+    pub window: usize,
+    #[serde(default)]
+    pub budget: OutboxBudget,
+}
+
+impl MqttSink {
+    /// The sink's connection settings.
+    pub fn conn(&self) -> Conn<'_> {
+        Conn {
+            url: &self.url,
+            client_id: self.client_id.as_deref(),
+            username: self.username.as_deref(),
+            password_file: self.password_file.as_deref(),
+            password_env: self.password_env.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            keep_alive: self.keep_alive,
+            clean_session: true,
+            max_packet_size: self.max_packet_size,
+        }
+    }
+}
+
+impl MqttSource {
+    pub fn conn(&self) -> Conn<'_> {
+        Conn {
+            url: &self.url,
+            client_id: self.client_id.as_deref(),
+            username: self.username.as_deref(),
+            password_file: self.password_file.as_deref(),
+            password_env: self.password_env.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            client_cert: self.client_cert.as_deref(),
+            client_key: self.client_key.as_deref(),
+            keep_alive: self.keep_alive,
+            clean_session: self.clean_session,
+            max_packet_size: self.max_packet_size,
+        }
+    }
+}
+
+/// Broker connection settings shared by source and sink.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn<'a> {
+    pub url: &'a str,
+    pub client_id: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password_file: Option<&'a std::path::Path>,
+    pub password_env: Option<&'a str>,
+    pub ca_file: Option<&'a std::path::Path>,
+    pub client_cert: Option<&'a std::path::Path>,
+    pub client_key: Option<&'a std::path::Path>,
+    pub keep_alive: Dur,
+    pub clean_session: bool,
+    pub max_packet_size: usize,
+}

@@ -1,0 +1,4 @@
+//! Sinks besides `/ws` and `[upstream]`: places alerts and summaries are delivered to
+//! (`[[sink]]` in the config). Each has its own durable outbox in the store.
+
+pub mod mqtt;

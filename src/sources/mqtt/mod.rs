@@ -1,0 +1,166 @@
+//! MQTT source: subscribes to a broker, maps topics to device/metric and decodes payloads. The
+//! event loop never waits for analysis: messages go through a bounded queue (overflow is counted).
+
+pub mod payload;
+pub mod topic;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Packet, Publish, SubscribeFilter, SubscribeReasonCode};
+use tokio::sync::mpsc;
+
+use super::backoff::Backoff;
+use super::route::{Closed, Router};
+use super::tcp::excerpt;
+use super::SourceError;
+use crate::config::MqttSource;
+use crate::model::now_ms;
+use crate::status::{RateLimitedLog, SourceStats};
+use payload::Sub;
+
+/// Most messages decoded into one round of batches.
+const DECODE_BATCH: usize = 1024;
+
+pub async fn run(
+    cfg: Arc<MqttSource>,
+    idx: u16,
+    router: Router,
+    stats: Arc<SourceStats>,
+) -> Result<(), SourceError> {
+    let subs: Vec<Sub> = cfg
+        .subscriptions
+        .iter()
+        .map(Sub::compile)
+        .collect::<Result<_, _>>()
+        .map_err(SourceError::Config)?;
+    let default_id = format!("edgewatch-{}-{:08x}", cfg.id, rand::random::<u32>());
+    let opts = crate::mqtt::options(&cfg.conn(), &default_id)?;
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    let (tx, rx) = mpsc::channel::<Publish>(cfg.queue);
+    let subs = Arc::new(subs);
+    let mut decoder = tokio::spawn(decode_loop(
+        rx,
+        subs.clone(),
+        cfg.id.clone(),
+        router.sink(idx),
+        stats.clone(),
+    ));
+    let filters: Vec<SubscribeFilter> = subs
+        .iter()
+        .map(|s| SubscribeFilter::new(s.filter.clone(), s.qos))
+        .collect();
+    let mut backoff = Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0);
+    let mut full_log = RateLimitedLog::new(1, Duration::from_secs(10));
+    let mut was_connected = false;
+    loop {
+        let ev = tokio::select! {
+            ev = events.poll() => ev,
+            // The decoder stops only when analysis is gone.
+            _ = &mut decoder => return Err(SourceError::Closed(Closed)),
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(p)) => {
+                    stats.dropped_queue_full.fetch_add(1, Relaxed);
+                    let (allow, suppressed) = full_log.allow();
+                    if allow {
+                        tracing::warn!(source = %cfg.id, topic = %p.topic, queue = cfg.queue, suppressed_before = suppressed.unwrap_or(0), "analysis is behind: queue full, message dropped");
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(SourceError::Closed(Closed))
+                }
+            },
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                was_connected = true;
+                stats.set_healthy(true);
+                stats.connections.store(1, Relaxed);
+                stats.connects_total.fetch_add(1, Relaxed);
+                if ack.session_present {
+                    tracing::info!(source = %cfg.id, url = %cfg.url, "connected; session resumed, subscribed");
+                } else {
+                    tracing::info!(source = %cfg.id, url = %cfg.url, "connected; subscribing");
+                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
+                        tracing::error!(source = %cfg.id, error = %e, "cannot queue the subscription");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let failed = ack
+                    .return_codes
+                    .iter()
+                    .zip(subs.iter())
+                    .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
+                    .map(|(_, s)| s.filter.as_str())
+                    .collect::<Vec<_>>();
+                if failed.is_empty() {
+                    let topics: Vec<&str> = subs.iter().map(|s| s.filter.as_str()).collect();
+                    tracing::info!(source = %cfg.id, topics = ?topics, "subscribed");
+                } else {
+                    let msg = format!("the broker refused the subscription to {failed:?}");
+                    tracing::error!(source = %cfg.id, "{msg}");
+                    stats.set_error(msg);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                stats.set_healthy(false);
+                stats.connections.store(0, Relaxed);
+                let delay = backoff.next_delay();
+                let msg = format!("{}: {e}", cfg.url);
+                if was_connected {
+                    tracing::warn!(source = %cfg.id, error = %msg, retry_in = ?delay, "broker connection lost");
+                } else {
+                    tracing::debug!(source = %cfg.id, error = %msg, retry_in = ?delay, "broker connection failed");
+                }
+                was_connected = false;
+                stats.set_error(msg);
+                // rumqttc reconnects on the next poll without any delay of its own.
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Decodes queued messages in rounds of up to `DECODE_BATCH` and hands the batches to the shards,
+/// waiting when they are full (the event loop keeps running meanwhile).
+async fn decode_loop(
+    mut rx: mpsc::Receiver<Publish>,
+    subs: Arc<Vec<Sub>>,
+    id: String,
+    mut sink: super::route::RoutingSink,
+    stats: Arc<SourceStats>,
+) -> Result<(), Closed> {
+    let mut buf = Vec::with_capacity(DECODE_BATCH);
+    let mut log = RateLimitedLog::new(5, Duration::from_secs(10));
+    loop {
+        if rx.recv_many(&mut buf, DECODE_BATCH).await == 0 {
+            return Ok(());
+        }
+        sink.set_default_ts(now_ms());
+        let (mut accepted, mut rejected) = (0u64, 0u64);
+        for p in buf.drain(..) {
+            match payload::decode(&subs, &p.topic, &p.payload, &mut sink) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    rejected += 1;
+                    let (allow, suppressed) = log.allow();
+                    if let Some(n) = suppressed {
+                        tracing::warn!(source = %id, suppressed = n, "more bad messages were not logged");
+                    }
+                    if allow {
+                        tracing::warn!(source = %id, topic = %p.topic, reason = %e, payload = %excerpt(&p.payload), "bad message skipped");
+                    }
+                }
+            }
+        }
+        stats.frames_accepted.fetch_add(accepted, Relaxed);
+        stats.frames_rejected.fetch_add(rejected, Relaxed);
+        stats.samples.fetch_add(sink.take_pushed(), Relaxed);
+        sink.flush().await?;
+    }
+}
