@@ -18,16 +18,26 @@ use receiver::{Behaviour, Receiver};
 use serde_json::Value;
 
 fn env(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn status(api: &str) -> Value {
-    ureq::get(&format!("http://{api}/api/status")).call().expect("status").into_json().expect("json")
+    ureq::get(&format!("http://{api}/api/status"))
+        .call()
+        .expect("status")
+        .into_json()
+        .expect("json")
 }
 
 fn write_bytes(pid: u32) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
-    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
@@ -38,7 +48,11 @@ fn dir_size(p: &std::path::Path) -> u64 {
                 Ok(m) => m,
                 Err(_) => continue,
             };
-            total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -48,11 +62,27 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` only checks that this builds
     }
-    let (steady, outage, soak) = (env("STEADY_MIN", 5), env("OUTAGE_MIN", 10), env("SOAK_MIN", 30));
+    let (steady, outage, soak) = (
+        env("STEADY_MIN", 5),
+        env("OUTAGE_MIN", 10),
+        env("SOAK_MIN", 30),
+    );
     let (devices, hz) = (env("DEVICES", 100), env("HZ", 10));
-    let rx_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
-    let tcp_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
-    let api_port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
+    let rx_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
+    let tcp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("a")
+        .port();
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     let cfg = dir.path().join("soak.toml");
@@ -90,7 +120,10 @@ backoff_max = "2s"
     let pid = child.id();
     let t0 = Instant::now();
     while ureq::get(&format!("http://{api}/healthz")).call().is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "edgewatch did not start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "edgewatch did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -115,8 +148,14 @@ backoff_max = "2s"
                 for i in 0..per_tick {
                     let d = i % devices;
                     let noise: f64 = (0..4).map(|_| rnd()).sum::<f64>() - 2.0;
-                    let v = if rnd() < 0.001 { 20.0 + 30.0 } else { 20.0 + noise };
-                    buf.push_str(&format!("{{\"device\":\"dev{d:03}\",\"metric\":\"temp\",\"value\":{v:.4}}}\n"));
+                    let v = if rnd() < 0.001 {
+                        20.0 + 30.0
+                    } else {
+                        20.0 + noise
+                    };
+                    buf.push_str(&format!(
+                        "{{\"device\":\"dev{d:03}\",\"metric\":\"temp\",\"value\":{v:.4}}}\n"
+                    ));
                 }
                 if s.write_all(buf.as_bytes()).is_err() {
                     return;
@@ -146,7 +185,10 @@ backoff_max = "2s"
     std::thread::sleep(Duration::from_secs(outage * 60));
     let st = status(&api);
     let up = &st["upstream"];
-    let (alerts, summaries) = (up["outbox_alerts"].as_u64().unwrap_or(0), up["outbox_summaries"].as_u64().unwrap_or(0));
+    let (alerts, summaries) = (
+        up["outbox_alerts"].as_u64().unwrap_or(0),
+        up["outbox_summaries"].as_u64().unwrap_or(0),
+    );
     let alert_bytes = up["outbox_alert_bytes"].as_u64().unwrap_or(0);
     println!(
         "outage {outage} min: backlog {alerts} alerts + {summaries} summaries, {:.1} KB queued; {:.0} bytes per 1,000 alerts (sled values+keys)",
@@ -179,7 +221,12 @@ backoff_max = "2s"
         let m = start.elapsed().as_secs() / 60;
         let want_up = m % 5 >= 3;
         match (want_up, rx.is_some()) {
-            (true, false) => rx = Some(Receiver::start(&format!("127.0.0.1:{rx_port}"), Behaviour::default())),
+            (true, false) => {
+                rx = Some(Receiver::start(
+                    &format!("127.0.0.1:{rx_port}"),
+                    Behaviour::default(),
+                ))
+            }
             (false, true) => {
                 if let Some(r) = rx.take() {
                     r.stop();

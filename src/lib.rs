@@ -4,10 +4,13 @@
 pub mod analysis;
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod hub;
 pub mod model;
+pub mod reload;
+pub mod service;
 pub mod sources;
 pub mod status;
 pub mod store;

@@ -2,7 +2,7 @@
 //! `/api/status` reads; plus a rate-limited logger for bad frames.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -101,7 +101,8 @@ pub struct PipelineStats {
 pub struct StatusBoard {
     pub node_id: String,
     pub started_at: Millis,
-    pub sources: Vec<Arc<SourceStats>>,
+    /// Replaced as a whole when a config reload adds or removes sources.
+    pub sources: RwLock<Vec<Arc<SourceStats>>>,
     pub pipeline: PipelineStats,
     /// Upstream delivery, when configured.
     pub upstream: Option<(Arc<crate::upstream::UpstreamStats>, crate::store::Outbox)>,
@@ -109,12 +110,24 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     pub fn source(&self, id: &str) -> Option<Arc<SourceStats>> {
-        self.sources.iter().find(|s| s.id == id).cloned()
+        self.sources().into_iter().find(|s| s.id == id)
+    }
+
+    /// The current sources (a copy of the list; the counters are shared).
+    pub fn sources(&self) -> Vec<Arc<SourceStats>> {
+        self.sources.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Installs the source list of a reloaded config.
+    pub fn set_sources(&self, sources: Vec<Arc<SourceStats>>) {
+        if let Ok(mut g) = self.sources.write() {
+            *g = sources;
+        }
     }
 
     /// Called once a second: turns counters into rates.
     pub fn tick(&self) {
-        for s in &self.sources {
+        for s in &self.sources() {
             let now = s.samples.load(Relaxed);
             let before = s.last_samples.swap(now, Relaxed);
             s.rate.store(now.saturating_sub(before), Relaxed);
@@ -132,7 +145,7 @@ impl StatusBoard {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
             uptime_s: (now_ms() - self.started_at).max(0) / 1000,
-            sources: self.sources.iter().map(|s| s.view()).collect(),
+            sources: self.sources().iter().map(|s| s.view()).collect(),
             analysis: AnalysisView {
                 samples: p.samples_analyzed.load(Relaxed),
                 samples_per_sec: p.rate.load(Relaxed),
@@ -152,6 +165,7 @@ impl StatusBoard {
                 summaries: p.summaries.load(Relaxed),
             },
             upstream: self.upstream.as_ref().map(|(s, o)| s.view(o)),
+            clock: crate::clock::view(now_ms()),
         }
     }
 }
@@ -167,6 +181,8 @@ pub struct StatusView {
     pub alerts: AlertsView,
     pub ws: WsView,
     pub upstream: Option<crate::upstream::UpstreamView>,
+    /// Wall-clock sanity (boards without RTC): see docs/CLOCK.md.
+    pub clock: crate::clock::ClockView,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,11 +290,11 @@ mod tests {
         let b = StatusBoard {
             node_id: "n".into(),
             started_at: 0,
-            sources: vec![Arc::new(SourceStats::new("s", "tcp"))],
+            sources: RwLock::new(vec![Arc::new(SourceStats::new("s", "tcp"))]),
             pipeline: PipelineStats::default(),
             upstream: None,
         };
-        b.sources[0].samples.fetch_add(42, Relaxed);
+        b.sources()[0].samples.fetch_add(42, Relaxed);
         b.tick();
         assert_eq!(b.view().sources[0].samples_per_sec, 42);
         b.tick();
