@@ -18,7 +18,7 @@ apt_need() { # apt_need COMMAND PACKAGE...
 }
 
 # The shipped build: fully optimised and stripped whatever the local profile says.
-export CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_OPT_LEVEL=3
+[ "$profile" = release ] && export CARGO_PROFILE_RELEASE_STRIP=true CARGO_PROFILE_RELEASE_OPT_LEVEL=3
 mkdir -p dist
 
 for t in "${targets[@]}"; do
@@ -37,27 +37,25 @@ for t in "${targets[@]}"; do
       export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=$cc CC_armv7_unknown_linux_gnueabihf=$cc
       cargo build --locked -j "${JOBS:-2}" --profile "$profile" --target "$triple" --bin edgewatch
       ;;
-    armv6)    # Pi 1 / Zero / Zero W (ARM1176): see cross/README.md
-      triple=arm-unknown-linux-musleabi arch=armv6 cc=arm-linux-gnueabi-gcc
-      apt_need "$cc" gcc-arm-linux-gnueabi
-      musl=/usr/lib/arm-linux-musleabi
-      if [ ! -e "$musl/libc.a" ]; then
-        echo "installing: musl-dev:armel"
-        dpkg --print-foreign-architectures | grep -qx armel || $SUDO dpkg --add-architecture armel
-        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq musl-dev:armel
-      fi
-      # No rust-std is published for this target on every mirror: build std from source (nightly).
+    armv6)    # Pi 1 / Zero / Zero W (ARM1176, ARMv6): see cross/README.md
+      # Debian's armhf objects (crt1.o, libc.a, libgcc) are ARMv7/Thumb-2 and die with SIGILL on an
+      # ARM1176. Debian's armel toolchain targets ARMv5TE, which an ARMv6 runs: soft-float ABI,
+      # glibc linked statically (Raspberry Pi OS has no armel loader). No rust-std is published
+      # for it on every mirror, so std is built from source with a nightly toolchain.
+      triple=arm-unknown-linux-gnueabi arch=armv6 cc=arm-linux-gnueabi-gcc
+      apt_need "$cc" gcc-arm-linux-gnueabi libc6-dev-armel-cross
       tc=${ARMV6_TOOLCHAIN:-nightly}
       rustup +"$tc" component list --installed 2>/dev/null | grep -q '^rust-src' || rustup +"$tc" component add rust-src
-      export CARGO_TARGET_ARM_UNKNOWN_LINUX_MUSLEABI_LINKER=$cc CC_arm_unknown_linux_musleabi=$cc
-      export CFLAGS_arm_unknown_linux_musleabi="-march=armv6 -marm -mfloat-abi=soft"
-      export CARGO_TARGET_ARM_UNKNOWN_LINUX_MUSLEABI_RUSTFLAGS="-C target-feature=+crt-static -C link-self-contained=no -L $musl -C link-arg=-nostartfiles -C link-arg=$musl/crt1.o -C link-arg=$musl/crti.o -C link-arg=$musl/crtn.o"
-      cargo +"$tc" build --locked -j "${JOBS:-2}" --profile "$profile" --target "$triple" --bin edgewatch \
+      export CARGO_TARGET_ARM_UNKNOWN_LINUX_GNUEABI_LINKER=$cc CC_arm_unknown_linux_gnueabi=$cc
+      export CFLAGS_arm_unknown_linux_gnueabi="-march=armv6 -marm -mfloat-abi=soft"
+      export CARGO_TARGET_ARM_UNKNOWN_LINUX_GNUEABI_RUSTFLAGS="-C target-feature=+crt-static"
+      cargo +"$tc" build -j "${JOBS:-2}" --profile "$profile" --target "$triple" --bin edgewatch \
         -Z build-std=std,panic_abort
       ;;
     *) echo "unknown target '$t' (aarch64, armv7, armv6, all)" >&2; exit 2 ;;
   esac
   dir=$profile; [ "$profile" = dev ] && dir=debug
-  cp "target/$triple/$dir/edgewatch" "dist/edgewatch-$arch"
-  printf '%-32s %s bytes\n' "$triple" "$(stat -c %s "dist/edgewatch-$arch")"
+  out=dist/edgewatch-$arch; [ "$profile" = release ] || out=dist/edgewatch-$arch-$profile
+  cp "target/$triple/$dir/edgewatch" "$out"
+  printf '%-32s %-28s %s bytes\n' "$triple" "$out" "$(stat -c %s "$out")"
 done
