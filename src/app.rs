@@ -193,8 +193,8 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         });
 
         // systemd: READY=1 now that sources, store and API are up; then the watchdog.
-        // From here on SIGHUP reloads (tokio keeps the handler installed); it never kills us.
-        let _hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        // From here on SIGHUP reloads; it never kills us.
+        let mut signals = crate::service::signals::Signals::install();
         crate::service::notify::ready_when_up(&status, &addr.to_string(), Duration::from_secs(10)).await;
         if let Some(interval) = crate::service::notify::watchdog_interval() {
             let mut watched: Vec<crate::service::watchdog::Watched> = shards
@@ -208,7 +208,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             actix_rt::spawn(crate::service::watchdog::run(watched, interval));
         }
 
-        while let Signal::Reload = wait_for_signal().await {
+        while signals.next().await == crate::service::signals::Request::Reload {
             crate::reload::on_sighup(&mut reloader).await;
         }
         crate::service::notify::stopping();
@@ -247,39 +247,5 @@ impl Handler<StopSource> for SourceActor {
     type Result = ();
     fn handle(&mut self, _: StopSource, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-enum Signal {
-    Stop,
-    Reload,
-}
-
-async fn wait_for_signal() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let hup = async {
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                hup.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGHUP; config reload is off");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => Signal::Stop,
-                _ = term.recv() => Signal::Stop,
-                _ = hup => Signal::Reload,
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops edgewatch");
-            let _ = tokio::signal::ctrl_c().await;
-            Signal::Stop
-        }
     }
 }

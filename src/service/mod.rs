@@ -2,4 +2,5 @@
 //! watchdog that feeds systemd's only while every pipeline actor answers a ping (`watchdog`).
 
 pub mod notify;
+pub mod signals;
 pub mod watchdog;
