@@ -34,8 +34,7 @@ systemd-analyze verify "$tmp/edgewatch.service"
 systemd-analyze security --offline=true --threshold=20 --no-pager "$tmp/edgewatch.service" | tail -1
 
 echo "== package and install script"
-cp dist/edgewatch-arm64-ci-cross dist/edgewatch-arm64
-cross/deb.sh arm64
+SUFFIX=-ci-cross cross/deb.sh arm64
 deb=$(ls dist/edgewatch_*_arm64.deb)
 dpkg-deb --contents "$deb" > "$tmp/contents"
 for f in ./usr/bin/edgewatch ./etc/edgewatch/edgewatch.toml ./lib/systemd/system/edgewatch.service \
@@ -45,6 +44,6 @@ done
 dpkg-deb --field "$deb" Conffiles 2>/dev/null | grep -q /etc/edgewatch/edgewatch.toml ||
   dpkg-deb -I "$deb" conffiles | grep -qx /etc/edgewatch/edgewatch.toml
 dpkg-deb -I "$deb" | grep -E "Package|Version|Architecture|Depends"
-ROOT="$tmp/root" cross/install.sh dist/edgewatch-arm64 >/dev/null
+ROOT="$tmp/root" cross/install.sh dist/edgewatch-arm64-ci-cross >/dev/null
 test -x "$tmp/root/usr/local/bin/edgewatch" && grep -q /usr/local/bin/edgewatch "$tmp/root/etc/systemd/system/edgewatch.service"
 echo "== pi checks done in $((SECONDS - start)) s"

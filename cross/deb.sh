@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds Debian packages from the binaries cross/build.sh left in dist/ (no cargo-deb needed:
+# Builds Debian packages from the binaries cross/build.sh left in dist/ (SUFFIX=-ci-cross: from
+# the CI profile's binaries; no cargo-deb needed:
 # dpkg-deb only). Usage: cross/deb.sh [arm64|armhf]...   (default: both) → dist/edgewatch_<v>_<arch>.deb
 # Layout: /usr/bin/edgewatch, /etc/edgewatch/edgewatch.toml (conffile, from config/pi.toml),
 # /lib/systemd/system/edgewatch.service, /usr/lib/sysusers.d/edgewatch.conf, docs; state in /var/lib/edgewatch.
@@ -9,7 +10,7 @@ arches=("$@"); ((${#arches[@]})) || arches=(arm64 armhf)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 
 for arch in "${arches[@]}"; do
-  bin=dist/edgewatch-$arch
+  bin=dist/edgewatch-$arch${SUFFIX:-}
   case $arch in
     arm64) objdump=aarch64-linux-gnu-objdump ;;
     armhf) objdump=arm-linux-gnueabihf-objdump ;;
