@@ -116,11 +116,12 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         let status = Arc::new(StatusBoard {
             node_id: cfg.node_id.clone(),
             started_at: now_ms(),
-            sources: cfg
-                .sources
-                .iter()
-                .map(|s| Arc::new(SourceStats::new(s.id(), s.kind())))
-                .collect(),
+            sources: std::sync::RwLock::new(
+                cfg.sources
+                    .iter()
+                    .map(|s| Arc::new(SourceStats::new(s.id(), s.kind())))
+                    .collect(),
+            ),
             pipeline: PipelineStats::default(),
             upstream: sender.as_ref().map(|s| (s.stats.clone(), s.outbox.clone())),
             sinks: sink_parts
@@ -153,6 +154,7 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
 
         let n = shard_count(&resolved);
         let resolved_token = resolved.api_token.clone();
+        let resolved_path = resolved.path.clone();
         let policies = Arc::new(Policies {
             source_ids: cfg.sources.iter().map(|s| s.id().to_string()).collect(),
             shards: n,
@@ -184,16 +186,14 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         hub.do_send(AttachShards(shards.clone()));
 
         let router = Router::new(senders);
-        let sources: Vec<Addr<SourceActor>> = cfg
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, sc)| {
-                let stats = status.sources[i].clone();
-                SourceActor::for_config(sc, i as u16, router.clone(), stats).start()
-            })
-            .collect();
-        drop(router);
+        // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
+        let mut reloader = crate::reload::Reloader::start(
+            resolved_path,
+            policies.clone(),
+            router,
+            shards.clone(),
+            status.clone(),
+        );
 
         let (addr, server) = api::start(
             cfg.api.listen,
@@ -234,11 +234,28 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             }
         });
 
-        wait_for_signal().await;
-        tracing::info!("shutting down: stopping sources, saving state");
-        for s in &sources {
-            s.do_send(StopSource);
+        // systemd: READY=1 now that sources, store and API are up; then the watchdog.
+        // From here on SIGHUP reloads; it never kills us.
+        let mut signals = crate::service::signals::Signals::install();
+        crate::service::notify::ready_when_up(&status, &addr.to_string(), Duration::from_secs(10)).await;
+        if let Some(interval) = crate::service::notify::watchdog_interval() {
+            let mut watched: Vec<crate::service::watchdog::Watched> = shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| crate::service::watchdog::Watched { name: format!("shard-{i}"), addr: s.clone().recipient() })
+                .collect();
+            watched.push(crate::service::watchdog::Watched { name: "store".into(), addr: store.clone().recipient() });
+            watched.push(crate::service::watchdog::Watched { name: "hub".into(), addr: hub.clone().recipient() });
+            tracing::info!(interval = ?interval, actors = watched.len(), "systemd watchdog enabled");
+            actix_rt::spawn(crate::service::watchdog::run(watched, interval));
         }
+
+        while signals.next().await == crate::service::signals::Request::Reload {
+            crate::reload::on_sighup(&mut reloader).await;
+        }
+        crate::service::notify::stopping();
+        tracing::info!("shutting down: stopping sources, saving state");
+        reloader.stop_all();
         server_handle.stop(true).await;
         // Give in-flight batches a moment to reach the shards, then snapshot.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -263,30 +280,14 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
     result
 }
 
-/// Stops a source (at shutdown).
+/// Stops a source (at shutdown, or when a reload removes it).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct StopSource;
+pub(crate) struct StopSource;
 
 impl Handler<StopSource> for SourceActor {
     type Result = ();
     fn handle(&mut self, _: StopSource, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops edgewatch");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }

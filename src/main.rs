@@ -131,6 +131,20 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd (it sets JOURNAL_STREAM): structured journald entries, fields kept as fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                use tracing_subscriber::prelude::*;
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer.with_syslog_identifier("edgewatch".into()))
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("edgewatch: journald unavailable ({e}); logging to stderr"),
+        }
+    }
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

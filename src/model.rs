@@ -89,6 +89,17 @@ impl Batch {
         self.slots.is_empty()
     }
 
+    /// Shifts by `by` ms the timestamp of every sample stamped exactly `ts` (the receive time of
+    /// one read buffer): used when the wall clock jumps before the batch is sent. Returns how many.
+    pub fn shift_ts(&mut self, ts: Millis, by: i64) -> usize {
+        let mut n = 0;
+        for s in self.slots.iter_mut().filter(|s| s.ts == ts) {
+            s.ts += by;
+            n += 1;
+        }
+        n
+    }
+
     pub fn clear(&mut self) {
         self.names.clear();
         self.slots.clear();

@@ -2,7 +2,7 @@
 //! `/api/status` reads; plus a rate-limited logger for bad frames.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -117,7 +117,8 @@ pub struct PipelineStats {
 pub struct StatusBoard {
     pub node_id: String,
     pub started_at: Millis,
-    pub sources: Vec<Arc<SourceStats>>,
+    /// Replaced as a whole when a config reload adds or removes sources.
+    pub sources: RwLock<Vec<Arc<SourceStats>>>,
     pub pipeline: PipelineStats,
     /// Upstream delivery, when configured.
     pub upstream: Option<(Arc<crate::upstream::UpstreamStats>, crate::store::Outbox)>,
@@ -135,7 +136,7 @@ impl StatusBoard {
         StatusBoard {
             node_id: node_id.to_string(),
             started_at: now_ms(),
-            sources,
+            sources: RwLock::new(sources),
             pipeline: PipelineStats::default(),
             upstream: None,
             sinks: Vec::new(),
@@ -143,12 +144,24 @@ impl StatusBoard {
     }
 
     pub fn source(&self, id: &str) -> Option<Arc<SourceStats>> {
-        self.sources.iter().find(|s| s.id == id).cloned()
+        self.sources().into_iter().find(|s| s.id == id)
+    }
+
+    /// The current sources (a copy of the list; the counters are shared).
+    pub fn sources(&self) -> Vec<Arc<SourceStats>> {
+        self.sources.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Installs the source list of a reloaded config.
+    pub fn set_sources(&self, sources: Vec<Arc<SourceStats>>) {
+        if let Ok(mut g) = self.sources.write() {
+            *g = sources;
+        }
     }
 
     /// Called once a second: turns counters into rates.
     pub fn tick(&self) {
-        for s in &self.sources {
+        for s in &self.sources() {
             let now = s.samples.load(Relaxed);
             let before = s.last_samples.swap(now, Relaxed);
             s.rate.store(now.saturating_sub(before), Relaxed);
@@ -168,7 +181,7 @@ impl StatusBoard {
             started_at: self.started_at,
             uptime_s: (now - self.started_at).max(0) / 1000,
             now,
-            sources: self.sources.iter().map(|s| s.view()).collect(),
+            sources: self.sources().iter().map(|s| s.view()).collect(),
             analysis: AnalysisView {
                 samples: p.samples_analyzed.load(Relaxed),
                 samples_per_sec: p.rate.load(Relaxed),
@@ -196,6 +209,7 @@ impl StatusBoard {
                     delivery: s.view(o),
                 })
                 .collect(),
+            clock: crate::clock::view(now_ms()),
         }
     }
 }
@@ -214,6 +228,8 @@ pub struct StatusView {
     pub ws: WsView,
     pub upstream: Option<crate::upstream::UpstreamView>,
     pub sinks: Vec<SinkView>,
+    /// Wall-clock sanity (boards without RTC): see docs/CLOCK.md.
+    pub clock: crate::clock::ClockView,
 }
 
 /// One `[[sink]]` in `/api/status`.
@@ -351,12 +367,12 @@ mod tests {
         let b = StatusBoard {
             node_id: "n".into(),
             started_at: 0,
-            sources: vec![Arc::new(SourceStats::new("s", "tcp"))],
+            sources: RwLock::new(vec![Arc::new(SourceStats::new("s", "tcp"))]),
             pipeline: PipelineStats::default(),
             upstream: None,
             sinks: Vec::new(),
         };
-        b.sources[0].samples.fetch_add(42, Relaxed);
+        b.sources()[0].samples.fetch_add(42, Relaxed);
         b.tick();
         assert_eq!(b.view().sources[0].samples_per_sec, 42);
         b.tick();

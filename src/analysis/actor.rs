@@ -140,3 +140,16 @@ impl Handler<QuerySeries> for ShardActor {
             .series(&msg.device, msg.metric.as_deref(), msg.since, now_ms())
     }
 }
+
+/// A reloaded config: the shard rebuilds its devices and keeps the state of unchanged ones.
+/// Answers (devices now, devices whose state was kept).
+#[derive(Message)]
+#[rtype(result = "(usize, usize)")]
+pub struct Reconfigure(pub std::sync::Arc<super::shard::Policies>);
+
+impl Handler<Reconfigure> for ShardActor {
+    type Result = MessageResult<Reconfigure>;
+    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.reconfigure(msg.0, now_ms()))
+    }
+}

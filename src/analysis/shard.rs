@@ -651,6 +651,29 @@ impl ShardCore {
         }
         restored
     }
+
+    /// Applies a reloaded config in memory: rebuilds the devices from `policies` and carries each
+    /// device's state over exactly as `restore` does after a restart (unchanged policies keep
+    /// their statistics, detector state and firing alerts; removed devices are dropped).
+    /// Returns (devices now, devices whose state was carried over).
+    pub fn reconfigure(&mut self, policies: Arc<Policies>, now: Millis) -> (usize, usize) {
+        let saved = self.snapshot();
+        let p = &self.counters.pipeline;
+        let firing = self
+            .devices
+            .iter()
+            .flat_map(|d| &d.metrics)
+            .flat_map(|m| &m.detectors)
+            .filter(|d| d.active.is_some())
+            .count() as u64;
+        p.devices.fetch_sub(self.devices.len() as u64, Relaxed);
+        p.alerts_firing.fetch_sub(firing, Relaxed);
+        let rng = self.rng.clone();
+        *self = ShardCore::new(self.index, policies, self.counters.clone(), now);
+        self.rng = rng;
+        let kept = self.restore(&saved, now);
+        (self.devices.len(), kept)
+    }
 }
 
 #[cfg(test)]

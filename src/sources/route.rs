@@ -50,6 +50,9 @@ impl Router {
             source,
             default_ts: 0,
             pushed: 0,
+            clock: crate::clock::ClockGuard::default(),
+            unsynced: false,
+            unsynced_pushed: 0,
             batches: (0..self.shards.len()).map(|_| Batch::default()).collect(),
         }
     }
@@ -62,11 +65,28 @@ pub struct RoutingSink {
     default_ts: Millis,
     pushed: u64,
     batches: Vec<Batch>,
+    /// Clock sanity, checked once per read buffer (see `clock.rs`).
+    clock: crate::clock::ClockGuard,
+    unsynced: bool,
+    unsynced_pushed: u64,
 }
 
 impl RoutingSink {
     /// Receive time for samples that carry no timestamp of their own.
+    /// Also the clock check: samples received while the wall clock is implausible (before the
+    /// build) are counted, and on a clock jump the samples still pending here are corrected.
     pub fn set_default_ts(&mut self, ts: Millis) {
+        let r = self.clock.observe(ts, std::time::Instant::now());
+        if let Some(step) = r.jump {
+            let mut corrected = 0;
+            if self.default_ts != 0 {
+                for b in &mut self.batches {
+                    corrected += b.shift_ts(self.default_ts, step);
+                }
+            }
+            crate::clock::note_jump(step, ts, corrected);
+        }
+        self.unsynced = !r.synced;
         self.default_ts = ts;
     }
 
@@ -81,6 +101,7 @@ impl RoutingSink {
 
     /// Sends every non-empty batch to its shard, waiting while a shard's queue is full.
     pub async fn flush(&mut self) -> Result<(), Closed> {
+        crate::clock::count_unsynced(std::mem::take(&mut self.unsynced_pushed));
         for (i, b) in self.batches.iter_mut().enumerate() {
             if b.is_empty() {
                 continue;
@@ -102,6 +123,9 @@ impl SampleSink for RoutingSink {
     fn push(&mut self, device: &str, metric: &str, ts: Option<Millis>, value: f64) {
         let shard = shard_of(device, self.batches.len());
         self.pushed += 1;
+        if ts.is_none() && self.unsynced {
+            self.unsynced_pushed += 1;
+        }
         if let Some(b) = self.batches.get_mut(shard) {
             b.push(device, metric, ts.unwrap_or(self.default_ts), value);
         }
@@ -157,5 +181,31 @@ mod tests {
             assert_eq!(vals, expect, "device {dev} keeps arrival order");
         }
         assert!(got.iter().all(|g| g.1 == 99 || g.1 == g.2 as i64));
+    }
+
+    #[tokio::test]
+    async fn a_clock_jump_corrects_pending_receive_times_and_unsynced_samples_are_counted() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let r = Router::new(vec![tx]);
+        let mut s = r.sink(0);
+        // Booted without RTC: the wall clock says 1970 (plus uptime).
+        let boot = 30_000;
+        s.set_default_ts(boot);
+        s.push("d", "m", None, 1.0);
+        s.push("d", "m", Some(5), 2.0); // the device's own timestamp is left alone
+        let before = crate::clock::view(0).unsynced_samples;
+        // NTP steps the clock before the batch was sent.
+        let real = crate::clock::BUILD_UNIX_MS + 1_000;
+        s.set_default_ts(real);
+        s.push("d", "m", None, 3.0);
+        s.flush().await.expect("flush");
+        assert!(crate::clock::view(0).unsynced_samples > before);
+        let got = rx.recv().await.expect("batch");
+        let ts: Vec<Millis> = got.batch.iter().map(|x| x.ts).collect();
+        assert_eq!(ts[1], 5);
+        assert_eq!(ts[2], real);
+        // Corrected by the step: within the few ms between the two readings of the real time.
+        assert!((ts[0] - real).abs() < 1_000, "{ts:?}");
+        assert!(crate::clock::view(0).jumps >= 1);
     }
 }

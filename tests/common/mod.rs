@@ -40,10 +40,16 @@ pub fn write_config(dir: &Path, body: &str) -> PathBuf {
 impl Edgewatch {
     /// Starts the binary on an existing config file and waits until the API is up.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. NOTIFY_SOCKET).
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
