@@ -35,6 +35,17 @@ struct DetectorSlot {
     life: Lifecycle,
     /// The alert currently firing, to resolve it with the same id and details.
     active: Option<Alert>,
+    /// Anomaly score (0..1) of the latest verdict; not persisted.
+    last_anomaly: f64,
+}
+
+/// One detector's latest judgement of a metric, as replay reports it per sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectorOutcome {
+    /// The verdict's anomaly score in [0, 1] (0.5 at the firing threshold).
+    pub anomaly: f64,
+    /// Whether the detector's alert is firing after the sample.
+    pub firing: bool,
 }
 
 struct MetricState {
@@ -132,6 +143,7 @@ impl MetricState {
                 state: DetectorState::new(&d.spec, now),
                 life: Lifecycle::new(),
                 active: None,
+                last_anomaly: 0.0,
             })
             .collect();
         MetricState {
@@ -178,6 +190,7 @@ fn judge(
                 ts,
                 value,
                 score: v.score,
+                anomaly: v.anomaly,
                 raised_at: now,
                 resolved_at: None,
                 message: v.message(),
@@ -196,6 +209,7 @@ fn judge(
                 ts,
                 value,
                 score: v.score,
+                anomaly: v.anomaly,
                 raised_at: slot.life.raised_at().unwrap_or(now),
                 resolved_at: None,
                 message: String::new(),
@@ -204,6 +218,7 @@ fn judge(
             a.ts = ts;
             a.value = value;
             a.score = v.score;
+            a.anomaly = v.anomaly;
             a.resolved_at = Some(now);
             a.message = v.message();
             out.push(a);
@@ -311,6 +326,7 @@ impl ShardCore {
             for slot in &mut m.detectors {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
+                slot.last_anomaly = v.anomaly;
                 judge(
                     slot,
                     v,
@@ -326,6 +342,37 @@ impl ShardCore {
             analysed += 1;
         }
         p.samples_analyzed.fetch_add(analysed, Relaxed);
+    }
+
+    fn metric(&self, device: &str, metric: &str) -> Option<&MetricState> {
+        let &i = self.by_id.get(device)?;
+        let dev = self.devices.get(i as usize)?;
+        dev.metrics.iter().find(|m| &*m.name == metric)
+    }
+
+    /// Names of the detectors `device`/`metric` runs, in config order (`None` before it is seen).
+    pub fn detector_names(&self, device: &str, metric: &str) -> Option<Vec<String>> {
+        let m = self.metric(device, metric)?;
+        Some(m.detectors.iter().map(|d| d.name.to_string()).collect())
+    }
+
+    /// The latest outcome of each detector of `device`/`metric`, in config order, into `out`
+    /// (cleared first); false when the metric is unknown. Does not allocate once `out` is sized.
+    pub fn detector_outcomes(
+        &self,
+        device: &str,
+        metric: &str,
+        out: &mut Vec<DetectorOutcome>,
+    ) -> bool {
+        out.clear();
+        let Some(m) = self.metric(device, metric) else {
+            return false;
+        };
+        out.extend(m.detectors.iter().map(|d| DetectorOutcome {
+            anomaly: d.last_anomaly,
+            firing: d.life.is_firing(),
+        }));
+        true
     }
 
     fn register(&mut self, device: &str) -> Option<u32> {

@@ -5,6 +5,7 @@ mod load;
 mod validate;
 
 pub use load::{load_file, parse_str, ConfigError};
+pub use validate::{default_detectors, DEFAULT_EWMA_ALPHA, DEFAULT_WINDOW};
 pub use validate::{MetricPolicy, Resolved};
 
 use std::collections::BTreeMap;
@@ -274,6 +275,26 @@ pub struct DetectorConfig {
     // silence
     #[serde(default)]
     pub after: Option<Dur>,
+    // ewma, predict
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    // predict
+    #[serde(default)]
+    pub beta: Option<f64>,
+    // cusum
+    #[serde(default)]
+    pub drift: Option<f64>,
+    // seasonal
+    #[serde(default)]
+    pub period: Option<SeasonPeriod>,
+}
+
+/// The cycle a `seasonal` detector learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeasonPeriod {
+    Day,
+    Week,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -284,6 +305,12 @@ pub enum DetectorKind {
     Rate,
     Stuck,
     Silence,
+    Mad,
+    Ewma,
+    Cusum,
+    Seasonal,
+    Predict,
+    Ensemble,
 }
 
 /// A device the appliance knows about.
