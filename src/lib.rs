@@ -8,6 +8,7 @@ pub mod config;
 pub mod decode;
 pub mod hub;
 pub mod model;
+pub mod replay;
 pub mod sources;
 pub mod status;
 pub mod store;

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # need mosquitto mosquitto   (one line per system tool a test suite needs: command, package)
+need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
