@@ -741,6 +741,8 @@ mod tests {
     use std::path::Path;
 
     use super::super::parse_str;
+    use crate::analysis::detectors::DetectorSpec;
+    use crate::analysis::seasonal::Period;
 
     fn err(text: &str) -> String {
         match parse_str(text, Path::new("c.toml")) {
@@ -797,6 +799,55 @@ mod tests {
         assert_eq!(d.default.window.count, Some(10));
         assert_eq!(d.metrics["temp"].window.count, Some(20));
         assert_eq!(d.metrics["temp"].detectors[0].name, "threshold");
+    }
+
+    #[test]
+    fn new_detector_kinds_are_checked_and_default_to_the_ensemble() {
+        let e =
+            err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"mad\", drift = 1.0 }]\n");
+        assert!(
+            e.contains("`drift` does not apply to a mad detector"),
+            "{e}"
+        );
+        let e =
+            err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"ewma\", alpha = 0.0 }]\n");
+        assert!(e.contains("alpha must be in (0, 1]"), "{e}");
+        assert!(e.contains("template.t.detectors[0].alpha"), "{e}");
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"seasonal\", period = \"month\" }]\n");
+        assert!(e.contains("unknown variant `month`"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"cusum\", drift = -1.0 }]\n",
+        );
+        assert!(e.contains("drift must be >= 0"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"ensemble\", window = 1 }]\n",
+        );
+        assert!(e.contains("window must be between 2"), "{e}");
+        let r = parse_str(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"predict\" }, { type = \"seasonal\", period = \"week\" }]\n\
+             [[device]]\nid = \"d\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("valid");
+        let t = &r.templates["t"].detectors;
+        assert_eq!(t[0].name, "predict");
+        assert_eq!(
+            t[1].spec,
+            DetectorSpec::Seasonal {
+                period: Period::Week,
+                window: 256,
+                threshold: 6.0,
+                warmup: 32
+            }
+        );
+        // A metric without detectors gets the ensemble.
+        let d = &r.devices["d"].default.detectors;
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name, "ensemble");
+        assert!(matches!(
+            d[0].spec,
+            DetectorSpec::Ensemble { window: 6144, .. }
+        ));
     }
 
     #[test]
