@@ -199,7 +199,12 @@ pub fn run(opts: &Options) -> Result<Report, ReplayError> {
                 let Some((path, rel)) = files.get(i) else {
                     break;
                 };
-                let r = replay_file(&policies, path, rel, &opts.out.join(rel));
+                let out_path = opts.out.join(rel);
+                let r = replay_file(&policies, path, rel, &out_path);
+                if r.is_err() {
+                    // No half-written result next to complete ones.
+                    let _ = fs::remove_file(&out_path);
+                }
                 let failed = r.is_err();
                 if let Ok(mut slots) = results.lock() {
                     slots[i] = Some(r);
@@ -309,8 +314,14 @@ fn replay_file(
                 record.len()
             )));
         };
-        let ts =
-            parse_timestamp(ts_text).map_err(|m| bad(format!("timestamp {ts_text:?}: {m}")))?;
+        let ts = parse_timestamp(ts_text).map_err(|m| {
+            let hint = if rows == 0 {
+                " (the first line should be a header naming `timestamp` and `value` columns, or a timestamp,value row)"
+            } else {
+                ""
+            };
+            bad(format!("timestamp {ts_text:?}: {m}{hint}"))
+        })?;
         let value: f64 = value_text
             .parse()
             .ok()
@@ -452,7 +463,7 @@ fn split_offset(s: &str) -> Result<(&str, Millis), String> {
     // Date (10) + 'T' + time (8) at least before an offset.
     if b.len() > 19 {
         for len in [6usize, 5] {
-            if b.len() < 19 + len {
+            if b.len() < 19 + len || !s.is_char_boundary(s.len() - len) {
                 continue;
             }
             let (head, tail) = s.split_at(s.len() - len);
@@ -502,6 +513,16 @@ mod tests {
         assert!(parse_timestamp("2014-13-07 00:00:00").is_err());
         assert!(parse_timestamp("2014-04-07T00:00:00+25:00").is_err());
         assert!(parse_timestamp("1e300").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn timestamps_never_panic(s in "\\PC{0,40}", digits in "[0-9:+T. -]{0,30}") {
+            let _ = parse_timestamp(&s);
+            let _ = parse_timestamp(&digits);
+            let _ = parse_timestamp(&format!("2014-04-07T00:00:00{digits}"));
+            let _ = parse_timestamp(&format!("2014-04-07 00:00:00{s}"));
+        }
     }
 
     #[test]

@@ -41,6 +41,17 @@ impl MadState {
         if !x.is_finite() {
             return None;
         }
+        if self.sorted.len() != self.ring.len() {
+            // Inconsistent restored state: rebuild the sorted copy from the ring.
+            self.sorted = self
+                .ring
+                .iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            self.sorted.sort_by(f64::total_cmp);
+            self.ring = self.sorted.iter().copied().collect();
+        }
         let window = window.max(1);
         let out = (self.len() >= warmup.clamp(1, window)).then(|| self.judge(x));
         while self.ring.len() >= window {

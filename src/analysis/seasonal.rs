@@ -96,6 +96,12 @@ impl Profile {
         if self.bins == 0 {
             return None;
         }
+        if self.mean.len() != self.bins as usize || self.visits.len() != self.bins as usize {
+            // Inconsistent restored state: start the profile over.
+            self.mean = vec![0.0; self.bins as usize];
+            self.visits = vec![0; self.bins as usize];
+            self.current = None;
+        }
         let span = self.period.ms();
         let b = (ts.rem_euclid(span) as i128 * i128::from(self.bins) / i128::from(span)) as u32;
         let b = b.min(self.bins - 1);
