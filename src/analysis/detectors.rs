@@ -447,7 +447,7 @@ pub struct SilenceState {
 }
 
 /// Per-(device, metric, detector) state. Size is O(window) for zscore and mad, fixed for seasonal
-/// (at most 168 bins) and ensemble (about 50 KiB), and O(1) otherwise.
+/// (at most 168 bins) and ensemble (about 20 KiB), and O(1) otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DetectorState {
     Zscore(ZscoreState),

@@ -38,18 +38,28 @@ struct Tail {
 /// tenth and beyond, a tail fitted to that tenth keeps grading how far out `x` is (a
 /// peaks-over-threshold estimate). Blocks rather than single samples make the history long for its
 /// memory and insensitive to how many samples a short burst has.
+///
+/// Compact: each block's extremes are kept as `f32` offsets from a reference value (from the
+/// first block), sorted, each with its block's sequence number so the oldest block can be found and
+/// evicted: 12 bytes per block, 3 KiB per history. Persisted oldest block first, 8 bytes per block;
+/// the sorted copies and fitted tails are rebuilt on load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Saved", into = "Saved")]
 pub struct ExtremeHistory {
     block_len: u32,
     in_block: u32,
     cur_max: f64,
     cur_min: f64,
-    /// (max, min) of finished blocks; when full, `next` is the oldest (the slot to overwrite).
-    ring: Vec<(f64, f64)>,
-    next: u32,
-    /// Block maxima and minima, each sorted ascending.
-    hi: Vec<f64>,
-    lo: Vec<f64>,
+    /// Offsets are relative to this (a value of the first block), so a large common offset such
+    /// as 1e9 + small noise keeps its resolution in `f32`.
+    reference: Option<f64>,
+    /// Sequence number of the next finished block (wrapping).
+    seq: u16,
+    /// Block maxima and minima as offsets, each sorted ascending, with their blocks' numbers.
+    hi: Vec<f32>,
+    hi_seq: Vec<u16>,
+    lo: Vec<f32>,
+    lo_seq: Vec<u16>,
     upper: Tail,
     lower: Tail,
 }
@@ -62,10 +72,12 @@ impl ExtremeHistory {
             in_block: 0,
             cur_max: f64::NEG_INFINITY,
             cur_min: f64::INFINITY,
-            ring: Vec::new(),
-            next: 0,
+            reference: None,
+            seq: 0,
             hi: Vec::new(),
+            hi_seq: Vec::new(),
             lo: Vec::new(),
+            lo_seq: Vec::new(),
             upper: Tail::default(),
             lower: Tail::default(),
         }
@@ -80,15 +92,19 @@ impl ExtremeHistory {
     /// is on the high side. 0 until the history holds a few blocks, and for non-finite `x`.
     pub fn surprise(&self, x: f64) -> (f64, bool) {
         let n = self.hi.len();
+        let Some(r) = self.reference else {
+            return (0.0, true);
+        };
         if n < MIN_BLOCKS || !x.is_finite() {
             return (0.0, true);
         }
-        if x > self.hi[n / 2] {
-            let beyond = n - self.hi.partition_point(|&y| y < x);
-            (-tail_p(x, beyond, n, self.upper).log10(), true)
-        } else if x < self.lo[n / 2] {
-            let beyond = self.lo.partition_point(|&y| y <= x);
-            (-tail_p(-x, beyond, n, self.lower).log10(), false)
+        let d = x - r;
+        if d > f64::from(self.hi[n / 2]) {
+            let beyond = n - self.hi.partition_point(|&y| f64::from(y) < d);
+            (-tail_p(d, beyond, n, self.upper).log10(), true)
+        } else if d < f64::from(self.lo[n / 2]) {
+            let beyond = self.lo.partition_point(|&y| f64::from(y) <= d);
+            (-tail_p(-d, beyond, n, self.lower).log10(), false)
         } else {
             (0.0, true)
         }
@@ -105,34 +121,68 @@ impl ExtremeHistory {
         if self.in_block < self.block_len {
             return;
         }
-        let (max, min) = (self.cur_max, self.cur_min);
+        let r = *self.reference.get_or_insert(x);
+        let (max, min) = (offset(self.cur_max, r), offset(self.cur_min, r));
         self.in_block = 0;
         self.cur_max = f64::NEG_INFINITY;
         self.cur_min = f64::INFINITY;
-        if self.ring.len() < BLOCKS {
-            self.ring.push((max, min));
-        } else {
-            let slot = self.next as usize % BLOCKS;
-            let (old_max, old_min) = std::mem::replace(&mut self.ring[slot], (max, min));
-            self.next = ((slot + 1) % BLOCKS) as u32;
-            remove_sorted(&mut self.hi, old_max);
-            remove_sorted(&mut self.lo, old_min);
+        if self.hi.len() >= BLOCKS {
+            let oldest = self.seq.wrapping_sub(BLOCKS as u16);
+            evict(&mut self.hi, &mut self.hi_seq, oldest);
+            evict(&mut self.lo, &mut self.lo_seq, oldest);
         }
-        insert_sorted(&mut self.hi, max);
-        insert_sorted(&mut self.lo, min);
+        insert(&mut self.hi, &mut self.hi_seq, max, self.seq);
+        insert(&mut self.lo, &mut self.lo_seq, min, self.seq);
+        self.seq = self.seq.wrapping_add(1);
         self.refit();
     }
 
     fn refit(&mut self) {
         let n = self.hi.len();
-        if n < MIN_BLOCKS {
+        if n < MIN_BLOCKS || self.lo.len() != n {
             return;
         }
-        let spread = (self.hi[n / 2] - self.lo[n / 2]).abs();
+        let spread = f64::from(self.hi[n / 2]) - f64::from(self.lo[n / 2]);
         let hi = &self.hi;
         let lo = &self.lo;
-        self.upper = fit(n, spread, |i| hi[n - 1 - i]);
-        self.lower = fit(n, spread, |i| -lo[i]);
+        self.upper = fit(n, spread.abs(), |i| f64::from(hi[n - 1 - i]));
+        self.lower = fit(n, spread.abs(), |i| -f64::from(lo[i]));
+    }
+
+    /// Blocks as (max, min) offsets, oldest first.
+    fn in_order(&self) -> Vec<(f32, f32)> {
+        let n = self.hi.len();
+        let first = self.seq.wrapping_sub(n as u16);
+        let mut out = vec![(0.0f32, 0.0f32); n];
+        for (v, s) in self.hi.iter().zip(&self.hi_seq) {
+            if let Some(slot) = out.get_mut(s.wrapping_sub(first) as usize) {
+                slot.0 = *v;
+            }
+        }
+        for (v, s) in self.lo.iter().zip(&self.lo_seq) {
+            if let Some(slot) = out.get_mut(s.wrapping_sub(first) as usize) {
+                slot.1 = *v;
+            }
+        }
+        out
+    }
+}
+
+/// `x - reference` in `f32`, finite (clamped to the `f32` range).
+fn offset(x: f64, reference: f64) -> f32 {
+    ((x - reference).clamp(f64::from(f32::MIN), f64::from(f32::MAX))) as f32
+}
+
+fn insert(values: &mut Vec<f32>, seqs: &mut Vec<u16>, x: f32, seq: u16) {
+    let i = values.partition_point(|&y| y < x);
+    values.insert(i, x);
+    seqs.insert(i, seq);
+}
+
+fn evict(values: &mut Vec<f32>, seqs: &mut Vec<u16>, seq: u16) {
+    if let Some(i) = seqs.iter().position(|&s| s == seq) {
+        values.remove(i);
+        seqs.remove(i);
     }
 }
 
@@ -143,48 +193,47 @@ struct Saved {
     in_block: u32,
     cur_max: f64,
     cur_min: f64,
-    ring: Vec<(f64, f64)>,
-    next: u32,
+    reference: Option<f64>,
+    /// Sequence number of the next block.
+    seq: u16,
+    /// (max, min) offsets of each block, oldest first.
+    blocks: Vec<(f32, f32)>,
 }
 
 impl From<ExtremeHistory> for Saved {
     fn from(h: ExtremeHistory) -> Self {
         Saved {
+            blocks: h.in_order(),
             block_len: h.block_len,
             in_block: h.in_block,
             cur_max: h.cur_max,
             cur_min: h.cur_min,
-            ring: h.ring,
-            next: h.next,
+            reference: h.reference,
+            seq: h.seq,
         }
     }
 }
 
 impl From<Saved> for ExtremeHistory {
     fn from(s: Saved) -> Self {
-        let mut ring = s.ring;
-        ring.truncate(BLOCKS);
-        ring.retain(|(a, b)| a.is_finite() && b.is_finite());
-        let mut hi: Vec<f64> = ring.iter().map(|r| r.0).collect();
-        let mut lo: Vec<f64> = ring.iter().map(|r| r.1).collect();
-        hi.sort_by(f64::total_cmp);
-        lo.sort_by(f64::total_cmp);
-        let mut h = ExtremeHistory {
-            block_len: s.block_len.max(1),
-            in_block: s.in_block,
-            cur_max: s.cur_max,
-            cur_min: s.cur_min,
-            next: if ring.is_empty() {
-                0
-            } else {
-                s.next % ring.len() as u32
-            },
-            ring,
-            hi,
-            lo,
-            upper: Tail::default(),
-            lower: Tail::default(),
-        };
+        let mut h = ExtremeHistory::new(1);
+        h.block_len = s.block_len.max(1);
+        h.in_block = s.in_block.min(h.block_len);
+        h.cur_max = s.cur_max;
+        h.cur_min = s.cur_min;
+        h.reference = s.reference.filter(|r| r.is_finite());
+        let skip = s.blocks.len().saturating_sub(BLOCKS);
+        let blocks: Vec<(f32, f32)> = s.blocks[skip..]
+            .iter()
+            .copied()
+            .filter(|(max, min)| max.is_finite() && min.is_finite())
+            .collect();
+        h.seq = s.seq.wrapping_sub(blocks.len() as u16);
+        for (max, min) in blocks {
+            insert(&mut h.hi, &mut h.hi_seq, max, h.seq);
+            insert(&mut h.lo, &mut h.lo_seq, min, h.seq);
+            h.seq = h.seq.wrapping_add(1);
+        }
         h.refit();
         h
     }
@@ -220,18 +269,6 @@ fn tail_p(x: f64, beyond: usize, n: usize, tail: Tail) -> f64 {
     p.clamp(MIN_P, 1.0)
 }
 
-fn insert_sorted(v: &mut Vec<f64>, x: f64) {
-    let i = v.partition_point(|&y| y < x);
-    v.insert(i, x);
-}
-
-fn remove_sorted(v: &mut Vec<f64>, x: f64) {
-    let i = v.partition_point(|&y| y < x);
-    if i < v.len() {
-        v.remove(i);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,14 +299,28 @@ mod tests {
     }
 
     #[test]
+    fn a_large_offset_keeps_its_resolution() {
+        let mut h = ExtremeHistory::new(2560);
+        let mut rng = StdRng::seed_from_u64(5);
+        let d = Normal::new(1e9, 0.01).unwrap();
+        for _ in 0..5_000 {
+            h.push(d.sample(&mut rng));
+        }
+        assert_eq!(h.surprise(1e9).0, 0.0);
+        assert!(h.surprise(1e9 + 0.2).0 > 6.0);
+        assert!(h.surprise(1e9 - 0.2).0 > 6.0);
+    }
+
+    #[test]
     fn memory_is_bounded_and_old_blocks_leave() {
         let mut h = ExtremeHistory::new(BLOCKS); // blocks of 1
         for i in 0..10 * BLOCKS {
             h.push(if i < BLOCKS { 1000.0 } else { (i % 7) as f64 });
         }
-        assert_eq!(h.ring.len(), BLOCKS);
         assert_eq!(h.hi.len(), BLOCKS);
+        assert_eq!(h.lo_seq.len(), BLOCKS);
         assert!(h.hi.windows(2).all(|w| w[0] <= w[1]));
+        assert!(h.lo.windows(2).all(|w| w[0] <= w[1]));
         // The early 1000s have left the window: 1000 is now far beyond anything seen.
         assert!(h.surprise(1000.0).0 >= 6.0);
     }
@@ -283,6 +334,8 @@ mod tests {
         let mut b: ExtremeHistory =
             postcard::from_bytes(&postcard::to_stdvec(&a).unwrap()).unwrap();
         assert_eq!(a, b);
+        // Persisted: 8 bytes per block and a few fields.
+        assert!(postcard::to_stdvec(&a).unwrap().len() < BLOCKS * 8 + 64);
         for i in 0..1_000 {
             let x = ((i * 53) % 97) as f64 * 1.5;
             assert_eq!(a.surprise(x), b.surprise(x));
