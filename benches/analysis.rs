@@ -1,10 +1,12 @@
-//! Per-sample cost of the analysis hot path: `RollingStats::push` and `DetectorState::observe`.
+//! Per-sample cost of the analysis hot path: `RollingStats::push` and `DetectorState::observe` of
+//! every detector kind (the ensemble is the default set).
 //! Each iteration feeds a batch of `BATCH` samples, so criterion's per-element throughput is ns/sample.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgewatch::analysis::detectors::{DetectorSpec, DetectorState};
+use edgewatch::analysis::seasonal::Period;
 use edgewatch::analysis::stats::{RollingStats, WindowSpec};
 
 const BATCH: usize = 4096;
@@ -81,6 +83,59 @@ fn bench_detectors(c: &mut Criterion) {
             },
         ),
         ("silence", DetectorSpec::Silence { after_ms: 60_000 }),
+        (
+            "mad_256_5",
+            DetectorSpec::Mad {
+                window: 256,
+                threshold: 5.0,
+                warmup: 32,
+            },
+        ),
+        (
+            "ewma",
+            DetectorSpec::Ewma {
+                alpha: 0.1,
+                window: 256,
+                threshold: 5.0,
+                warmup: 64,
+            },
+        ),
+        (
+            "cusum",
+            DetectorSpec::Cusum {
+                drift: 0.5,
+                threshold: 10.0,
+                window: 256,
+                warmup: 64,
+            },
+        ),
+        (
+            "seasonal_day",
+            DetectorSpec::Seasonal {
+                period: Period::Day,
+                window: 256,
+                threshold: 6.0,
+                warmup: 32,
+            },
+        ),
+        (
+            "predict",
+            DetectorSpec::Predict {
+                alpha: 0.5,
+                beta: 0.1,
+                window: 128,
+                threshold: 6.0,
+                warmup: 32,
+            },
+        ),
+        (
+            "ensemble_default",
+            DetectorSpec::Ensemble {
+                window: 6144,
+                threshold: 5.0,
+                warmup: 100,
+            },
+        ),
     ];
     let mut group = c.benchmark_group("detector_observe");
     group.throughput(Throughput::Elements(BATCH as u64));

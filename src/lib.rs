@@ -12,6 +12,7 @@ pub mod hub;
 pub mod model;
 pub mod mqtt;
 pub mod reload;
+pub mod replay;
 pub mod service;
 pub mod sinks;
 pub mod sources;

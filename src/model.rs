@@ -147,7 +147,11 @@ pub struct Alert {
     /// The triggering (or resolving) sample's timestamp, unix ms.
     pub ts: Millis,
     pub value: f64,
+    /// The detector's own measure (|z|, rate, surprise...; see docs/PROTOCOL.md).
     pub score: f64,
+    /// The same judgement in [0, 1] for every detector kind, 0.5 at its firing threshold.
+    #[serde(default)]
+    pub anomaly: f64,
     /// When the alert was raised (wall clock of the appliance, unix ms).
     pub raised_at: Millis,
     /// When it resolved, for `resolved` messages.

@@ -13,6 +13,7 @@ need node nodejs                # tests/browser: playwright-core drives Chromium
 need npm npm
 need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
+need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

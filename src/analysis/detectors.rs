@@ -1,11 +1,16 @@
-//! Anomaly detectors (zscore, threshold, rate, stuck, silence) as small serializable state machines,
-//! and the alert lifecycle that turns per-sample verdicts into fire/resolve transitions.
+//! Anomaly detectors (zscore, threshold, rate, stuck, silence, mad, ewma, cusum, seasonal, predict,
+//! ensemble) as small serializable state machines, and the alert lifecycle over their verdicts.
 
 use std::collections::VecDeque;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::control::{CusumState, EwmaState};
+use super::ensemble::{EnsembleState, Feature};
+use super::predict::PredictState;
+use super::robust::MadState;
+use super::seasonal::{Period, SeasonalState};
 use super::stats::WindowMoments;
 use crate::model::Millis;
 
@@ -45,6 +50,55 @@ pub enum DetectorSpec {
     /// Anomalous (via [`DetectorState::tick`]) when no sample arrived for more than `after_ms`
     /// of wall-clock time.
     Silence { after_ms: Millis },
+    /// Robust z-score against the last `window` samples: `(x - median) / (1.4826 · MAD)`;
+    /// anomalous when `|z| > threshold` once `warmup` samples are in.
+    Mad {
+        window: usize,
+        threshold: f64,
+        warmup: usize,
+    },
+    /// EWMA control chart: the EWMA (weight `alpha`) of the samples, in units of its standard
+    /// error, against a baseline mean/variance over about `window` samples; anomalous beyond
+    /// `threshold`.
+    Ewma {
+        alpha: f64,
+        window: usize,
+        threshold: f64,
+        warmup: usize,
+    },
+    /// Two-sided CUSUM of standardized samples with allowance `drift`; anomalous when a sum
+    /// passes `threshold` (the sums then restart). Baseline over about `window` samples.
+    Cusum {
+        drift: f64,
+        threshold: f64,
+        window: usize,
+        warmup: usize,
+    },
+    /// Residual from a learned daily or weekly profile (by sample timestamps), over its typical
+    /// size; anomalous when `|z| > threshold`.
+    Seasonal {
+        period: Period,
+        window: usize,
+        threshold: f64,
+        warmup: usize,
+    },
+    /// Error of a Holt (level + trend) forecast over the typical error; anomalous when
+    /// `|z| > threshold`.
+    Predict {
+        alpha: f64,
+        beta: f64,
+        window: usize,
+        threshold: f64,
+        warmup: usize,
+    },
+    /// The default: six views of the series judged against their own history (about `window`
+    /// samples) and combined; anomalous when a new event's surprise (decimal digits of
+    /// improbability) reaches `threshold`.
+    Ensemble {
+        window: usize,
+        threshold: f64,
+        warmup: usize,
+    },
 }
 
 impl DetectorSpec {
@@ -55,6 +109,12 @@ impl DetectorSpec {
             DetectorSpec::Rate { .. } => "rate",
             DetectorSpec::Stuck { .. } => "stuck",
             DetectorSpec::Silence { .. } => "silence",
+            DetectorSpec::Mad { .. } => "mad",
+            DetectorSpec::Ewma { .. } => "ewma",
+            DetectorSpec::Cusum { .. } => "cusum",
+            DetectorSpec::Seasonal { .. } => "seasonal",
+            DetectorSpec::Predict { .. } => "predict",
+            DetectorSpec::Ensemble { .. } => "ensemble",
         }
     }
 }
@@ -111,6 +171,47 @@ pub enum Reason {
     },
     /// Silence detectors say this for every sample.
     Receiving,
+    /// Robust z (signed, clamped) against the window median, and the threshold.
+    RobustZ {
+        z: f64,
+        median: f64,
+        threshold: f64,
+    },
+    /// EWMA chart: the EWMA value, the baseline mean, the statistic (signed) and the threshold.
+    Ewma {
+        ewma: f64,
+        mean: f64,
+        z: f64,
+        threshold: f64,
+    },
+    /// CUSUM: the larger sum, its direction, the threshold.
+    Cusum {
+        sum: f64,
+        up: bool,
+        threshold: f64,
+    },
+    /// Seasonal: the value expected at this time of the day (week), the residual z, threshold.
+    Seasonal {
+        value: f64,
+        expected: f64,
+        z: f64,
+        threshold: f64,
+    },
+    /// Predict: the forecast, the error z, threshold.
+    Forecast {
+        value: f64,
+        forecast: f64,
+        z: f64,
+        threshold: f64,
+    },
+    /// Ensemble: combined surprise, whether it starts a new event, the strongest view.
+    Ensemble {
+        surprise: f64,
+        new_event: bool,
+        feature: Feature,
+        up: bool,
+        threshold: f64,
+    },
 }
 
 /// Formats a number with at most three decimals and no trailing zeros.
@@ -172,6 +273,86 @@ impl fmt::Display for Reason {
                 )
             }
             Reason::Receiving => f.write_str("receiving data"),
+            Reason::RobustZ {
+                z,
+                median,
+                threshold,
+            } => {
+                let op = if z.abs() > threshold { ">" } else { "<=" };
+                write!(
+                    f,
+                    "robust |z| {:.2} {op} {threshold} (median {})",
+                    z.abs(),
+                    Short(median)
+                )
+            }
+            Reason::Ewma {
+                ewma,
+                mean,
+                z,
+                threshold,
+            } => {
+                let op = if z.abs() > threshold { ">" } else { "<=" };
+                write!(
+                    f,
+                    "EWMA {} vs baseline {}: |z| {:.2} {op} {threshold}",
+                    Short(ewma),
+                    Short(mean),
+                    z.abs()
+                )
+            }
+            Reason::Cusum { sum, up, threshold } => {
+                let op = if sum > threshold { ">" } else { "<=" };
+                let dir = if up { "upward" } else { "downward" };
+                write!(f, "CUSUM {dir} {:.2} {op} {threshold}", sum)
+            }
+            Reason::Seasonal {
+                value,
+                expected,
+                z,
+                threshold,
+            } => {
+                let op = if z.abs() > threshold { ">" } else { "<=" };
+                write!(
+                    f,
+                    "value {value} vs {} usual at this time: |z| {:.2} {op} {threshold}",
+                    Short(expected),
+                    z.abs()
+                )
+            }
+            Reason::Forecast {
+                value,
+                forecast,
+                z,
+                threshold,
+            } => {
+                let op = if z.abs() > threshold { ">" } else { "<=" };
+                write!(
+                    f,
+                    "value {value} vs forecast {}: |z| {:.2} {op} {threshold}",
+                    Short(forecast),
+                    z.abs()
+                )
+            }
+            Reason::Ensemble {
+                surprise,
+                new_event,
+                feature,
+                up,
+                threshold,
+            } => {
+                let what = feature.describe(up);
+                if new_event {
+                    let op = if surprise >= threshold { ">=" } else { "<" };
+                    write!(f, "{what}: surprise {:.2} {op} {threshold}", surprise)
+                } else {
+                    write!(
+                        f,
+                        "{what}: surprise {:.2}, part of a reported event",
+                        surprise
+                    )
+                }
+            }
         }
     }
 }
@@ -181,9 +362,28 @@ impl fmt::Display for Reason {
 pub struct Verdict {
     pub anomalous: bool,
     /// Kind-specific magnitude: |z|, distance beyond the limit, rate per second, run length,
-    /// seconds of silence. Always finite and >= 0.
+    /// seconds of silence, CUSUM sum, surprise. Always finite and >= 0.
     pub score: f64,
+    /// The same judgement on one scale for every kind, in [0, 1]: 0.5 exactly at the
+    /// detector's firing threshold, towards 1 the further beyond it (see [`anomaly`]).
+    pub anomaly: f64,
     pub reason: Reason,
+}
+
+/// Maps a non-negative measure onto [0, 1) with 0.5 at `threshold`: `m / (m + threshold)`.
+pub fn anomaly(measure: f64, threshold: f64) -> f64 {
+    let m = if measure.is_nan() {
+        0.0
+    } else {
+        measure.max(0.0)
+    };
+    if threshold <= 0.0 {
+        return if m > 0.0 { 1.0 } else { 0.0 };
+    }
+    if m.is_infinite() {
+        return 1.0;
+    }
+    (m / (m + threshold)).clamp(0.0, 1.0)
 }
 
 impl Verdict {
@@ -191,6 +391,17 @@ impl Verdict {
         Verdict {
             anomalous: false,
             score: 0.0,
+            anomaly: 0.0,
+            reason,
+        }
+    }
+
+    /// A verdict from a measure compared with a threshold (`measure > threshold` fires).
+    fn measured(measure: f64, threshold: f64, reason: Reason) -> Self {
+        Verdict {
+            anomalous: measure > threshold,
+            score: measure,
+            anomaly: anomaly(measure, threshold),
             reason,
         }
     }
@@ -235,7 +446,8 @@ pub struct SilenceState {
     last_seen: Millis,
 }
 
-/// Per-(device, metric, detector) state. Size is O(window) for zscore and O(1) otherwise.
+/// Per-(device, metric, detector) state. Size is O(window) for zscore and mad, fixed for seasonal
+/// (at most 168 bins) and ensemble (about 20 KiB), and O(1) otherwise.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum DetectorState {
     Zscore(ZscoreState),
@@ -243,6 +455,12 @@ pub enum DetectorState {
     Rate(RateState),
     Stuck(StuckState),
     Silence(SilenceState),
+    Mad(MadState),
+    Ewma(EwmaState),
+    Cusum(CusumState),
+    Seasonal(SeasonalState),
+    Predict(PredictState),
+    Ensemble(Box<EnsembleState>),
 }
 
 impl DetectorState {
@@ -256,6 +474,16 @@ impl DetectorState {
             DetectorSpec::Rate { .. } => DetectorState::Rate(RateState::default()),
             DetectorSpec::Stuck { .. } => DetectorState::Stuck(StuckState::default()),
             DetectorSpec::Silence { .. } => DetectorState::Silence(SilenceState { last_seen: now }),
+            DetectorSpec::Mad { .. } => DetectorState::Mad(MadState::default()),
+            DetectorSpec::Ewma { .. } => DetectorState::Ewma(EwmaState::default()),
+            DetectorSpec::Cusum { .. } => DetectorState::Cusum(CusumState::default()),
+            DetectorSpec::Seasonal { period, .. } => {
+                DetectorState::Seasonal(SeasonalState::new(*period))
+            }
+            DetectorSpec::Predict { .. } => DetectorState::Predict(PredictState::default()),
+            DetectorSpec::Ensemble { window, .. } => {
+                DetectorState::Ensemble(Box::new(EnsembleState::new(*window)))
+            }
         }
     }
 
@@ -266,13 +494,24 @@ impl DetectorState {
             DetectorState::Rate(_) => "rate",
             DetectorState::Stuck(_) => "stuck",
             DetectorState::Silence(_) => "silence",
+            DetectorState::Mad(_) => "mad",
+            DetectorState::Ewma(_) => "ewma",
+            DetectorState::Cusum(_) => "cusum",
+            DetectorState::Seasonal(_) => "seasonal",
+            DetectorState::Predict(_) => "predict",
+            DetectorState::Ensemble(_) => "ensemble",
         }
     }
 
     /// Whether this state belongs to a spec of the same kind (check after restoring persisted
     /// state against a possibly changed config; `observe`/`tick` reset a mismatched state).
     pub fn matches(&self, spec: &DetectorSpec) -> bool {
-        self.kind() == spec.kind()
+        match (self, spec) {
+            (DetectorState::Seasonal(s), DetectorSpec::Seasonal { period, .. }) => {
+                s.period() == *period
+            }
+            _ => self.kind() == spec.kind(),
+        }
     }
 
     /// Records that a sample arrived at wall-clock time `now`. Only silence uses it; call it for
@@ -321,6 +560,144 @@ impl DetectorState {
                     tolerance,
                 },
             ) => s.observe(count, duration_ms, tolerance, ts, value),
+            (
+                DetectorState::Mad(s),
+                &DetectorSpec::Mad {
+                    window,
+                    threshold,
+                    warmup,
+                },
+            ) => match s.observe(window, warmup, value) {
+                Some(o) => Verdict::measured(
+                    o.z.abs(),
+                    threshold,
+                    Reason::RobustZ {
+                        z: o.z,
+                        median: o.median,
+                        threshold,
+                    },
+                ),
+                None => Verdict::quiet(warming(s.len(), warmup.clamp(1, window.max(1)))),
+            },
+            (
+                DetectorState::Ewma(s),
+                &DetectorSpec::Ewma {
+                    alpha,
+                    window,
+                    threshold,
+                    warmup,
+                },
+            ) => match s.observe(alpha, window, warmup, value) {
+                Some(o) => Verdict::measured(
+                    o.stat.abs(),
+                    threshold,
+                    Reason::Ewma {
+                        ewma: o.level,
+                        mean: o.mean,
+                        z: o.stat,
+                        threshold,
+                    },
+                ),
+                None => Verdict::quiet(Reason::Warmup {
+                    have: 0,
+                    need: to_u32(warmup),
+                }),
+            },
+            (
+                DetectorState::Cusum(s),
+                &DetectorSpec::Cusum {
+                    drift,
+                    threshold,
+                    window,
+                    warmup,
+                },
+            ) => match s.observe(drift, threshold, window, warmup, value) {
+                Some(o) => Verdict::measured(
+                    o.stat,
+                    threshold,
+                    Reason::Cusum {
+                        sum: o.stat,
+                        up: o.up,
+                        threshold,
+                    },
+                ),
+                None => Verdict::quiet(Reason::Warmup {
+                    have: 0,
+                    need: to_u32(warmup),
+                }),
+            },
+            (
+                DetectorState::Seasonal(s),
+                &DetectorSpec::Seasonal {
+                    window,
+                    threshold,
+                    warmup,
+                    ..
+                },
+            ) => match s.observe(window, warmup, ts, value) {
+                Some(o) => Verdict::measured(
+                    o.z.abs(),
+                    threshold,
+                    Reason::Seasonal {
+                        value,
+                        expected: o.expected,
+                        z: o.z,
+                        threshold,
+                    },
+                ),
+                None => Verdict::quiet(Reason::Warmup {
+                    have: 0,
+                    need: to_u32(warmup),
+                }),
+            },
+            (
+                DetectorState::Predict(s),
+                &DetectorSpec::Predict {
+                    alpha,
+                    beta,
+                    window,
+                    threshold,
+                    warmup,
+                },
+            ) => match s.observe(alpha, beta, window, warmup, value) {
+                Some(o) => Verdict::measured(
+                    o.z.abs(),
+                    threshold,
+                    Reason::Forecast {
+                        value,
+                        forecast: o.forecast,
+                        z: o.z,
+                        threshold,
+                    },
+                ),
+                None => Verdict::quiet(Reason::Warmup {
+                    have: 0,
+                    need: to_u32(warmup),
+                }),
+            },
+            (
+                DetectorState::Ensemble(s),
+                &DetectorSpec::Ensemble {
+                    threshold, warmup, ..
+                },
+            ) => {
+                let o = s.observe(warmup, ts, value);
+                if s.seen() < warmup as u64 {
+                    return Verdict::quiet(warming(s.seen() as usize, warmup));
+                }
+                Verdict {
+                    anomalous: o.reported >= threshold,
+                    score: o.surprise,
+                    anomaly: anomaly(o.reported, threshold),
+                    reason: Reason::Ensemble {
+                        surprise: o.surprise,
+                        new_event: o.reported > 0.0,
+                        feature: o.feature,
+                        up: o.up,
+                        threshold,
+                    },
+                }
+            }
             _ => Verdict::quiet(Reason::Receiving),
         }
     }
@@ -346,6 +723,7 @@ impl DetectorState {
                 Some(Verdict {
                     anomalous: silent_ms > after_ms,
                     score: silent_ms as f64 / 1000.0,
+                    anomaly: anomaly(silent_ms as f64, after_ms as f64),
                     reason: Reason::Silence {
                         silent_ms,
                         after_ms,
@@ -354,6 +732,17 @@ impl DetectorState {
             }
             _ => None,
         }
+    }
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn warming(have: usize, need: usize) -> Reason {
+    Reason::Warmup {
+        have: to_u32(have),
+        need: to_u32(need),
     }
 }
 
@@ -381,11 +770,7 @@ impl ZscoreState {
                 } else {
                     MAX_SCORE.copysign(diff)
                 };
-                Verdict {
-                    anomalous: z.abs() > threshold,
-                    score: z.abs(),
-                    reason: Reason::Zscore { z, threshold },
-                }
+                Verdict::measured(z.abs(), threshold, Reason::Zscore { z, threshold })
             }
             _ => Verdict::quiet(Reason::Warmup {
                 have: u32::try_from(have).unwrap_or(u32::MAX),
@@ -426,9 +811,13 @@ impl ThresholdState {
                 (_, Some(min)) => Reason::BelowMin { value, min },
                 _ => Reason::InRange { value },
             };
+            let excess = over.max(under);
+            let limit = if over > 0.0 { max } else { min }.unwrap_or(0.0);
+            let scale = hysteresis.max(0.01 * limit.abs()).max(1e-9);
             return Verdict {
                 anomalous: true,
-                score: over.max(under),
+                score: excess,
+                anomaly: 0.5 + 0.5 * anomaly(excess, scale),
                 reason,
             };
         }
@@ -442,6 +831,7 @@ impl ThresholdState {
                 return Verdict {
                     anomalous: true,
                     score: 0.0,
+                    anomaly: 0.5,
                     reason: Reason::Hysteresis { value, low, high },
                 };
             }
@@ -469,14 +859,14 @@ impl RateState {
         } else {
             MAX_SCORE
         };
-        Verdict {
-            anomalous: per_sec > max_per_sec,
-            score: per_sec,
-            reason: Reason::Rate {
+        Verdict::measured(
+            per_sec,
+            max_per_sec,
+            Reason::Rate {
                 per_sec,
                 max_per_sec,
             },
-        }
+        )
     }
 }
 
@@ -504,9 +894,15 @@ impl StuckState {
         let span_ms = ts.saturating_sub(run.start_ts);
         let by_count = count.is_some_and(|c| run.len >= c);
         let by_duration = duration_ms.is_some_and(|d| span_ms >= d);
+        // 0 for a fresh value, 0.5 when the run reaches `count` (or lasts `duration`).
+        let by_len = count.map_or(0.0, |c| {
+            anomaly(f64::from(run.len - 1), f64::from(c.saturating_sub(1)))
+        });
+        let by_span = duration_ms.map_or(0.0, |d| anomaly(span_ms as f64, d as f64));
         Verdict {
             anomalous: by_count || by_duration,
             score: f64::from(run.len),
+            anomaly: by_len.max(by_span),
             reason: Reason::Stuck {
                 value: run.first,
                 run: run.len,
@@ -1083,6 +1479,41 @@ mod tests {
                 tolerance: 0.3,
             },
             DetectorSpec::Silence { after_ms: 2_500 },
+            DetectorSpec::Mad {
+                window: 32,
+                threshold: 2.0,
+                warmup: 8,
+            },
+            DetectorSpec::Ewma {
+                alpha: 0.3,
+                window: 64,
+                threshold: 1.5,
+                warmup: 8,
+            },
+            DetectorSpec::Cusum {
+                drift: 0.1,
+                threshold: 2.0,
+                window: 64,
+                warmup: 8,
+            },
+            DetectorSpec::Seasonal {
+                period: Period::Day,
+                window: 64,
+                threshold: 1.5,
+                warmup: 8,
+            },
+            DetectorSpec::Predict {
+                alpha: 0.5,
+                beta: 0.1,
+                window: 64,
+                threshold: 2.0,
+                warmup: 8,
+            },
+            DetectorSpec::Ensemble {
+                window: 512,
+                threshold: 1.0,
+                warmup: 16,
+            },
         ];
         for spec in &specs {
             assert_eq!(&roundtrip(spec), spec);
@@ -1090,8 +1521,10 @@ mod tests {
             let mut a = DetectorState::new(spec, 0);
             let mut la = Lifecycle::new();
             let mut ts = 0;
+            // Seasonal needs days to learn: about five minutes between its samples.
+            let step = if spec.kind() == "seasonal" { 300 } else { 1 };
             let mut next = |rng: &mut StdRng| -> (Millis, f64, bool) {
-                ts += rng.gen_range(1..2_000);
+                ts += rng.gen_range(1..2_000) * step;
                 let v = if rng.gen_bool(0.3) {
                     0.5
                 } else {
@@ -1142,6 +1575,208 @@ mod tests {
                 postcard::to_stdvec(&b).unwrap()
             );
             assert_eq!(la, lb);
+        }
+    }
+
+    /// Indices of anomalous verdicts for (ts, value) samples.
+    fn alarms_at(spec: &DetectorSpec, samples: &[(Millis, f64)]) -> Vec<usize> {
+        let mut st = DetectorState::new(spec, 0);
+        samples
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(ts, v))| st.observe(spec, ts, v).anomalous)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The statistical detectors with their default settings (as the config layer builds them).
+    fn statistical() -> Vec<DetectorSpec> {
+        vec![
+            zscore(256, 5.0, 32, 0.0),
+            DetectorSpec::Mad {
+                window: 256,
+                threshold: 5.0,
+                warmup: 32,
+            },
+            DetectorSpec::Ewma {
+                alpha: 0.1,
+                window: 256,
+                threshold: 5.0,
+                warmup: 64,
+            },
+            DetectorSpec::Cusum {
+                drift: 0.5,
+                threshold: 10.0,
+                window: 256,
+                warmup: 64,
+            },
+            DetectorSpec::Predict {
+                alpha: 0.5,
+                beta: 0.1,
+                window: 128,
+                threshold: 6.0,
+                warmup: 32,
+            },
+            DetectorSpec::Ensemble {
+                window: 6144,
+                threshold: 5.0,
+                warmup: 100,
+            },
+        ]
+    }
+
+    const MINUTE: Millis = 60_000;
+
+    fn noisy(seed: u64, n: usize) -> Vec<(Millis, f64)> {
+        gaussian(seed, n, 20.0, 2.0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i as Millis * MINUTE, v))
+            .collect()
+    }
+
+    #[test]
+    fn every_statistical_detector_is_quiet_on_clean_noise() {
+        for seed in [21, 22] {
+            let clean = noisy(seed, 8_000);
+            for spec in statistical() {
+                assert_eq!(alarms_at(&spec, &clean), Vec::<usize>::new(), "{spec:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn spike_is_caught_at_the_sample_by_point_detectors() {
+        let mut series = noisy(23, 8_000);
+        series[6_000].1 += 40.0; // 20 sigma
+        for spec in statistical() {
+            if matches!(spec, DetectorSpec::Ewma { .. } | DetectorSpec::Cusum { .. }) {
+                continue; // made for sustained shifts (below)
+            }
+            let a = alarms_at(&spec, &series);
+            assert_eq!(a.first(), Some(&6_000), "{spec:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn small_sustained_shift_is_caught_by_charts_and_ensemble() {
+        // 1.5 sigma from sample 6000 on: under any per-sample threshold, but it accumulates.
+        let mut series = noisy(24, 8_000);
+        for s in &mut series[6_000..] {
+            s.1 += 3.0;
+        }
+        for spec in statistical() {
+            let a = alarms_at(&spec, &series);
+            match spec {
+                DetectorSpec::Ewma { .. } | DetectorSpec::Cusum { .. } => {
+                    let first = a.first().copied();
+                    assert!(
+                        first.is_some_and(|i| (6_000..6_050).contains(&i)),
+                        "{spec:?}: {a:?}"
+                    );
+                }
+                DetectorSpec::Ensemble { .. } => {
+                    assert!(
+                        a.iter().any(|i| (6_000..6_200).contains(i)),
+                        "{spec:?}: {a:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Five-minute samples over `days`, high (80) from 08:00 to 18:00 UTC and low (20) otherwise,
+    /// with noise; on day `skip` the rise does not happen.
+    fn daily(days: i64, skip: i64) -> Vec<(Millis, f64)> {
+        let step = 5 * MINUTE;
+        let day = 24 * 60 * MINUTE;
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % day;
+        let noise = gaussian(25, (days * day / step) as usize, 0.0, 1.0);
+        noise
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let ts = t0 + i as Millis * step;
+                let h = (ts - t0) % day / (60 * MINUTE);
+                let high = (8..18).contains(&h) && (ts - t0) / day != skip;
+                (ts, if high { 80.0 } else { 20.0 } + e)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seasonal_detectors_learn_the_day_and_catch_a_missing_rise() {
+        let specs = [
+            DetectorSpec::Seasonal {
+                period: Period::Day,
+                window: 256,
+                threshold: 6.0,
+                warmup: 32,
+            },
+            DetectorSpec::Ensemble {
+                window: 6144,
+                threshold: 5.0,
+                warmup: 100,
+            },
+        ];
+        let per_day = 288;
+        for spec in &specs {
+            // The daily steps are normal: quiet once learned (the ensemble needs the first day
+            // to see a step at all).
+            let clean = daily(10, -1);
+            let a = alarms_at(spec, &clean);
+            assert!(a.iter().all(|&i| i < per_day), "{spec:?}: {a:?}");
+            // Day 8 stays low: caught within an hour of 08:00.
+            let series = daily(10, 8);
+            let a = alarms_at(spec, &series);
+            let rise = 8 * per_day + 8 * 12;
+            assert!(
+                a.iter().any(|&i| (rise..rise + 12).contains(&i)),
+                "{spec:?}: {a:?}"
+            );
+            assert!(
+                a.iter().all(|&i| i < per_day || i >= rise),
+                "{spec:?}: {a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn anomaly_is_one_half_at_the_threshold() {
+        assert_eq!(anomaly(5.0, 5.0), 0.5);
+        assert_eq!(anomaly(0.0, 5.0), 0.0);
+        assert!(anomaly(50.0, 5.0) > 0.9 && anomaly(50.0, 5.0) < 1.0);
+        assert_eq!(anomaly(f64::INFINITY, 5.0), 1.0);
+        assert_eq!(anomaly(f64::NAN, 5.0), 0.0);
+        assert_eq!(anomaly(-3.0, 5.0), 0.0);
+        // Every kind: anomalous exactly when anomaly >= 0.5 on a series with a spike.
+        let mut series = noisy(26, 3_000);
+        series[2_500].1 += 60.0;
+        let mut specs = statistical();
+        specs.push(DetectorSpec::Threshold {
+            min: None,
+            max: Some(40.0),
+            hysteresis: 1.0,
+        });
+        specs.push(DetectorSpec::Rate { max_per_sec: 0.5 });
+        for spec in &specs {
+            let mut st = DetectorState::new(spec, 0);
+            let mut fired = 0;
+            for &(ts, v) in &series {
+                let verdict = st.observe(spec, ts, v);
+                assert!(
+                    (0.0..=1.0).contains(&verdict.anomaly),
+                    "{spec:?} {verdict:?}"
+                );
+                if verdict.anomalous {
+                    fired += 1;
+                    assert!(verdict.anomaly >= 0.5, "{spec:?} {verdict:?}");
+                } else {
+                    assert!(verdict.anomaly <= 0.5, "{spec:?} {verdict:?}");
+                }
+            }
+            assert!(fired > 0, "{spec:?}");
         }
     }
 

@@ -36,6 +36,17 @@ struct DetectorSlot {
     life: Lifecycle,
     /// The alert currently firing, to resolve it with the same id and details.
     active: Option<Alert>,
+    /// Anomaly score (0..1) of the latest verdict; not persisted.
+    last_anomaly: f64,
+}
+
+/// One detector's latest judgement of a metric, as replay reports it per sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectorOutcome {
+    /// The verdict's anomaly score in [0, 1] (0.5 at the firing threshold).
+    pub anomaly: f64,
+    /// Whether the detector's alert is firing after the sample.
+    pub firing: bool,
 }
 
 struct MetricState {
@@ -139,6 +150,7 @@ impl MetricState {
                 state: DetectorState::new(&d.spec, now),
                 life: Lifecycle::new(),
                 active: None,
+                last_anomaly: 0.0,
             })
             .collect();
         MetricState {
@@ -235,6 +247,7 @@ fn judge(
         ts,
         value,
         score: v.score,
+        anomaly: v.anomaly,
         raised_at,
         resolved_at: None,
         message: v.message(),
@@ -371,6 +384,7 @@ impl ShardCore {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
                 fired |= v.anomalous;
+                slot.last_anomaly = v.anomaly;
                 judge(
                     slot,
                     v,
@@ -387,6 +401,37 @@ impl ShardCore {
             analysed += 1;
         }
         p.samples_analyzed.fetch_add(analysed, Relaxed);
+    }
+
+    fn metric(&self, device: &str, metric: &str) -> Option<&MetricState> {
+        let &i = self.by_id.get(device)?;
+        let dev = self.devices.get(i as usize)?;
+        dev.metrics.iter().find(|m| &*m.name == metric)
+    }
+
+    /// Names of the detectors `device`/`metric` runs, in config order (`None` before it is seen).
+    pub fn detector_names(&self, device: &str, metric: &str) -> Option<Vec<String>> {
+        let m = self.metric(device, metric)?;
+        Some(m.detectors.iter().map(|d| d.name.to_string()).collect())
+    }
+
+    /// The latest outcome of each detector of `device`/`metric`, in config order, into `out`
+    /// (cleared first); false when the metric is unknown. Does not allocate once `out` is sized.
+    pub fn detector_outcomes(
+        &self,
+        device: &str,
+        metric: &str,
+        out: &mut Vec<DetectorOutcome>,
+    ) -> bool {
+        out.clear();
+        let Some(m) = self.metric(device, metric) else {
+            return false;
+        };
+        out.extend(m.detectors.iter().map(|d| DetectorOutcome {
+            anomaly: d.last_anomaly,
+            firing: d.life.is_firing(),
+        }));
+        true
     }
 
     fn register(&mut self, device: &str) -> Option<u32> {

@@ -13,6 +13,7 @@ pub use serial::{
 pub mod mqtt;
 
 pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig};
+pub use validate::{default_detectors, DEFAULT_EWMA_ALPHA, DEFAULT_WINDOW};
 pub use validate::{MetricPolicy, Resolved};
 
 use std::collections::BTreeMap;
@@ -300,6 +301,26 @@ pub struct DetectorConfig {
     // silence
     #[serde(default)]
     pub after: Option<Dur>,
+    // ewma, predict
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    // predict
+    #[serde(default)]
+    pub beta: Option<f64>,
+    // cusum
+    #[serde(default)]
+    pub drift: Option<f64>,
+    // seasonal
+    #[serde(default)]
+    pub period: Option<SeasonPeriod>,
+}
+
+/// The cycle a `seasonal` detector learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeasonPeriod {
+    Day,
+    Week,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -310,6 +331,12 @@ pub enum DetectorKind {
     Rate,
     Stuck,
     Silence,
+    Mad,
+    Ewma,
+    Cusum,
+    Seasonal,
+    Predict,
+    Ensemble,
 }
 
 /// A device the appliance knows about.

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::load::Seg;
-use super::{Config, DetectorConfig, DetectorKind, MetricConfig, SourceConfig, TcpMode};
+use super::{
+    Config, DetectorConfig, DetectorKind, MetricConfig, SeasonPeriod, SourceConfig, TcpMode,
+};
 use crate::analysis::detectors::DetectorSpec;
+use crate::analysis::seasonal::Period;
 use crate::analysis::stats::WindowSpec;
 use crate::auth::ApiToken;
 use crate::model::Severity;
@@ -50,6 +53,8 @@ pub struct Resolved {
     pub unknown: Option<Arc<MetricPolicy>>,
     /// The token `/api/*` and `/ws` require, read from `api.token_file`; `None`: open API.
     pub api_token: Option<ApiToken>,
+    /// Every `[template.NAME]` compiled into a policy (e.g. for `edgewatch replay --template`).
+    pub templates: BTreeMap<String, Arc<MetricPolicy>>,
 }
 
 pub const DEFAULT_WINDOW: usize = 256;
@@ -58,15 +63,21 @@ const DEFAULT_HOLD_MS: i64 = 2_000;
 /// Most points `analysis.history` may keep per metric (16 bytes each).
 pub const MAX_HISTORY: usize = 100_000;
 
-/// The detector set a metric gets when the config names none.
+/// The `ensemble` detector's defaults: history in samples, firing surprise (decimal digits of
+/// improbability), warm-up samples. The threshold is the one that scores best on the NAB
+/// development set (docs/DETECTION.md).
+pub const ENSEMBLE_WINDOW: usize = 6144;
+pub const ENSEMBLE_THRESHOLD: f64 = 5.0;
+pub const ENSEMBLE_WARMUP: usize = 100;
+
+/// The detector set a metric gets when the config names none: the `ensemble`.
 pub fn default_detectors() -> Vec<DetectorInstance> {
     vec![DetectorInstance {
-        name: "zscore".into(),
-        spec: DetectorSpec::Zscore {
-            window: DEFAULT_WINDOW,
-            threshold: 5.0,
-            warmup: 32,
-            min_std: 0.0,
+        name: "ensemble".into(),
+        spec: DetectorSpec::Ensemble {
+            window: ENSEMBLE_WINDOW,
+            threshold: ENSEMBLE_THRESHOLD,
+            warmup: ENSEMBLE_WARMUP,
         },
         severity: Severity::Warning,
         hold_ms: DEFAULT_HOLD_MS,
@@ -178,8 +189,15 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         templates: &config.templates,
         done: HashMap::new(),
     };
+    let mut templates = BTreeMap::new();
     for name in config.templates.keys() {
-        resolver.template(name, &[key("template"), key(name)], &mut Vec::new())?;
+        let p = [key("template"), key(name)];
+        resolver.template(name, &p, &mut Vec::new())?;
+        let base = MetricConfig {
+            template: Some(name.clone()),
+            ..MetricConfig::default()
+        };
+        templates.insert(name.clone(), resolver.metric(&base, &p, &mut Vec::new())?);
     }
 
     let mut devices = BTreeMap::new();
@@ -257,6 +275,7 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
         devices,
         unknown,
         api_token,
+        templates,
     })
 }
 
@@ -710,6 +729,10 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
         ("duration", d.duration.is_some()),
         ("tolerance", d.tolerance.is_some()),
         ("after", d.after.is_some()),
+        ("alpha", d.alpha.is_some()),
+        ("beta", d.beta.is_some()),
+        ("drift", d.drift.is_some()),
+        ("period", d.period.is_some()),
     ];
     let (kind, allowed): (&str, &[&str]) = match d.kind {
         DetectorKind::Zscore => ("zscore", &["window", "threshold", "warmup", "min_std"]),
@@ -717,6 +740,15 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
         DetectorKind::Rate => ("rate", &["max_per_sec"]),
         DetectorKind::Stuck => ("stuck", &["count", "duration", "tolerance"]),
         DetectorKind::Silence => ("silence", &["after"]),
+        DetectorKind::Mad => ("mad", &["window", "threshold", "warmup"]),
+        DetectorKind::Ewma => ("ewma", &["alpha", "window", "threshold", "warmup"]),
+        DetectorKind::Cusum => ("cusum", &["drift", "threshold", "window", "warmup"]),
+        DetectorKind::Seasonal => ("seasonal", &["period", "window", "threshold", "warmup"]),
+        DetectorKind::Predict => (
+            "predict",
+            &["alpha", "beta", "window", "threshold", "warmup"],
+        ),
+        DetectorKind::Ensemble => ("ensemble", &["window", "threshold", "warmup"]),
     };
     for (field, set) in present {
         if set && !allowed.contains(&field) {
@@ -746,9 +778,44 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
         (d.hysteresis, "hysteresis"),
         (d.max_per_sec, "max_per_sec"),
         (d.tolerance, "tolerance"),
+        (d.alpha, "alpha"),
+        (d.beta, "beta"),
+        (d.drift, "drift"),
     ] {
         finite(v, k)?;
     }
+    // Shared checks of the fields the newer kinds have in common.
+    let window_in = |default: usize, max: usize| -> VResult<usize> {
+        let w = d.window.unwrap_or(default);
+        if !(2..=max).contains(&w) {
+            return fail(
+                f("window"),
+                format!("window must be between 2 and {max} samples"),
+            );
+        }
+        Ok(w)
+    };
+    let positive = |v: Option<f64>, default: f64, k: &str| -> VResult<f64> {
+        let x = v.unwrap_or(default);
+        if x <= 0.0 {
+            return fail(f(k), format!("{k} must be greater than 0"));
+        }
+        Ok(x)
+    };
+    let warmup_upto = |default: usize, max: usize| -> VResult<usize> {
+        let w = d.warmup.unwrap_or(default);
+        if w > max {
+            return fail(f("warmup"), format!("warmup must be at most {max}"));
+        }
+        Ok(w)
+    };
+    let alpha = |default: f64| -> VResult<f64> {
+        let a = d.alpha.unwrap_or(default);
+        if !(a > 0.0 && a <= 1.0) {
+            return fail(f("alpha"), "alpha must be in (0, 1]");
+        }
+        Ok(a)
+    };
     let spec = match d.kind {
         DetectorKind::Zscore => {
             let window = d.window.unwrap_or(DEFAULT_WINDOW);
@@ -848,6 +915,71 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
                 )
             }
         },
+        DetectorKind::Mad => {
+            let window = window_in(DEFAULT_WINDOW, 100_000)?;
+            let threshold = positive(d.threshold, 5.0, "threshold")?;
+            let warmup = d.warmup.unwrap_or((window / 8).clamp(2, 32));
+            if warmup < 2 || warmup > window {
+                return fail(
+                    f("warmup"),
+                    format!("warmup must be between 2 and the window ({window})"),
+                );
+            }
+            DetectorSpec::Mad {
+                window,
+                threshold,
+                warmup,
+            }
+        }
+        DetectorKind::Ewma => {
+            let window = window_in(DEFAULT_WINDOW, 1_000_000)?;
+            DetectorSpec::Ewma {
+                alpha: alpha(0.1)?,
+                window,
+                threshold: positive(d.threshold, 5.0, "threshold")?,
+                warmup: warmup_upto((window / 4).clamp(8, 128), 1_000_000)?,
+            }
+        }
+        DetectorKind::Cusum => {
+            let window = window_in(DEFAULT_WINDOW, 1_000_000)?;
+            let drift = d.drift.unwrap_or(0.5);
+            if drift < 0.0 {
+                return fail(f("drift"), "drift must be >= 0");
+            }
+            DetectorSpec::Cusum {
+                drift,
+                threshold: positive(d.threshold, 10.0, "threshold")?,
+                window,
+                warmup: warmup_upto((window / 4).clamp(8, 128), 1_000_000)?,
+            }
+        }
+        DetectorKind::Seasonal => DetectorSpec::Seasonal {
+            period: match d.period.unwrap_or(SeasonPeriod::Day) {
+                SeasonPeriod::Day => Period::Day,
+                SeasonPeriod::Week => Period::Week,
+            },
+            window: window_in(DEFAULT_WINDOW, 1_000_000)?,
+            threshold: positive(d.threshold, 6.0, "threshold")?,
+            warmup: warmup_upto(32, 1_000_000)?,
+        },
+        DetectorKind::Predict => {
+            let beta = d.beta.unwrap_or(0.1);
+            if !(0.0..=1.0).contains(&beta) {
+                return fail(f("beta"), "beta must be in [0, 1]");
+            }
+            DetectorSpec::Predict {
+                alpha: alpha(0.5)?,
+                beta,
+                window: window_in(128, 1_000_000)?,
+                threshold: positive(d.threshold, 6.0, "threshold")?,
+                warmup: warmup_upto(32, 1_000_000)?,
+            }
+        }
+        DetectorKind::Ensemble => DetectorSpec::Ensemble {
+            window: window_in(ENSEMBLE_WINDOW, 10_000_000)?,
+            threshold: positive(d.threshold, ENSEMBLE_THRESHOLD, "threshold")?,
+            warmup: warmup_upto(ENSEMBLE_WARMUP, 1_000_000)?,
+        },
     };
     let name = d.name.clone().unwrap_or_else(|| kind.to_string());
     check_name(f("name"), "detector name", &name)?;
@@ -864,6 +996,8 @@ mod tests {
     use std::path::Path;
 
     use super::super::parse_str;
+    use crate::analysis::detectors::DetectorSpec;
+    use crate::analysis::seasonal::Period;
 
     fn err(text: &str) -> String {
         match parse_str(text, Path::new("c.toml")) {
@@ -944,11 +1078,61 @@ mod tests {
     }
 
     #[test]
+    fn new_detector_kinds_are_checked_and_default_to_the_ensemble() {
+        let e =
+            err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"mad\", drift = 1.0 }]\n");
+        assert!(
+            e.contains("`drift` does not apply to a mad detector"),
+            "{e}"
+        );
+        let e =
+            err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"ewma\", alpha = 0.0 }]\n");
+        assert!(e.contains("alpha must be in (0, 1]"), "{e}");
+        assert!(e.contains("template.t.detectors[0].alpha"), "{e}");
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"seasonal\", period = \"month\" }]\n");
+        assert!(e.contains("unknown variant `month`"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"cusum\", drift = -1.0 }]\n",
+        );
+        assert!(e.contains("drift must be >= 0"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"ensemble\", window = 1 }]\n",
+        );
+        assert!(e.contains("window must be between 2"), "{e}");
+        let r = parse_str(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"predict\" }, { type = \"seasonal\", period = \"week\" }]\n\
+             [[device]]\nid = \"d\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("valid");
+        let t = &r.templates["t"].detectors;
+        assert_eq!(t[0].name, "predict");
+        assert_eq!(
+            t[1].spec,
+            DetectorSpec::Seasonal {
+                period: Period::Week,
+                window: 256,
+                threshold: 6.0,
+                warmup: 32
+            }
+        );
+        // A metric without detectors gets the ensemble.
+        let d = &r.devices["d"].default.detectors;
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].name, "ensemble");
+        assert!(matches!(
+            d[0].spec,
+            DetectorSpec::Ensemble { window: 6144, .. }
+        ));
+    }
+
+    #[test]
     fn shipped_configs_are_valid() {
         for f in [
             "config/demo.toml",
             "config/bench-tcp.toml",
             "config/bench-mqtt.toml",
+            "config/nab.toml",
         ] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             if let Err(e) = super::super::load_file(&p) {

@@ -35,7 +35,7 @@ pub struct Store {
     alert_keys: sled::Tree,
 }
 
-const STATE_VERSION: &[u8] = b"state-format-1";
+const STATE_VERSION: &[u8] = b"state-format-2";
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
@@ -201,6 +201,7 @@ mod tests {
             ts: raised_at,
             value: 1.0,
             score: 7.0,
+            anomaly: 0.6,
             raised_at,
             resolved_at: None,
             message: String::new(),

@@ -1,0 +1,249 @@
+//! The default detector: six cheap views of a series (value, two smoothed levels, trend, volatility,
+//! daily-profile residual), each judged by how surprising it is against its own history, combined.
+
+use serde::{Deserialize, Serialize};
+
+use super::novelty::ExtremeHistory;
+use super::seasonal::{Period, Profile};
+use crate::model::Millis;
+
+/// Smoothing of the fast level (about 8 samples), the slower level (about 33) and the baseline
+/// the trend is measured from (about 100).
+const FAST_ALPHA: f64 = 0.125;
+const MID_ALPHA: f64 = 0.03;
+const SLOW_ALPHA: f64 = 0.01;
+/// Smoothing of the mean absolute step (volatility).
+const VOL_ALPHA: f64 = 0.1;
+/// Samples before the volatility view starts (the first steps say little).
+const VOL_START: u64 = 10;
+/// After an event the bar to report another is twice its surprise, decaying by 1% per sample
+/// (halving in about 70 samples): one report per event, not one per anomalous sample.
+const REARM_FACTOR: f64 = 2.0;
+const ENVELOPE_DECAY: f64 = 0.99;
+
+/// The views, in the order of [`EnsembleState`]'s histories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Feature {
+    Value,
+    Level,
+    SlowLevel,
+    Volatility,
+    Seasonal,
+    Trend,
+}
+
+impl Feature {
+    const ALL: [Feature; 6] = [
+        Feature::Value,
+        Feature::Level,
+        Feature::SlowLevel,
+        Feature::Volatility,
+        Feature::Seasonal,
+        Feature::Trend,
+    ];
+
+    /// Words for alert messages, given the direction.
+    pub fn describe(self, up: bool) -> &'static str {
+        match (self, up) {
+            (Feature::Value, true) => "value unusually high",
+            (Feature::Value, false) => "value unusually low",
+            (Feature::Level, true) => "level rose",
+            (Feature::Level, false) => "level fell",
+            (Feature::SlowLevel, true) => "sustained rise",
+            (Feature::SlowLevel, false) => "sustained fall",
+            (Feature::Volatility, true) => "unusually volatile",
+            (Feature::Volatility, false) => "unusually steady",
+            (Feature::Seasonal, true) => "high for the time of day",
+            (Feature::Seasonal, false) => "low for the time of day",
+            (Feature::Trend, true) => "rising unusually fast",
+            (Feature::Trend, false) => "falling unusually fast",
+        }
+    }
+}
+
+/// What the ensemble says about one sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnsembleOutcome {
+    /// Combined surprise of this sample: the two largest view surprises added (decimal digits of
+    /// improbability, `-log10 p` each).
+    pub surprise: f64,
+    /// `surprise` when it starts a new event, else 0 (the sample continues an event already
+    /// reported, or the detector is warming up).
+    pub reported: f64,
+    /// The most surprising view and its direction.
+    pub feature: Feature,
+    pub up: bool,
+}
+
+/// State of the `ensemble` detector; memory is fixed: six histories of
+/// [`BLOCKS`](super::novelty::BLOCKS) blocks (3 KiB each) and a 96-bin daily profile, about
+/// 20 KiB, 13 KiB persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleState {
+    n: u64,
+    last: f64,
+    fast: f64,
+    mid: f64,
+    slow: f64,
+    vol: f64,
+    profile: Profile,
+    histories: [ExtremeHistory; 6],
+    envelope: f64,
+}
+
+impl EnsembleState {
+    /// `window`: samples of history each view is compared with.
+    pub fn new(window: usize) -> Self {
+        EnsembleState {
+            n: 0,
+            last: 0.0,
+            fast: 0.0,
+            mid: 0.0,
+            slow: 0.0,
+            vol: 0.0,
+            profile: Profile::new(Period::Day),
+            histories: std::array::from_fn(|_| ExtremeHistory::new(window)),
+            envelope: 0.0,
+        }
+    }
+
+    /// Samples seen.
+    pub fn seen(&self) -> u64 {
+        self.n
+    }
+
+    /// Judges `x` (at sample time `ts`) and learns it. Non-finite values are ignored (quiet).
+    pub fn observe(&mut self, warmup: usize, ts: Millis, x: f64) -> EnsembleOutcome {
+        if !x.is_finite() {
+            return EnsembleOutcome {
+                surprise: 0.0,
+                reported: 0.0,
+                feature: Feature::Value,
+                up: true,
+            };
+        }
+        if self.n == 0 {
+            (self.last, self.fast, self.mid, self.slow) = (x, x, x, x);
+        }
+        self.fast += FAST_ALPHA * (x - self.fast);
+        self.mid += MID_ALPHA * (x - self.mid);
+        self.slow += SLOW_ALPHA * (x - self.slow);
+        self.vol += VOL_ALPHA * ((x - self.last).abs() - self.vol);
+        self.last = x;
+        let residual = self.profile.expect_then_add(ts, x).map(|e| x - e);
+        let views = [
+            Some(x),
+            Some(self.fast),
+            Some(self.mid),
+            (self.n >= VOL_START).then_some(self.vol),
+            residual,
+            Some(self.fast - self.slow),
+        ];
+        let (mut first, mut second) = ((0.0, 0usize, true), 0.0f64);
+        for (i, (h, v)) in self.histories.iter_mut().zip(views).enumerate() {
+            let Some(v) = v else { continue };
+            let (s, up) = h.surprise(v);
+            h.push(v);
+            if s > first.0 {
+                second = first.0;
+                first = (s, i, up);
+            } else if s > second {
+                second = s;
+            }
+        }
+        self.n += 1;
+        let surprise = first.0 + second;
+        let new_event = surprise > self.envelope;
+        self.envelope = (self.envelope * ENVELOPE_DECAY).max(if new_event {
+            REARM_FACTOR * surprise
+        } else {
+            surprise
+        });
+        let reported = if new_event && self.n >= warmup as u64 {
+            surprise
+        } else {
+            0.0
+        };
+        EnsembleOutcome {
+            surprise,
+            reported,
+            feature: Feature::ALL[first.1],
+            up: first.2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+
+    const STEP: Millis = 300_000;
+
+    fn run(values: &[f64]) -> Vec<EnsembleOutcome> {
+        let mut e = EnsembleState::new(6144);
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| e.observe(100, i as Millis * STEP, v))
+            .collect()
+    }
+
+    fn reports(out: &[EnsembleOutcome], threshold: f64) -> Vec<usize> {
+        (0..out.len())
+            .filter(|&i| out[i].reported >= threshold)
+            .collect()
+    }
+
+    #[test]
+    fn one_report_per_event() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let d = Normal::new(10.0, 1.0).unwrap();
+        let mut v: Vec<f64> = (0..6_000).map(|_| d.sample(&mut rng)).collect();
+        // A level shift of 12 sigma that lasts 300 samples.
+        for x in &mut v[4_000..4_300] {
+            *x += 12.0;
+        }
+        let out = run(&v);
+        let r = reports(&out, 5.0);
+        // Quiet on the noise before; reports the onset at once; otherwise only around the
+        // return to normal (a change too), and quiet again after.
+        assert_eq!(r.first(), Some(&4_000), "{r:?}");
+        assert!(
+            r.iter().all(|&i| i == 4_000 || (4_300..4_320).contains(&i)),
+            "{r:?}"
+        );
+        assert_eq!(out[4_000].feature, Feature::Value);
+        assert!(out[4_000].up);
+        assert!(out[4_000].surprise > 8.0);
+    }
+
+    #[test]
+    fn warmup_reports_nothing() {
+        let mut v = vec![1.0; 200];
+        v[50] = 1e6;
+        let out = run(&v);
+        assert!(out[..100].iter().all(|o| o.reported == 0.0));
+    }
+
+    #[test]
+    fn serde_roundtrip_continues_identically() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let d = Normal::new(0.0, 1.0).unwrap();
+        let mut a = EnsembleState::new(1024);
+        for i in 0..3_000 {
+            a.observe(100, i * STEP, d.sample(&mut rng));
+        }
+        let mut b: EnsembleState = postcard::from_bytes(&postcard::to_stdvec(&a).unwrap()).unwrap();
+        assert_eq!(a, b);
+        let bytes = postcard::to_stdvec(&a).unwrap().len();
+        assert!(bytes < 14_000, "{bytes}");
+        for i in 3_000..4_000 {
+            let x = d.sample(&mut rng) + if i == 3_500 { 50.0 } else { 0.0 };
+            assert_eq!(a.observe(100, i * STEP, x), b.observe(100, i * STEP, x));
+        }
+        assert_eq!(a, b);
+    }
+}
