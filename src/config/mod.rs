@@ -73,7 +73,7 @@ fn default_summary_interval() -> Dur {
     Dur::secs(5)
 }
 fn default_persist_interval() -> Dur {
-    Dur::secs(300)
+    Dur::secs(600)
 }
 
 /// The whole file.

@@ -1,5 +1,5 @@
 //! Actix shell around `Store`: runs on its own arbiter so disk work never blocks analysis; logs
-//! alerts, queues upstream messages (flushed in groups every 50 ms), writes snapshots, retention.
+//! alerts, queues upstream messages (flushed in groups every 500 ms), writes snapshots, retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,9 @@ use crate::hub::{alert_json, gap_json, summary_json};
 use crate::model::{now_ms, Alert, Summary};
 
 /// How often queued upstream messages are made durable (and then offered to the sender).
-const OUTBOX_FLUSH: Duration = Duration::from_millis(50);
+/// Each flush is a sled log write; grouping messages for 500 ms (sled's own flush period) keeps
+/// SD-card writes down: at 50 ms, 100 devices with ~2 alert messages/s wrote ~85 MB/h in total.
+const OUTBOX_FLUSH: Duration = Duration::from_millis(500);
 
 /// One consumer's outbox (upstream, an MQTT sink): where to append, where to announce durable
 /// messages, and the budget.
