@@ -193,7 +193,9 @@ fn a_connection_dropped_mid_batch_resumes_from_the_first_unacknowledged() {
         .filter(|(c, v)| *c == 1 && v["type"] != "hello")
         .map(|(_, v)| v["seq"].as_u64().expect("seq"))
         .collect();
-    let acked: BTreeSet<u64> = first.iter().take(20).copied().collect();
+    // Acks sent in the last moments before the receiver drops the connection can be lost with it
+    // (TCP resets discard unread data), so only those acknowledged well before must not repeat.
+    let acked: BTreeSet<u64> = first.iter().take(15).copied().collect();
     let later: Vec<u64> = log
         .iter()
         .filter(|(c, v)| *c >= 2 && v["type"] == "alert")
@@ -360,10 +362,14 @@ fn the_disk_budget_keeps_alerts_over_summaries_and_reports_gaps() {
         .iter()
         .map(|g| g["count"].as_u64().expect("count"))
         .sum();
+    let conns: BTreeSet<usize> = log.iter().map(|(c, _)| *c).collect();
+    let unique: BTreeSet<u64> = received.iter().copied().collect();
     assert_eq!(
         received.len() as u64 + lost,
         320,
-        "every alert is either delivered or reported lost"
+        "every alert is either delivered or reported lost (connections {conns:?}, unique {}, gaps {alert_gaps:?}, detectors {:?})",
+        unique.len(),
+        alerts.iter().map(|a| (a["device"].as_str().unwrap_or("").to_string(), a["detector"].as_str().unwrap_or("").to_string())).collect::<BTreeSet<_>>()
     );
     for g in &alert_gaps {
         let (from, to) = (

@@ -282,7 +282,10 @@ impl Outbox {
             if v.get(HEADER..).is_some_and(|j| j.starts_with(GAP_PREFIX)) {
                 continue;
             }
-            tree.remove(&k)?;
+            // Only what this pass really removed counts (an ack may have taken it meanwhile).
+            if tree.remove(&k)?.is_none() {
+                continue;
+            }
             self.account_removed(lane, v.len());
             self.inner.dropped.fetch_add(1, Relaxed);
             let seq = seq_of(&k);

@@ -41,6 +41,27 @@ struct Incoming {
     seqs: Vec<u64>,
 }
 
+/// Applies an `ack` message (others are ignored).
+fn take_acks(
+    up: &Upstream,
+    in_flight: &mut BTreeSet<u64>,
+    text: &str,
+) -> Result<(), UpstreamError> {
+    let Ok(m) = serde_json::from_str::<Incoming>(text) else {
+        tracing::debug!(%text, "ignoring unreadable message from upstream");
+        return Ok(());
+    };
+    if m.kind == "ack" {
+        for seq in m.seq.into_iter().chain(m.seqs) {
+            in_flight.remove(&seq);
+            if up.outbox.ack(seq)? {
+                up.stats.acked.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs until the process stops.
 pub async fn run(mut up: Upstream) {
     let mut backoff = Backoff::with_jitter(
@@ -119,15 +140,31 @@ async fn session(up: &mut Upstream, backoff: &mut Backoff) -> Result<(), Upstrea
             }
             let n = batch.len() as u64;
             let mut sent = Vec::with_capacity(batch.len());
-            for item in batch {
-                let text = String::from_utf8(item.json).unwrap_or_default();
-                tx.feed(Message::text(text)).await?;
-                cursor[usize::from(item.lane == Lane::Summary)] = item.seq;
-                sent.push(item.seq);
+            let written = async {
+                for item in batch {
+                    let text = String::from_utf8(item.json).unwrap_or_default();
+                    tx.feed(Message::text(text)).await?;
+                    cursor[usize::from(item.lane == Lane::Summary)] = item.seq;
+                    sent.push(item.seq);
+                }
+                tokio::time::timeout(write_timeout, tx.flush())
+                    .await
+                    .map_err(|_| UpstreamError::WriteTimeout)??;
+                Ok::<(), UpstreamError>(())
             }
-            tokio::time::timeout(write_timeout, tx.flush())
-                .await
-                .map_err(|_| UpstreamError::WriteTimeout)??;
+            .await;
+            if let Err(e) = written {
+                // The peer may have acknowledged messages just before the connection broke: honour
+                // the acks already received, so that only truly unacknowledged messages are resent.
+                while let Ok(Some(Ok(msg))) =
+                    tokio::time::timeout(Duration::from_millis(100), rx.next()).await
+                {
+                    if let Message::Text(t) = msg {
+                        take_acks(up, &mut in_flight, &t)?;
+                    }
+                }
+                return Err(e);
+            }
             up.stats.sent.fetch_add(n, Relaxed);
             match cfg.ack {
                 AckMode::Seq => in_flight.extend(sent),
@@ -142,20 +179,7 @@ async fn session(up: &mut Upstream, backoff: &mut Backoff) -> Result<(), Upstrea
 
         tokio::select! {
             msg = rx.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let Ok(m) = serde_json::from_str::<Incoming>(&t) else {
-                        tracing::debug!(text = %t, "ignoring unreadable message from upstream");
-                        continue;
-                    };
-                    if m.kind == "ack" {
-                        for seq in m.seq.into_iter().chain(m.seqs) {
-                            in_flight.remove(&seq);
-                            if up.outbox.ack(seq)? {
-                                up.stats.acked.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                }
+                Some(Ok(Message::Text(t))) => take_acks(up, &mut in_flight, &t)?,
                 Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
                 Some(Ok(Message::Close(_))) | None => return Ok(()),
                 Some(Ok(_)) => {}
