@@ -598,10 +598,7 @@ impl DetectorState {
                         threshold,
                     },
                 ),
-                None => Verdict::quiet(Reason::Warmup {
-                    have: 0,
-                    need: to_u32(warmup),
-                }),
+                None => Verdict::warming_up(warmup),
             },
             (
                 DetectorState::Cusum(s),
@@ -621,10 +618,7 @@ impl DetectorState {
                         threshold,
                     },
                 ),
-                None => Verdict::quiet(Reason::Warmup {
-                    have: 0,
-                    need: to_u32(warmup),
-                }),
+                None => Verdict::warming_up(warmup),
             },
             (
                 DetectorState::Seasonal(s),
@@ -645,10 +639,7 @@ impl DetectorState {
                         threshold,
                     },
                 ),
-                None => Verdict::quiet(Reason::Warmup {
-                    have: 0,
-                    need: to_u32(warmup),
-                }),
+                None => Verdict::warming_up(warmup),
             },
             (
                 DetectorState::Predict(s),
@@ -670,10 +661,7 @@ impl DetectorState {
                         threshold,
                     },
                 ),
-                None => Verdict::quiet(Reason::Warmup {
-                    have: 0,
-                    need: to_u32(warmup),
-                }),
+                None => Verdict::warming_up(warmup),
             },
             (
                 DetectorState::Ensemble(s),
@@ -732,6 +720,16 @@ impl DetectorState {
             }
             _ => None,
         }
+    }
+}
+
+impl Verdict {
+    /// Quiet while a detector that reports no progress of its own is still learning.
+    fn warming_up(need: usize) -> Self {
+        Verdict::quiet(Reason::Warmup {
+            have: 0,
+            need: to_u32(need),
+        })
     }
 }
 
