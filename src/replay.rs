@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 use crate::analysis::shard::{DetectorOutcome, Policies, ShardCore};
 use crate::config::{self, ConfigError, MetricPolicy, Resolved};
@@ -419,71 +419,9 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), RFC 3339 (`2024-05-01T12:00:00Z`, `...+02:00`), or
-/// unix time as a number: seconds when below 10^11, else milliseconds.
+/// Parses a row's time: unix seconds or ms, RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` (UTC).
 pub fn parse_timestamp(s: &str) -> Result<Millis, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty".into());
-    }
-    if s.bytes().all(|b| {
-        b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+' || b == b'e' || b == b'E'
-    }) && !s[1..].contains(['-', ':'])
-    {
-        let n: f64 = s.parse().map_err(|_| "not a number".to_string())?;
-        if !n.is_finite() {
-            return Err("not a finite number".into());
-        }
-        let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
-        if ms.abs() > 8.64e15 {
-            return Err("out of range".into());
-        }
-        return Ok(ms.round() as Millis);
-    }
-    // A numeric UTC offset is applied here; humantime parses the rest (UTC only).
-    let (base, offset_ms) = split_offset(s)?;
-    let t = humantime::parse_rfc3339_weak(base).map_err(|e| e.to_string())?;
-    let ms = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).map_err(|_| "out of range".to_string())?,
-        Err(e) => {
-            -i64::try_from(e.duration().as_millis()).map_err(|_| "out of range".to_string())?
-        }
-    };
-    Ok(ms - offset_ms)
-}
-
-/// Splits a trailing `+HH:MM` / `-HH:MM` (or `+HHMM`) offset off an RFC 3339 time.
-fn split_offset(s: &str) -> Result<(&str, Millis), String> {
-    let b = s.as_bytes();
-    // Date (10) + 'T' + time (8) at least before an offset.
-    if b.len() > 19 {
-        for len in [6usize, 5] {
-            if b.len() < 19 + len || !s.is_char_boundary(s.len() - len) {
-                continue;
-            }
-            let (head, tail) = s.split_at(s.len() - len);
-            let t = tail.as_bytes();
-            let sign = match t[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => continue,
-            };
-            let digits: String = tail[1..].chars().filter(|c| *c != ':').collect();
-            if digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                continue;
-            }
-            if len == 6 && t[3] != b':' {
-                continue;
-            }
-            let h: i64 = digits[..2].parse().map_err(|_| "bad offset".to_string())?;
-            let m: i64 = digits[2..].parse().map_err(|_| "bad offset".to_string())?;
-            if h > 23 || m > 59 {
-                return Err(format!("bad UTC offset {tail:?}"));
-            }
-            return Ok((head, sign * (h * 3_600_000 + m * 60_000)));
-        }
-    }
-    Ok((s, 0))
+    crate::timestamp::parse(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -41,8 +41,8 @@ impl fmt::Display for Format {
 pub const MAX_NAME_LEN: usize = 128;
 /// Most samples one frame may carry.
 pub const MAX_SAMPLES_PER_FRAME: usize = 256;
-/// Timestamps below this are unix seconds, at or above it unix milliseconds.
-pub const SECONDS_CUTOFF: i64 = 100_000_000_000;
+pub use crate::timestamp::SECONDS_CUTOFF;
+pub(crate) use crate::timestamp::{ms_from_f64, ms_from_i64};
 
 /// Why a frame was rejected. The message is meant to be logged as the reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -183,36 +183,8 @@ pub(crate) fn parse_value(field: &str, text: &str) -> Result<f64, DecodeError> {
     check_finite(field, v)
 }
 
-/// Converts an integer timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms;
-/// `None` when negative.
-pub(crate) fn ms_from_i64(v: i64) -> Option<Millis> {
-    if v < 0 {
-        None
-    } else if v < SECONDS_CUTOFF {
-        Some(v * 1000)
-    } else {
-        Some(v)
-    }
-}
-
-/// Converts a finite float timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms,
-/// rounded; `None` when negative or beyond the range of `Millis`.
-pub(crate) fn ms_from_f64(v: f64) -> Option<Millis> {
-    let ms = if v < SECONDS_CUTOFF as f64 {
-        v * 1000.0
-    } else {
-        v
-    }
-    .round();
-    // 2^63 is exactly representable; anything at or above it does not fit an i64.
-    if (0.0..9_223_372_036_854_775_808.0).contains(&ms) {
-        Some(ms as Millis)
-    } else {
-        None
-    }
-}
-
-/// Parses a timestamp from text (surrounding whitespace allowed): an integer, else a float.
+/// Parses a numeric timestamp from text (surrounding whitespace allowed): an integer, else a float.
+/// Calendar times are `crate::timestamp::calendar`'s.
 pub(crate) fn parse_ts(text: &str) -> Result<Millis, DecodeError> {
     let t = text.trim();
     let ms = match t.parse::<i64>() {

@@ -89,34 +89,9 @@ fn timestamp(field: &str, t: &Value) -> Result<Millis, DecodeError> {
             _ => None,
         }
         .ok_or_else(bad),
-        Value::String(s) => parse_ts(s).or_else(|_| rfc3339(s).ok_or_else(bad)),
+        Value::String(s) => parse_ts(s).or_else(|_| crate::timestamp::calendar(s).ok_or_else(bad)),
         _ => Err(bad()),
     }
-}
-
-/// RFC 3339 (`2025-11-21T10:00:00Z`, `…+01:00`, fractions) to unix ms.
-pub fn rfc3339(s: &str) -> Option<Millis> {
-    let s = s.trim();
-    // humantime reads only UTC (`Z`); an explicit offset is applied here.
-    let (base, offset_s) = match s
-        .len()
-        .checked_sub(6)
-        .and_then(|i| s.get(i..).map(|t| (i, t)))
-    {
-        Some((i, tail))
-            if (tail.starts_with('+') || tail.starts_with('-'))
-                && tail.as_bytes().get(3) == Some(&b':') =>
-        {
-            let sign: i64 = if tail.starts_with('-') { -1 } else { 1 };
-            let h: i64 = tail.get(1..3)?.parse().ok()?;
-            let m: i64 = tail.get(4..6)?.parse().ok()?;
-            (format!("{}Z", s.get(..i)?), sign * (h * 3600 + m * 60))
-        }
-        _ => (s.to_owned(), 0),
-    };
-    let t = humantime::parse_rfc3339(&base).ok()?;
-    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
-    Some(ms - offset_s * 1000)
 }
 
 #[cfg(test)]
