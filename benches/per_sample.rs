@@ -4,7 +4,7 @@
 //! `cargo bench --bench per_sample` prints ns/sample. For instructions (which carry over to a Pi
 //! better than x86 time), run the built binary under callgrind counting only the measured loop:
 //! `valgrind --tool=callgrind --toggle-collect='*measured*' target/release/deps/per_sample-<hash>
-//! --rounds 4` and divide `Collected` by the samples the run prints.
+//! --rounds 4 --only zscore` (or `--only ensemble`) and divide `Collected` by the samples it prints.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -65,9 +65,20 @@ fn core_for(detectors: &str) -> ShardCore {
     ShardCore::new(0, policies, status, 0)
 }
 
-/// Decodes and ingests every round once; the only code callgrind counts.
+/// The counted rounds: the only code callgrind counts (`--toggle-collect='*measured*'`).
 #[inline(never)]
 fn measured(
+    core: &mut ShardCore,
+    rounds: &[Vec<String>],
+    batch: &mut Batch,
+    alerts: &mut Vec<Alert>,
+) -> usize {
+    run(core, rounds, batch, alerts)
+}
+
+/// Decodes and ingests every round once.
+#[inline(never)]
+fn run(
     core: &mut ShardCore,
     rounds: &[Vec<String>],
     batch: &mut Batch,
@@ -99,20 +110,27 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(200usize);
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
     for (name, detectors) in [
         (
             "zscore",
             "detectors = [{ type = \"zscore\", window = 256, threshold = 6.0, warmup = 32 }]",
         ),
-        ("ensemble (default)", ""),
+        ("ensemble", ""),
     ] {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         let mut core = core_for(detectors);
         let mut batch = Batch::with_capacity(FRAMES);
         let mut alerts = Vec::new();
         // Steady state: every device's window and detector history warmed up (past the ensemble's
         // warm-up) before anything is counted.
         let warm: Vec<Vec<String>> = (0..64).map(frames).collect();
-        measured(&mut core, &warm, &mut batch, &mut alerts);
+        run(&mut core, &warm, &mut batch, &mut alerts);
         let work: Vec<Vec<String>> = (64..64 + rounds).map(frames).collect();
         let t = Instant::now();
         let n = measured(&mut core, &work, &mut batch, &mut alerts);
