@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use crate::analysis::actor::{QueryDevices, QuerySeries, ShardActor};
 use crate::analysis::shard::{DeviceView, SeriesError};
 use crate::auth::ApiToken;
-use crate::hub::Wire;
+use crate::protocol::Wire;
 use crate::model::AlertState;
 use crate::status::StatusBoard;
 use crate::store::{AlertFilter, QueryAlerts, StoreActor};

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{AlertFilter, Budget, Lane, Outbox, Store};
 use crate::config::StoreConfig;
-use crate::hub::{alert_json, gap_json, summary_json};
+use crate::protocol::{alert_json, gap_json, summary_json};
 use crate::model::{now_ms, Alert, Summary};
 
 /// How often queued upstream messages are made durable (and then offered to the sender).
@@ -27,7 +27,6 @@ pub struct UpstreamQueue {
     pub budget: Budget,
     /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
     pub flushed: watch::Sender<u64>,
-    pub stats: Arc<crate::upstream::UpstreamStats>,
 }
 
 pub struct StoreActor {
@@ -43,9 +42,6 @@ impl StoreActor {
             // What survived from a previous run is durable already.
             let last = u.outbox.last_seq();
             u.flushed.send_replace(last);
-            u.stats
-                .durable_seq
-                .store(last, std::sync::atomic::Ordering::Relaxed);
         }
         StoreActor {
             store,
@@ -83,9 +79,6 @@ impl StoreActor {
                 for u in &self.queues {
                     let seq = u.outbox.last_seq();
                     u.flushed.send_replace(seq);
-                    u.stats
-                        .durable_seq
-                        .store(seq, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.dirty = false;
             }
