@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{noise, write_config, Edgewatch, Sender};
+use common::{noise, write_config, Edgewatch, InProcess, Sender};
 use serde_json::Value;
 
 const T0: i64 = 1_763_000_000_000;
@@ -279,7 +279,7 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
          connect = \"{addr}\"\nformat = \"csv\"\nbackoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n"
     );
     let cfg = write_config(dir.path(), &body);
-    let ew = Edgewatch::start(&cfg);
+    let ew = InProcess::start(&cfg);
     for round in 0..2 {
         let (mut s, _) = peer.accept().expect("edgewatch connects");
         for i in 0..10 {
@@ -305,7 +305,7 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
 fn many_concurrent_clients_are_all_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &tcp_config(""));
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let tcp = ew.tcp_addr("tcp");
     let threads: Vec<_> = (0..16)
         .map(|c| {
@@ -354,7 +354,7 @@ format = "csv"
         .expect("cfg")
         .replace("[api]\n", "[api]\nws_buffer = 16\n");
     std::fs::write(&cfg, text).expect("write");
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let stalled = ew.ws(""); // connected, never reads
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     // Every sample flips the threshold detector: one alert message per sample.
