@@ -16,11 +16,11 @@ use crate::api::{self, ApiState};
 use crate::config::Resolved;
 use crate::hub::{AttachShards, Hub};
 use crate::model::now_ms;
+use crate::service::signals::Request as Signal;
+use crate::sinks::consumer;
 use crate::sources::route::Router;
 use crate::sources::SourceActor;
 use crate::status::{PipelineStats, SourceStats, StatusBoard};
-use crate::service::signals::Request;
-use crate::sinks::consumer;
 use crate::store::{Budget, SaveSnapshot, Store, StoreActor};
 use crate::upstream;
 
@@ -50,6 +50,17 @@ pub struct Bound {
     pub status: Arc<StatusBoard>,
 }
 
+/// What the embedding code (or a signal) asks of a running appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Re-read the config file (SIGHUP).
+    Reload,
+    /// Stop gracefully: stop sources, final snapshot and flush (SIGTERM, SIGINT).
+    Stop,
+    /// Stop at once without the final snapshot, as a crash would (what sled flushed survives).
+    Abandon,
+}
+
 /// Where the appliance takes stop and reload requests from.
 pub enum Control {
     /// SIGINT/SIGTERM stop it, SIGHUP reloads the config file (the binary).
@@ -62,7 +73,10 @@ impl Control {
     async fn next(&mut self, signals: &mut Option<crate::service::signals::Signals>) -> Request {
         match self {
             Control::Signals => match signals {
-                Some(s) => s.next().await,
+                Some(s) => match s.next().await {
+                    Signal::Reload => Request::Reload,
+                    Signal::Stop => Request::Stop,
+                },
                 None => Request::Stop,
             },
             Control::Channel(rx) => rx.recv().await.unwrap_or(Request::Stop),
@@ -98,11 +112,16 @@ impl Running {
 
     /// Stops gracefully (final snapshot and flush), like SIGTERM, and waits for the end.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        self.finish()
+        self.finish(Request::Stop)
     }
 
-    fn finish(&mut self) -> anyhow::Result<()> {
-        let _ = self.control.send(Request::Stop);
+    /// Stops at once without the final snapshot (what a drop does), and waits for the end.
+    pub fn abandon(mut self) -> anyhow::Result<()> {
+        self.finish(Request::Abandon)
+    }
+
+    fn finish(&mut self, how: Request) -> anyhow::Result<()> {
+        let _ = self.control.send(how);
         match self.thread.take() {
             Some(t) => t
                 .join()
@@ -112,9 +131,10 @@ impl Running {
     }
 }
 
+/// Dropping a running appliance abandons it (fast, like the binary's kill in tests).
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Err(e) = self.finish() {
+        if let Err(e) = self.finish(Request::Abandon) {
             tracing::error!(error = %e, "appliance stopped with an error");
         }
     }
@@ -143,7 +163,9 @@ pub fn start(resolved: Resolved) -> anyhow::Result<Running> {
         Err(_) => match thread.join() {
             Ok(Ok(())) => Err(anyhow::anyhow!("the appliance stopped during start-up")),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(anyhow::anyhow!("the appliance thread panicked during start-up")),
+            Err(_) => Err(anyhow::anyhow!(
+                "the appliance thread panicked during start-up"
+            )),
         },
     }
 }
@@ -177,7 +199,8 @@ pub fn serve(
             } else {
                 None
             };
-            let (queue, feed) = consumer::feed(store.outbox(), budget(&u.budget), true, &cfg.node_id);
+            let (queue, feed) =
+                consumer::feed(store.outbox(), budget(&u.budget), true, &cfg.node_id);
             queues.push(queue);
             let sender = upstream::client::Upstream {
                 cfg: u.clone(),
@@ -346,8 +369,20 @@ pub fn serve(
             actix_rt::spawn(crate::service::watchdog::run(watched, interval));
         }
 
-        while control.next(&mut signals).await == Request::Reload {
-            crate::reload::on_sighup(&mut reloader).await;
+        let how = loop {
+            match control.next(&mut signals).await {
+                Request::Reload => crate::reload::on_sighup(&mut reloader).await,
+                other => break other,
+            }
+        };
+        if how == Request::Abandon {
+            tracing::info!("abandoning: no final snapshot");
+            reloader.stop_all();
+            server_handle.stop(false).await;
+            for a in &arbiters {
+                a.stop();
+            }
+            return Ok(());
         }
         crate::service::notify::stopping();
         tracing::info!("shutting down: stopping sources, saving state");

@@ -52,7 +52,9 @@ impl Hub {
         if let Some((_, merger)) = &mut self.upstream {
             merger.add(&s);
         }
-        let _ = self.tx.send(Arc::new(Wire::summary(&self.node, Arc::new(s))));
+        let _ = self
+            .tx
+            .send(Arc::new(Wire::summary(&self.node, Arc::new(s))));
     }
 }
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiState};
-use crate::protocol::{self, Kind, Wire};
 use crate::model::AlertState;
+use crate::protocol::{self, Kind, Wire};
 
 /// A client that cannot take a message within this time is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -45,7 +45,8 @@ pub trait Session: Send {
 
     /// Writes `batch` (seq order, one lane) and returns how many it took from its front; fewer
     /// than all when a local queue is full (the rest is offered again after the next event).
-    fn send(&mut self, batch: Vec<Item>) -> impl Future<Output = Result<usize, Self::Error>> + Send;
+    fn send(&mut self, batch: Vec<Item>)
+        -> impl Future<Output = Result<usize, Self::Error>> + Send;
 
     /// Waits for the peer. Must be cancel-safe: the consumer drops it when new messages become
     /// durable.

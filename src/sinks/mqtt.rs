@@ -210,8 +210,7 @@ impl Output for Sink {
             status_topic: self.cfg.status_topic.clone(),
             node,
         };
-        if c
-            .client
+        if c.client
             .try_publish(
                 &status_topic,
                 QoS::AtLeastOnce,
@@ -232,7 +231,12 @@ impl consumer::Session for Connection {
     async fn send(&mut self, batch: Vec<Item>) -> Result<usize, SinkError> {
         let mut taken = 0;
         for item in batch {
-            let topic = render_topic(&self.alert_topic, &self.status_topic, &self.node, &item.json);
+            let topic = render_topic(
+                &self.alert_topic,
+                &self.status_topic,
+                &self.node,
+                &item.json,
+            );
             if self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, self.retain, item.json)

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::{AlertFilter, Budget, Lane, Outbox, Store};
 use crate::config::StoreConfig;
-use crate::protocol::{alert_json, gap_json, summary_json};
 use crate::model::{now_ms, Alert, Summary};
+use crate::protocol::{alert_json, gap_json, summary_json};
 
 /// How often queued upstream messages are made durable (and then offered to the sender).
 /// Each flush is a sled log write; grouping messages for 500 ms (sled's own flush period) keeps

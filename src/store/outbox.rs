@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::StoreError;
 use crate::model::Millis;
 
-pub use crate::protocol::{Gap, Lane};
 use crate::protocol::GAP_PREFIX;
+pub use crate::protocol::{Gap, Lane};
 
 /// Limits of the outbox (from `[upstream.budget]`).
 #[derive(Debug, Clone, Copy)]

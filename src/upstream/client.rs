@@ -153,9 +153,12 @@ impl consumer::Session for Connection {
     async fn next(&mut self) -> Result<Peer, UpstreamError> {
         // A ping whose write was interrupted (cancelled) is sent again first.
         if self.ping_due {
-            tokio::time::timeout(self.write_timeout, self.tx.send(Message::Ping(Default::default())))
-                .await
-                .map_err(|_| UpstreamError::WriteTimeout)??;
+            tokio::time::timeout(
+                self.write_timeout,
+                self.tx.send(Message::Ping(Default::default())),
+            )
+            .await
+            .map_err(|_| UpstreamError::WriteTimeout)??;
             self.ping_due = false;
         }
         tokio::select! {

@@ -22,43 +22,43 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 /// HTTP and WebSocket helpers of anything with an `api` address (the binary or in-process).
 macro_rules! api_helpers {
     () => {
-    pub fn get(&self, path: &str) -> Value {
-        let url = format!("http://{}{path}", self.api);
-        match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-            Ok(r) => r.into_json().expect("json body"),
-            Err(e) => panic!("GET {url}: {e}"),
-        }
-    }
-
-    /// Status code and body of a GET, also for errors.
-    pub fn get_status(&self, path: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.api);
-        match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => panic!("GET {url}: {e}"),
-        }
-    }
-
-    pub fn ws(&self, query: &str) -> Ws {
-        Ws::connect(&format!("ws://{}/ws{query}", self.api))
-    }
-
-    /// Polls `path` until `pred` holds, returns the last value.
-    pub fn poll(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + timeout;
-        loop {
-            let v = self.get(path);
-            if pred(&v) {
-                return v;
+        pub fn get(&self, path: &str) -> Value {
+            let url = format!("http://{}{path}", self.api);
+            match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+                Ok(r) => r.into_json().expect("json body"),
+                Err(e) => panic!("GET {url}: {e}"),
             }
-            assert!(
-                Instant::now() < end,
-                "condition on {path} not met within {timeout:?}; last: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-    }
+
+        /// Status code and body of a GET, also for errors.
+        pub fn get_status(&self, path: &str) -> (u16, String) {
+            let url = format!("http://{}{path}", self.api);
+            match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+                Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+                Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+                Err(e) => panic!("GET {url}: {e}"),
+            }
+        }
+
+        pub fn ws(&self, query: &str) -> Ws {
+            Ws::connect(&format!("ws://{}/ws{query}", self.api))
+        }
+
+        /// Polls `path` until `pred` holds, returns the last value.
+        pub fn poll(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+            let end = Instant::now() + timeout;
+            loop {
+                let v = self.get(path);
+                if pred(&v) {
+                    return v;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "condition on {path} not met within {timeout:?}; last: {v}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     };
 }
 
@@ -276,10 +276,11 @@ impl InProcess {
     api_helpers!();
 }
 
+/// Like killing the binary: no final snapshot, no waiting for the store's backlog.
 impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(app) = self.app.take() {
-            let _ = app.stop();
+            let _ = app.abandon();
         }
     }
 }
