@@ -230,7 +230,7 @@ pub fn serve(
         .context("cannot start the async runtime")?;
     // actix needs its System (a LocalSet) on top of tokio's multi-thread runtime.
     let system = actix_rt::System::with_tokio_rt(move || runtime);
-    let result: anyhow::Result<()> = system.block_on(async move {
+    let result: anyhow::Result<Vec<Arbiter>> = system.block_on(async move {
         let status = Arc::new(StatusBoard {
             node_id: cfg.node_id.clone(),
             started_at: now_ms(),
@@ -382,7 +382,7 @@ pub fn serve(
             for a in &arbiters {
                 a.stop();
             }
-            return Ok(());
+            return Ok(arbiters);
         }
         crate::service::notify::stopping();
         tracing::info!("shutting down: stopping sources, saving state");
@@ -406,9 +406,17 @@ pub fn serve(
         for a in &arbiters {
             a.stop();
         }
-        Ok(())
+        Ok(arbiters)
     });
-    result
+    // Wait for the store's and shards' threads, so that sled is closed (its lock released) when
+    // this returns: an embedder may open the same data directory again at once.
+    drop(system);
+    for a in result? {
+        if a.join().is_err() {
+            tracing::error!("an arbiter thread panicked");
+        }
+    }
+    Ok(())
 }
 
 /// Stops a source (at shutdown, or when a reload removes it).

@@ -295,3 +295,151 @@ async fn session<O: Output>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::store::Store;
+
+    /// An output whose wire is a channel the test reads and whose peer is a channel the test writes.
+    struct Fake {
+        wire: mpsc::UnboundedSender<(u32, u64)>,
+        peer: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Peer>>>,
+        sessions: u32,
+    }
+
+    struct FakeSession {
+        n: u32,
+        wire: mpsc::UnboundedSender<(u32, u64)>,
+        peer: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Peer>>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("fake: {0}")]
+    struct FakeError(#[from] StoreError);
+
+    impl Output for Fake {
+        type Session = FakeSession;
+        fn label(&self) -> (&str, &str) {
+            ("fake", "mem://")
+        }
+        fn summaries(&self) -> bool {
+            true
+        }
+        fn window(&self) -> usize {
+            8
+        }
+        fn delivery(&self) -> Delivery {
+            Delivery::Acked
+        }
+        fn backoff(&self) -> Backoff {
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(5))
+        }
+        async fn connect(&mut self, _: &Outbox) -> Result<FakeSession, FakeError> {
+            self.sessions += 1;
+            Ok(FakeSession {
+                n: self.sessions,
+                wire: self.wire.clone(),
+                peer: self.peer.clone(),
+            })
+        }
+    }
+
+    impl Session for FakeSession {
+        type Error = FakeError;
+        async fn send(&mut self, batch: Vec<Item>) -> Result<usize, FakeError> {
+            for i in &batch {
+                let _ = self.wire.send((self.n, i.seq));
+            }
+            Ok(batch.len())
+        }
+        async fn next(&mut self) -> Result<Peer, FakeError> {
+            Ok(self
+                .peer
+                .lock()
+                .await
+                .recv()
+                .await
+                .unwrap_or(Peer::Shutdown))
+        }
+    }
+
+    async fn recv(rx: &mut mpsc::UnboundedReceiver<(u32, u64)>) -> Option<(u32, u64)> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn sends_only_what_is_durable_deletes_on_ack_and_resends_the_rest_after_a_reconnect() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path(), 1 << 20).expect("store");
+        let outbox = store.outbox();
+        let budget = Budget {
+            max_bytes: 1 << 30,
+            max_age_ms: 1 << 40,
+            alert_max_bytes: 1 << 30,
+        };
+        let (queue, feed) = super::feed(outbox.clone(), budget, true, "n");
+        for _ in 0..3 {
+            outbox
+                .append(Lane::Alert, 0, |s| format!("{{\"seq\":{s}}}").into_bytes())
+                .expect("append");
+        }
+        outbox
+            .append(Lane::Summary, 0, |s| {
+                format!("{{\"seq\":{s}}}").into_bytes()
+            })
+            .expect("append");
+        queue.flushed.send_replace(2);
+        let stats = feed.stats.clone();
+        let (wire_tx, mut wire) = mpsc::unbounded_channel();
+        let (peer, peer_rx) = mpsc::unbounded_channel();
+        let fake = Fake {
+            wire: wire_tx,
+            peer: Arc::new(tokio::sync::Mutex::new(peer_rx)),
+            sessions: 0,
+        };
+        let task = tokio::spawn(run(fake, feed));
+
+        assert_eq!(recv(&mut wire).await, Some((1, 1)));
+        assert_eq!(recv(&mut wire).await, Some((1, 2)));
+        // 3 and 4 are not durable yet: nothing more is sent.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), wire.recv())
+                .await
+                .is_err()
+        );
+        queue.flushed.send_replace(4);
+        assert_eq!(recv(&mut wire).await, Some((1, 3)), "alerts first");
+        assert_eq!(recv(&mut wire).await, Some((1, 4)), "then summaries");
+
+        peer.send(Peer::Acked(vec![1, 4])).expect("ack");
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while outbox.len(Lane::Alert) != 2 || outbox.len(Lane::Summary) != 0 {
+            assert!(std::time::Instant::now() < end, "acks not applied");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(stats.acked.load(Relaxed), 2);
+
+        // The peer goes away: the next session starts again at the oldest unacknowledged.
+        peer.send(Peer::Closed).expect("close");
+        assert_eq!(recv(&mut wire).await, Some((2, 2)));
+        assert_eq!(recv(&mut wire).await, Some((2, 3)));
+        assert_eq!(stats.connects.load(Relaxed), 2);
+        assert_eq!(stats.sent.load(Relaxed), 6);
+        assert_eq!(stats.durable_seq(), 4);
+
+        // The store stopping ends the consumer.
+        drop(queue);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("consumer ends when the store stops")
+            .expect("no panic");
+    }
+}
