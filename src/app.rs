@@ -249,8 +249,12 @@ pub fn serve(
         });
 
         let store_arbiter = Arbiter::new();
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retention = cfg.store.clone();
-        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention, queues));
+        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), {
+            let abandoned = abandoned.clone();
+            move |_| StoreActor::new(store, retention, queues).abandoned_by(abandoned)
+        });
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
         let mut sinks = Vec::new();
@@ -377,6 +381,7 @@ pub fn serve(
         };
         if how == Request::Abandon {
             tracing::info!("abandoning: no final snapshot");
+            abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
             reloader.stop_all();
             server_handle.stop(false).await;
             for a in &arbiters {

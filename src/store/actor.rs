@@ -1,6 +1,7 @@
 //! Actix shell around `Store`: runs on its own arbiter so disk work never blocks analysis; logs
 //! alerts, queues upstream messages (flushed in groups every 500 ms), writes snapshots, retention.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct StoreActor {
     retention: StoreConfig,
     queues: Vec<UpstreamQueue>,
     dirty: bool,
+    /// Set when the appliance is abandoned (in-process stop without saving): queued writes are
+    /// skipped, as a crash would lose them, so the thread ends at once.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl StoreActor {
@@ -48,7 +52,18 @@ impl StoreActor {
             retention,
             queues,
             dirty: false,
+            abandoned: Arc::default(),
         }
+    }
+
+    /// Shares the flag that makes the actor skip its queued writes (see `app::Request::Abandon`).
+    pub fn abandoned_by(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.abandoned = flag;
+        self
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Relaxed)
     }
 
     /// Applies each outbox budget (queueing `gap` notices), flushes, and announces the new
@@ -142,6 +157,9 @@ pub struct LogAlerts(pub Vec<Alert>);
 impl Handler<LogAlerts> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: LogAlerts, _: &mut Self::Context) {
+        if self.is_abandoned() {
+            return;
+        }
         for a in &msg.0 {
             if let Err(e) = self.store.log_alert(a) {
                 tracing::error!(error = %e, alert = %a.id, "cannot write alert log");
@@ -159,6 +177,9 @@ pub struct QueueSummary(pub Arc<Summary>);
 impl Handler<QueueSummary> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: QueueSummary, _: &mut Self::Context) {
+        if self.is_abandoned() {
+            return;
+        }
         self.queue(Lane::Summary, |node, seq| {
             summary_json(node, Some(seq), &msg.0)
         });
