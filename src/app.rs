@@ -1,6 +1,8 @@
 //! Wires the appliance together: store → hub → analyzer shards (one arbiter each) → router →
-//! sources, then the API; and shuts it down gracefully (final snapshot and flush) on SIGINT/SIGTERM.
+//! sources, outputs, then the API; shuts it down gracefully (final snapshot and flush) on request.
+//! `run` is the binary's (signals); `start` runs it in-process on a thread of its own (tests).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +16,22 @@ use crate::api::{self, ApiState};
 use crate::config::Resolved;
 use crate::hub::{AttachShards, Hub};
 use crate::model::now_ms;
+use crate::service::signals::Request as Signal;
+use crate::sinks::consumer;
 use crate::sources::route::Router;
 use crate::sources::SourceActor;
 use crate::status::{PipelineStats, SourceStats, StatusBoard};
-use crate::store::{Budget, SaveSnapshot, Store, StoreActor, UpstreamQueue};
+use crate::store::{Budget, SaveSnapshot, Store, StoreActor};
 use crate::upstream;
+
+/// An outbox budget from its config section.
+fn budget(b: &crate::config::OutboxBudget) -> Budget {
+    Budget {
+        max_bytes: b.max_bytes,
+        max_age_ms: b.max_age.as_ms(),
+        alert_max_bytes: b.alert_max_bytes.unwrap_or(b.max_bytes),
+    }
+}
 
 /// Number of analyzer shards for a config (0 = one per core).
 pub fn shard_count(resolved: &Resolved) -> usize {
@@ -28,15 +41,155 @@ pub fn shard_count(resolved: &Resolved) -> usize {
     }
 }
 
-/// Runs the appliance until SIGINT or SIGTERM. Blocks the calling thread.
+/// What a running appliance has bound, reported once it is up (sources healthy or 10 s passed).
+#[derive(Clone)]
+pub struct Bound {
+    /// The API, dashboard and `/ws` address.
+    pub api: SocketAddr,
+    /// Counters and health, as `/api/status` shows them (TCP listeners' addresses included).
+    pub status: Arc<StatusBoard>,
+}
+
+/// What the embedding code (or a signal) asks of a running appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Re-read the config file (SIGHUP).
+    Reload,
+    /// Stop gracefully: stop sources, final snapshot and flush (SIGTERM, SIGINT).
+    Stop,
+    /// Stop at once without the final snapshot, as a crash would (what sled flushed survives).
+    Abandon,
+}
+
+/// Where the appliance takes stop and reload requests from.
+pub enum Control {
+    /// SIGINT/SIGTERM stop it, SIGHUP reloads the config file (the binary).
+    Signals,
+    /// Requests sent by the embedding code (tests); closing the channel stops it too.
+    Channel(tokio::sync::mpsc::UnboundedReceiver<Request>),
+}
+
+impl Control {
+    async fn next(&mut self, signals: &mut Option<crate::service::signals::Signals>) -> Request {
+        match self {
+            Control::Signals => match signals {
+                Some(s) => match s.next().await {
+                    Signal::Reload => Request::Reload,
+                    Signal::Stop => Request::Stop,
+                },
+                None => Request::Stop,
+            },
+            Control::Channel(rx) => rx.recv().await.unwrap_or(Request::Stop),
+        }
+    }
+}
+
+/// An appliance running in this process on its own thread (see [`start`]).
+pub struct Running {
+    bound: Bound,
+    control: tokio::sync::mpsc::UnboundedSender<Request>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    pub fn api(&self) -> SocketAddr {
+        self.bound.api
+    }
+
+    pub fn status(&self) -> &Arc<StatusBoard> {
+        &self.bound.status
+    }
+
+    /// Where the TCP source `id` listens (server mode), once it is bound.
+    pub fn tcp_addr(&self, id: &str) -> Option<SocketAddr> {
+        self.bound.status.listen_addr(id)
+    }
+
+    /// Reloads the config file, like SIGHUP.
+    pub fn reload(&self) {
+        let _ = self.control.send(Request::Reload);
+    }
+
+    /// Stops gracefully (final snapshot and flush), like SIGTERM, and waits for the end.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.finish(Request::Stop)
+    }
+
+    /// Stops at once without the final snapshot (what a drop does), and waits for the end.
+    pub fn abandon(mut self) -> anyhow::Result<()> {
+        self.finish(Request::Abandon)
+    }
+
+    fn finish(&mut self, how: Request) -> anyhow::Result<()> {
+        let _ = self.control.send(how);
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the appliance thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Dropping a running appliance abandons it (fast, like the binary's kill in tests).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish(Request::Abandon) {
+            tracing::error!(error = %e, "appliance stopped with an error");
+        }
+    }
+}
+
+/// Starts the appliance on a thread of its own and returns once it is up, with what it bound
+/// (port 0 in `api.listen` or a TCP source's `listen` gets a free port). Tests use this.
+pub fn start(resolved: Resolved) -> anyhow::Result<Running> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("edgewatch-app".into())
+        .spawn(move || {
+            serve(resolved, Control::Channel(rx), move |b| {
+                let _ = ready_tx.send(b);
+            })
+        })
+        .context("cannot start the appliance thread")?;
+    match ready_rx.recv() {
+        Ok(bound) => Ok(Running {
+            bound,
+            control: tx,
+            thread: Some(thread),
+        }),
+        // It ended before it was up: its error says why.
+        Err(_) => match thread.join() {
+            Ok(Ok(())) => Err(anyhow::anyhow!("the appliance stopped during start-up")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(anyhow::anyhow!(
+                "the appliance thread panicked during start-up"
+            )),
+        },
+    }
+}
+
+/// Runs the appliance until SIGINT or SIGTERM (SIGHUP reloads). Blocks the calling thread.
 pub fn run(resolved: Resolved) -> anyhow::Result<()> {
+    serve(resolved, Control::Signals, |_| {})
+}
+
+/// Runs the appliance until `control` asks it to stop; `on_ready` gets the bound addresses once
+/// it is up. Blocks the calling thread (it runs the actix system).
+pub fn serve(
+    resolved: Resolved,
+    mut control: Control,
+    on_ready: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
     let cfg = resolved.config.clone();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let store = Store::open(&cfg.data_dir, cfg.store.cache_bytes)
         .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
     let saved = store.load_snapshots().context("cannot read saved state")?;
-    let upstream = match &cfg.upstream {
+    let mut queues = Vec::new();
+    let sender = match &cfg.upstream {
         None => None,
         Some(u) => {
             let token = upstream::read_token(u.token_file.as_deref(), u.token_env.as_deref())
@@ -46,36 +199,17 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
-            let budget = Budget {
-                max_bytes: u.budget.max_bytes,
-                max_age_ms: u.budget.max_age.as_ms(),
-                alert_max_bytes: u.budget.alert_max_bytes.unwrap_or(u.budget.max_bytes),
-            };
-            let stats = Arc::new(upstream::UpstreamStats::default());
-            let queue = UpstreamQueue {
-                outbox: store.outbox(),
-                summaries: true,
-                node: cfg.node_id.clone(),
-                budget,
-                flushed: flushed_tx,
-                stats: stats.clone(),
-            };
+            let (queue, feed) =
+                consumer::feed(store.outbox(), budget(&u.budget), true, &cfg.node_id);
+            queues.push(queue);
             let sender = upstream::client::Upstream {
                 cfg: u.clone(),
                 node: cfg.node_id.clone(),
-                outbox: store.outbox(),
-                flushed: flushed_rx,
-                stats,
                 token,
                 tls,
             };
-            Some((queue, sender))
+            Some((sender, feed))
         }
-    };
-    let (mut queues, sender) = match upstream {
-        Some((q, s)) => (vec![q], Some(s)),
-        None => (Vec::new(), None),
     };
     // `[[sink]]`: each gets its own outbox in the store.
     let mut sink_parts = Vec::new();
@@ -84,35 +218,19 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         let outbox = store
             .named_outbox(&format!("mqtt_{}", m.id))
             .with_context(|| format!("cannot open the outbox of sink {:?}", m.id))?;
-        let (flushed_tx, flushed_rx) = tokio::sync::watch::channel(0);
-        let stats = Arc::new(upstream::UpstreamStats::default());
-        queues.push(UpstreamQueue {
-            outbox: outbox.clone(),
-            summaries: false,
-            node: cfg.node_id.clone(),
-            budget: Budget {
-                max_bytes: m.budget.max_bytes,
-                max_age_ms: m.budget.max_age.as_ms(),
-                alert_max_bytes: m.budget.alert_max_bytes.unwrap_or(m.budget.max_bytes),
-            },
-            flushed: flushed_tx,
-            stats: stats.clone(),
-        });
-        sink_parts.push((m.clone(), outbox, flushed_rx, stats));
+        let (queue, feed) = consumer::feed(outbox, budget(&m.budget), false, &cfg.node_id);
+        queues.push(queue);
+        sink_parts.push((m.clone(), feed));
     }
 
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("edgewatch-io")
-            .build()
-            .unwrap_or_else(|e| {
-                // Building a runtime fails only when the OS refuses threads; nothing to run then.
-                eprintln!("edgewatch: cannot start the async runtime: {e}");
-                std::process::exit(1)
-            })
-    });
-    let result: anyhow::Result<()> = system.block_on(async move {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edgewatch-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    // actix needs its System (a LocalSet) on top of tokio's multi-thread runtime.
+    let system = actix_rt::System::with_tokio_rt(move || runtime);
+    let result: anyhow::Result<Vec<Arbiter>> = system.block_on(async move {
         let status = Arc::new(StatusBoard {
             node_id: cfg.node_id.clone(),
             started_at: now_ms(),
@@ -123,24 +241,28 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                     .collect(),
             ),
             pipeline: PipelineStats::default(),
-            upstream: sender.as_ref().map(|s| (s.stats.clone(), s.outbox.clone())),
+            upstream: sender.as_ref().map(|(_, f)| (f.stats.clone(), f.outbox.clone())),
             sinks: sink_parts
                 .iter()
-                .map(|(m, o, _, st)| (m.id.clone(), st.clone(), o.clone()))
+                .map(|(m, f)| (m.id.clone(), f.stats.clone(), f.outbox.clone()))
                 .collect(),
         });
 
         let store_arbiter = Arbiter::new();
+        let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retention = cfg.store.clone();
-        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), move |_| StoreActor::new(store, retention, queues));
+        let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), {
+            let abandoned = abandoned.clone();
+            move |_| StoreActor::new(store, retention, queues).abandoned_by(abandoned)
+        });
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
         let mut sinks = Vec::new();
-        for (m, outbox, flushed, stats) in sink_parts {
+        for (m, feed) in sink_parts {
             let id = m.id.clone();
-            let sink = crate::sinks::mqtt::Sink::new(m, cfg.node_id.clone(), outbox, flushed, stats, events.subscribe())
+            let sink = crate::sinks::mqtt::Sink::new(m, cfg.node_id.clone(), events.subscribe())
                 .with_context(|| format!("sink {id:?}"))?;
-            sinks.push(sink);
+            sinks.push((sink, feed));
         }
         let hub = Hub::new(
             cfg.node_id.clone(),
@@ -178,12 +300,12 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
                 if restored > 0 {
                     tracing::info!(shard = i, devices = restored, "state restored");
                 }
-                ShardActor::new(core, rx, hub, store, persist)
+                ShardActor::new(core, rx, hub.recipient(), store, persist)
             }));
             arbiters.push(arbiter);
         }
         drop(saved);
-        hub.do_send(AttachShards(shards.clone()));
+        hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
         let router = Router::new(senders);
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
@@ -216,13 +338,13 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             "edgewatch running: dashboard/API at http://{addr}/  live alerts at ws://{addr}/ws  status at http://{addr}/api/status"
         );
 
-        for sink in sinks {
+        for (sink, feed) in sinks {
             tracing::info!(sink = %sink.cfg.id, url = %sink.cfg.url, "publishing alerts to an MQTT broker");
-            tokio::spawn(crate::sinks::mqtt::run(sink));
+            tokio::spawn(crate::sinks::mqtt::run(sink, feed));
         }
-        if let Some(sender) = sender {
+        if let Some((sender, feed)) = sender {
             tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");
-            tokio::spawn(upstream::run(sender));
+            tokio::spawn(upstream::run(sender, feed));
         }
 
         let ticker = status.clone();
@@ -236,8 +358,9 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
 
         // systemd: READY=1 now that sources, store and API are up; then the watchdog.
         // From here on SIGHUP reloads; it never kills us.
-        let mut signals = crate::service::signals::Signals::install();
+        let mut signals = matches!(control, Control::Signals).then(crate::service::signals::Signals::install);
         crate::service::notify::ready_when_up(&status, &addr.to_string(), Duration::from_secs(10)).await;
+        on_ready(Bound { api: addr, status: status.clone() });
         if let Some(interval) = crate::service::notify::watchdog_interval() {
             let mut watched: Vec<crate::service::watchdog::Watched> = shards
                 .iter()
@@ -250,8 +373,21 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
             actix_rt::spawn(crate::service::watchdog::run(watched, interval));
         }
 
-        while signals.next().await == crate::service::signals::Request::Reload {
-            crate::reload::on_sighup(&mut reloader).await;
+        let how = loop {
+            match control.next(&mut signals).await {
+                Request::Reload => crate::reload::on_sighup(&mut reloader).await,
+                other => break other,
+            }
+        };
+        if how == Request::Abandon {
+            tracing::info!("abandoning: no final snapshot");
+            abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+            reloader.stop_all();
+            server_handle.stop(false).await;
+            for a in &arbiters {
+                a.stop();
+            }
+            return Ok(arbiters);
         }
         crate::service::notify::stopping();
         tracing::info!("shutting down: stopping sources, saving state");
@@ -275,9 +411,17 @@ pub fn run(resolved: Resolved) -> anyhow::Result<()> {
         for a in &arbiters {
             a.stop();
         }
-        Ok(())
+        Ok(arbiters)
     });
-    result
+    // Wait for the store's and shards' threads, so that sled is closed (its lock released) when
+    // this returns: an embedder may open the same data directory again at once.
+    drop(system);
+    for a in result? {
+        if a.join().is_err() {
+            tracing::error!("an arbiter thread panicked");
+        }
+    }
+    Ok(())
 }
 
 /// Stops a source (at shutdown, or when a reload removes it).

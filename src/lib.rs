@@ -11,6 +11,7 @@ pub mod decode;
 pub mod hub;
 pub mod model;
 pub mod mqtt;
+pub mod protocol;
 pub mod reload;
 pub mod replay;
 pub mod service;

@@ -29,6 +29,8 @@ pub struct SourceStats {
     last_error: Mutex<Option<(Millis, String)>>,
     /// Per polled device (Modbus slaves); empty for other sources. Updated once per poll round.
     units: Mutex<Vec<UnitView>>,
+    /// Where a listening source is bound (port 0 resolved), for in-process tests and embedders.
+    listen: Mutex<Option<std::net::SocketAddr>>,
 }
 
 impl SourceStats {
@@ -48,7 +50,19 @@ impl SourceStats {
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
             units: Mutex::new(Vec::new()),
+            listen: Mutex::new(None),
         }
+    }
+
+    /// Records the address a listening source is bound to.
+    pub fn set_listen_addr(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut g) = self.listen.lock() {
+            *g = Some(addr);
+        }
+    }
+
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.lock().ok().and_then(|g| *g)
     }
 
     /// Replaces the per-device health list (not for the per-frame path).
@@ -131,6 +145,12 @@ pub struct StatusBoard {
 }
 
 impl StatusBoard {
+    /// Where the source `id` listens, once it is bound (TCP server mode).
+    pub fn listen_addr(&self, id: &str) -> Option<std::net::SocketAddr> {
+        let g = self.sources.read().ok()?;
+        g.iter().find(|s| s.id == id).and_then(|s| s.listen_addr())
+    }
+
     /// A board for these sources, started now, without upstream.
     pub fn new(node_id: &str, sources: Vec<Arc<SourceStats>>) -> Self {
         StatusBoard {

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{write_config, Edgewatch, Sender, BIN};
+use common::{write_config, InProcess, Sender, BIN};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue};
 
@@ -39,7 +39,7 @@ listen = "127.0.0.1:0"
 }
 
 /// Status and JSON body of a GET with an optional `Authorization` header.
-fn get(ew: &Edgewatch, path: &str, auth: Option<&str>) -> (u16, Value) {
+fn get(ew: &InProcess, path: &str, auth: Option<&str>) -> (u16, Value) {
     let url = format!("http://{}{path}", ew.api);
     let mut req = ureq::get(&url).timeout(Duration::from_secs(10));
     if let Some(a) = auth {
@@ -80,7 +80,7 @@ fn token_guards_api_and_ws_but_not_health_or_dashboard() {
     let tok = dir.path().join("token");
     std::fs::write(&tok, format!("  {TOKEN}\n")).expect("write token");
     let cfg = config(dir.path(), &tok.display().to_string());
-    let ew = Edgewatch::start(&cfg);
+    let ew = InProcess::start(&cfg);
     let bearer = format!("Bearer {TOKEN}");
 
     for path in [
@@ -137,7 +137,7 @@ fn token_guards_api_and_ws_but_not_health_or_dashboard() {
 fn without_a_token_file_the_api_is_open_and_a_missing_file_stops_start_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), "");
-    let ew = Edgewatch::start(&cfg);
+    let ew = InProcess::start(&cfg);
     assert_eq!(ew.get_status("/api/status").0, 200);
     drop(ew);
 
@@ -182,7 +182,7 @@ kind = "tcp"
 listen = "127.0.0.1:0"
 "#,
     );
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     let t0 = 1_763_000_000_000i64;
     for i in 0..60i64 {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{noise, write_config, Edgewatch, Sender};
+use common::{noise, write_config, Edgewatch, InProcess, Sender};
 use serde_json::Value;
 
 const T0: i64 = 1_763_000_000_000;
@@ -269,6 +269,40 @@ fn sigterm_saves_state_even_between_snapshots() {
     assert_eq!(total(&ew, "d", "m"), 30);
 }
 
+/// The in-process seam: `stop` is the graceful path (final snapshot), and a second appliance on
+/// the same data directory resumes from it; dropping one instead (abandon) loses what was not saved.
+#[test]
+fn in_process_stop_saves_state_and_an_abandoned_run_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = tcp_config("").replace("persist_interval = \"1s\"", "persist_interval = \"1h\"");
+    let cfg = write_config(dir.path(), &body);
+    let feed = |ew: &mut InProcess, device: &str| {
+        let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
+        for i in 0..30 {
+            tx.line(&json_line(device, "m", i, i as f64));
+        }
+        ew.poll("/api/devices", Duration::from_secs(10), |d| {
+            metric(d, device, "m").is_some_and(|m| m["total"] == 30)
+        });
+    };
+    let mut ew = InProcess::start(&cfg);
+    feed(&mut ew, "kept");
+    ew.stop();
+    let mut ew = InProcess::start(&cfg);
+    let devices = ew.get("/api/devices");
+    assert_eq!(
+        metric(&devices, "kept", "m").and_then(|m| m["total"].as_u64()),
+        Some(30),
+        "{devices}"
+    );
+    feed(&mut ew, "lost");
+    drop(ew);
+    let ew = InProcess::start(&cfg);
+    let devices = ew.get("/api/devices");
+    assert!(metric(&devices, "kept", "m").is_some(), "{devices}");
+    assert!(metric(&devices, "lost", "m").is_none(), "{devices}");
+}
+
 #[test]
 fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -279,7 +313,7 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
          connect = \"{addr}\"\nformat = \"csv\"\nbackoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n"
     );
     let cfg = write_config(dir.path(), &body);
-    let ew = Edgewatch::start(&cfg);
+    let ew = InProcess::start(&cfg);
     for round in 0..2 {
         let (mut s, _) = peer.accept().expect("edgewatch connects");
         for i in 0..10 {
@@ -305,7 +339,7 @@ fn tcp_client_mode_reconnects_after_the_peer_goes_away() {
 fn many_concurrent_clients_are_all_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), &tcp_config(""));
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let tcp = ew.tcp_addr("tcp");
     let threads: Vec<_> = (0..16)
         .map(|c| {
@@ -354,7 +388,7 @@ format = "csv"
         .expect("cfg")
         .replace("[api]\n", "[api]\nws_buffer = 16\n");
     std::fs::write(&cfg, text).expect("write");
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let stalled = ew.ws(""); // connected, never reads
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     // Every sample flips the threshold detector: one alert message per sample.

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::receiver::{of_type, Behaviour, Receiver};
-use common::{write_config, Edgewatch, Sender};
+use common::{write_config, Edgewatch, InProcess, Sender};
 use serde_json::Value;
 
 /// Every sample flips a threshold detector: one alert message per sample (firing, resolved, ...).
@@ -65,8 +65,8 @@ fn strictly_increasing(v: &[u64]) -> bool {
     v.windows(2).all(|w| w[0] < w[1])
 }
 
-fn upstream_status(ew: &Edgewatch) -> Value {
-    ew.get("/api/status")["upstream"].clone()
+fn upstream_status(api: &str) -> Value {
+    common::get_json(&format!("http://{api}/api/status"))["upstream"].clone()
 }
 
 /// Alerts per connection must arrive in seq order; across connections a resend may repeat.
@@ -95,7 +95,7 @@ fn assert_ordered_per_connection(log: &[(usize, Value)]) {
 fn acking_receiver_gets_every_alert_once_in_order_and_the_outbox_empties() {
     let rx = Receiver::start("127.0.0.1:0", Behaviour::default());
     let dir = tempfile::tempdir().expect("tmp");
-    let mut ew = Edgewatch::start(&write_config(dir.path(), &config(&rx.url(), "")));
+    let mut ew = InProcess::start(&write_config(dir.path(), &config(&rx.url(), "")));
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     flip(&mut tx, "d1", 200);
     rx.wait(Duration::from_secs(20), "200 alerts", |l| {
@@ -135,14 +135,14 @@ fn alerts_raised_while_the_receiver_is_down_arrive_when_it_is_back() {
         .port();
     let url = format!("ws://127.0.0.1:{port}");
     let dir = tempfile::tempdir().expect("tmp");
-    let mut ew = Edgewatch::start(&write_config(dir.path(), &config(&url, "")));
+    let mut ew = InProcess::start(&write_config(dir.path(), &config(&url, "")));
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     flip(&mut tx, "down", 50);
     ew.poll("/api/status", Duration::from_secs(10), |s| {
         s["upstream"]["outbox_alerts"] == 50
     });
     std::thread::sleep(Duration::from_millis(500)); // a few reconnect attempts fail meanwhile
-    assert_eq!(upstream_status(&ew)["connected"], false);
+    assert_eq!(upstream_status(&ew.api)["connected"], false);
     let rx = Receiver::start(&format!("127.0.0.1:{port}"), Behaviour::default());
     rx.wait(Duration::from_secs(15), "50 alerts", |l| {
         of_type(l, "alert").len() >= 50
@@ -175,7 +175,7 @@ fn a_connection_dropped_mid_batch_resumes_from_the_first_unacknowledged() {
     };
     let rx = Receiver::start("127.0.0.1:0", b);
     let dir = tempfile::tempdir().expect("tmp");
-    let mut ew = Edgewatch::start(&write_config(dir.path(), &config(&rx.url(), "")));
+    let mut ew = InProcess::start(&write_config(dir.path(), &config(&rx.url(), "")));
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     flip(&mut tx, "mid", 100);
     rx.wait(Duration::from_secs(20), "all 100 alerts", |l| {
@@ -232,7 +232,7 @@ fn a_slow_receiver_never_slows_analysis() {
     };
     let rx = Receiver::start("127.0.0.1:0", b);
     let dir = tempfile::tempdir().expect("tmp");
-    let mut ew = Edgewatch::start(&write_config(dir.path(), &config(&rx.url(), "window = 32")));
+    let mut ew = InProcess::start(&write_config(dir.path(), &config(&rx.url(), "window = 32")));
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     flip(&mut tx, "slow", 2000);
     // Analysis finishes long before delivery (2000 messages at 5 ms each take 10 s).
@@ -273,7 +273,7 @@ fn kill_9_during_an_outage_loses_no_alert() {
     ew.kill9();
     let ew = Edgewatch::start(&cfg);
     assert_eq!(
-        upstream_status(&ew)["outbox_alerts"],
+        upstream_status(&ew.api)["outbox_alerts"],
         40,
         "the outbox survived kill -9"
     );
@@ -319,7 +319,7 @@ fn the_disk_budget_keeps_alerts_over_summaries_and_reports_gaps() {
         dir.path(),
         &config(&format!("ws://127.0.0.1:{port}"), budget),
     );
-    let mut ew = Edgewatch::start(&cfg);
+    let mut ew = InProcess::start(&cfg);
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     // Phase 1: 20 alerts, then summaries of 60 device metrics every 200 ms overflow the budget.
     flip(&mut tx, "keep", 20);
@@ -330,7 +330,7 @@ fn the_disk_budget_keeps_alerts_over_summaries_and_reports_gaps() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         tx.send(noise.as_bytes());
-        let up = upstream_status(&ew);
+        let up = upstream_status(&ew.api);
         if up["dropped"].as_u64() > Some(0) {
             assert!(
                 up["outbox_alerts"].as_u64() >= Some(20),

@@ -7,16 +7,21 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
-use crate::hub::{Event, Hub};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
 use crate::sources::route::Ingest;
 use crate::store::{SaveSnapshot, StoreActor};
 
+/// Alert transitions a shard raised, for whoever fans them out (the hub).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Alerts(pub Vec<Alert>);
+
 pub struct ShardActor {
     core: ShardCore,
     rx: Option<mpsc::Receiver<Ingest>>,
-    hub: Addr<Hub>,
+    /// Where alert transitions go (the hub).
+    hub: Recipient<Alerts>,
     store: Addr<StoreActor>,
     persist_every: Duration,
     out: Vec<Alert>,
@@ -26,7 +31,7 @@ impl ShardActor {
     pub fn new(
         core: ShardCore,
         rx: mpsc::Receiver<Ingest>,
-        hub: Addr<Hub>,
+        hub: Recipient<Alerts>,
         store: Addr<StoreActor>,
         persist_every: Duration,
     ) -> Self {
@@ -42,8 +47,7 @@ impl ShardActor {
 
     fn emit_alerts(&mut self) {
         if !self.out.is_empty() {
-            self.hub
-                .do_send(Event::Alerts(std::mem::take(&mut self.out)));
+            self.hub.do_send(Alerts(std::mem::take(&mut self.out)));
         }
     }
 }

@@ -16,8 +16,8 @@ use tokio::sync::broadcast;
 use crate::analysis::actor::{QueryDevices, QuerySeries, ShardActor};
 use crate::analysis::shard::{DeviceView, SeriesError};
 use crate::auth::ApiToken;
-use crate::hub::Wire;
 use crate::model::AlertState;
+use crate::protocol::Wire;
 use crate::status::StatusBoard;
 use crate::store::{AlertFilter, QueryAlerts, StoreActor};
 

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiError, ApiState};
-use crate::hub::{Kind, Wire, PROTOCOL_VERSION};
 use crate::model::AlertState;
+use crate::protocol::{self, Kind, Wire};
 
 /// A client that cannot take a message within this time is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ impl Filter {
             (Kind::Summary, Some(s)) => {
                 let mut mine = (**s).clone();
                 mine.devices.retain(|e| &e.device == dev);
-                (!mine.devices.is_empty()).then(|| crate::hub::summary_json(node, None, &mine))
+                (!mine.devices.is_empty()).then(|| protocol::summary_json(node, None, &mine))
             }
             (Kind::Summary, None) => None,
         }
@@ -104,10 +104,7 @@ pub async fn handle(
         let p = &state.status.pipeline;
         p.ws_clients.fetch_add(1, Relaxed);
         tracing::debug!(%peer, "ws client connected");
-        let hello = serde_json::json!({
-            "type": "hello", "v": PROTOCOL_VERSION, "node": state.node, "version": env!("CARGO_PKG_VERSION"),
-        })
-        .to_string();
+        let hello = protocol::local_hello_json(&state.node);
         let mut close = None;
         if session.text(hello).await.is_ok() {
             loop {

@@ -1,20 +1,20 @@
-//! MQTT sink: publishes alerts from its durable outbox with QoS 1 (deleted on PubAck, in seq order,
-//! resent after reconnects), summaries live, a retained birth message and a Last Will.
+//! MQTT sink, an output of the shared outbox consumer: alerts from its outbox with QoS 1 (deleted
+//! on PubAck), summaries live from the hub, a retained birth message and a Last Will.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::MqttSink;
-use crate::hub::{Kind, Wire, PROTOCOL_VERSION};
+use crate::protocol::{self, Kind, Wire};
+use crate::sinks::consumer::{self, Delivery, Feed, Output, Peer};
 use crate::sources::backoff::Backoff;
+use crate::store::outbox::Item;
 use crate::store::{Lane, Outbox, StoreError};
-use crate::upstream::UpstreamStats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -32,17 +32,9 @@ pub enum SinkError {
 pub struct Sink {
     pub cfg: MqttSink,
     pub node: String,
-    pub outbox: Outbox,
-    pub flushed: watch::Receiver<u64>,
-    pub stats: Arc<UpstreamStats>,
     /// The hub's local stream, for summaries.
     pub events: broadcast::Receiver<Arc<Wire>>,
     opts: MqttOptions,
-}
-
-fn status_json(node: &str, state: &str) -> String {
-    serde_json::json!({"type": "status", "v": PROTOCOL_VERSION, "node": node, "state": state})
-        .to_string()
 }
 
 /// A value put into a topic: `+`, `#` and NUL would make the topic invalid.
@@ -94,13 +86,9 @@ pub fn render_topic(template: &str, status_topic: &str, node: &str, json: &[u8])
 
 impl Sink {
     /// Builds the connection options now (password and certificate files are read here).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: MqttSink,
         node: String,
-        outbox: Outbox,
-        flushed: watch::Receiver<u64>,
-        stats: Arc<UpstreamStats>,
         events: broadcast::Receiver<Arc<Wire>>,
     ) -> Result<Self, SinkError> {
         let default_id = format!("edgewatch-{node}-{}", cfg.id);
@@ -108,7 +96,7 @@ impl Sink {
         let status = cfg.status_topic.replace("{node}", &topic_safe(&node));
         opts.set_last_will(LastWill::new(
             status,
-            status_json(&node, "offline"),
+            protocol::status_json(&node, "offline"),
             QoS::AtLeastOnce,
             true,
         ));
@@ -116,30 +104,15 @@ impl Sink {
         Ok(Sink {
             cfg,
             node,
-            outbox,
-            flushed,
-            stats,
             events,
             opts,
         })
     }
 }
 
-/// Runs until the process stops: one session at a time, backoff in between.
-pub async fn run(mut s: Sink) {
-    let mut backoff = Backoff::new(s.cfg.backoff_min.0, s.cfg.backoff_max.0);
-    loop {
-        let r = session(&mut s, &mut backoff).await;
-        s.stats.connected.store(false, Relaxed);
-        match r {
-            Ok(()) => return, // the store or the hub stopped: shutting down
-            Err(e) => {
-                tracing::warn!(sink = %s.cfg.id, url = %s.cfg.url, error = %e, "mqtt sink: broker connection failed");
-                s.stats.set_error(e.to_string());
-            }
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+/// Runs until the process stops (the shared consumer drives the sessions).
+pub async fn run(s: Sink, feed: Feed) {
+    consumer::run(s, feed).await
 }
 
 /// Aborts the event-loop task when the session ends.
@@ -151,118 +124,158 @@ impl Drop for Pump {
     }
 }
 
-/// One connection. A fresh rumqttc event loop per session, so nothing is replayed behind the
-/// outbox's back: after a reconnect every unacknowledged alert is sent again from the outbox.
-async fn session(s: &mut Sink, backoff: &mut Backoff) -> Result<(), SinkError> {
-    let window = s.cfg.window;
-    let (client, mut el) = AsyncClient::new(s.opts.clone(), window + 16);
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let _pump = Pump(tokio::spawn(async move {
-        loop {
-            let r = el.poll().await;
-            let stop = r.is_err();
-            if etx.send(r).is_err() || stop {
-                break;
-            }
-        }
-    }));
-    let connack = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match erx.recv().await {
-                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(SinkError::Connection(Box::new(e))),
-                None => return Err(SinkError::ConnectTimeout),
-            }
-        }
-    });
-    connack.await.map_err(|_| SinkError::ConnectTimeout)??;
-    backoff.reset();
-    s.stats.connected.store(true, Relaxed);
-    s.stats.connects.fetch_add(1, Relaxed);
-    tracing::info!(sink = %s.cfg.id, url = %s.cfg.url, pending_alerts = s.outbox.len(Lane::Alert), "mqtt sink connected");
+/// One broker connection. A fresh rumqttc event loop per session, so nothing is replayed behind
+/// the outbox's back: after a reconnect every unacknowledged alert is sent again from the outbox.
+pub struct Connection {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Event, rumqttc::ConnectionError>>,
+    _pump: Pump,
+    node: String,
+    alert_topic: String,
+    status_topic: String,
+    retain: bool,
+    summary_topic: String,
+    summary_qos: QoS,
+    /// The hub's stream, for live summaries.
+    live: broadcast::Receiver<Arc<Wire>>,
+    /// Every publish yields one `Outgoing::Publish(pkid)`, in request order: alerts carry their seq.
+    awaiting: VecDeque<Option<u64>>,
+    in_flight: HashMap<u16, u64>,
+}
 
-    let node = s.node.clone();
-    let status_topic = s.cfg.status_topic.replace("{node}", &topic_safe(&node));
-    let summary_topic = s.cfg.summary_topic.replace("{node}", &topic_safe(&node));
-    let summary_qos = if s.cfg.summary_qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    };
-    // Every publish yields one `Outgoing::Publish(pkid)`, in request order: alerts carry their seq.
-    let mut awaiting: VecDeque<Option<u64>> = VecDeque::new();
-    let mut in_flight: HashMap<u16, u64> = HashMap::new();
-    if client
-        .try_publish(
-            &status_topic,
-            QoS::AtLeastOnce,
-            true,
-            status_json(&node, "online"),
-        )
-        .is_ok()
-    {
-        awaiting.push_back(None);
+impl Output for Sink {
+    type Session = Connection;
+
+    fn label(&self) -> (&str, &str) {
+        ("mqtt sink", &self.cfg.url)
     }
-    let mut cursor = 0u64;
-    loop {
-        let upto = *s.flushed.borrow_and_update();
-        'fill: loop {
-            let room = window.saturating_sub(awaiting.len() + in_flight.len());
-            if room == 0 {
-                break;
-            }
-            let batch = s.outbox.pending(Lane::Alert, cursor, upto, room)?;
-            if batch.is_empty() {
-                break;
-            }
-            for item in batch {
-                let topic =
-                    render_topic(&s.cfg.alert_topic, &s.cfg.status_topic, &node, &item.json);
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, s.cfg.retain, item.json)
-                    .is_err()
-                {
-                    break 'fill; // request queue full: continue after the next event
-                }
-                awaiting.push_back(Some(item.seq));
-                cursor = item.seq;
-                s.stats.sent.fetch_add(1, Relaxed);
-            }
-        }
 
+    fn summaries(&self) -> bool {
+        false // published live from the hub's stream, not from the outbox
+    }
+
+    fn window(&self) -> usize {
+        self.cfg.window
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Acked
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.cfg.backoff_min.0, self.cfg.backoff_max.0)
+    }
+
+    async fn connect(&mut self, outbox: &Outbox) -> Result<Connection, SinkError> {
+        let (client, mut el) = AsyncClient::new(self.opts.clone(), self.cfg.window + 16);
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        let pump = Pump(tokio::spawn(async move {
+            loop {
+                let r = el.poll().await;
+                let stop = r.is_err();
+                if etx.send(r).is_err() || stop {
+                    break;
+                }
+            }
+        }));
+        let connack = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match erx.recv().await {
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(SinkError::Connection(Box::new(e))),
+                    None => return Err(SinkError::ConnectTimeout),
+                }
+            }
+        });
+        connack.await.map_err(|_| SinkError::ConnectTimeout)??;
+        tracing::info!(sink = %self.cfg.id, url = %self.cfg.url, pending_alerts = outbox.len(Lane::Alert), "mqtt sink connected");
+        let node = self.node.clone();
+        let status_topic = self.cfg.status_topic.replace("{node}", &topic_safe(&node));
+        let mut c = Connection {
+            client,
+            events: erx,
+            _pump: pump,
+            alert_topic: self.cfg.alert_topic.clone(),
+            summary_topic: self.cfg.summary_topic.replace("{node}", &topic_safe(&node)),
+            summary_qos: if self.cfg.summary_qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+            retain: self.cfg.retain,
+            live: self.events.resubscribe(),
+            awaiting: VecDeque::new(),
+            in_flight: HashMap::new(),
+            status_topic: self.cfg.status_topic.clone(),
+            node,
+        };
+        if c.client
+            .try_publish(
+                &status_topic,
+                QoS::AtLeastOnce,
+                true,
+                protocol::status_json(&c.node, "online"),
+            )
+            .is_ok()
+        {
+            c.awaiting.push_back(None);
+        }
+        Ok(c)
+    }
+}
+
+impl consumer::Session for Connection {
+    type Error = SinkError;
+
+    async fn send(&mut self, batch: Vec<Item>) -> Result<usize, SinkError> {
+        let mut taken = 0;
+        for item in batch {
+            let topic = render_topic(
+                &self.alert_topic,
+                &self.status_topic,
+                &self.node,
+                &item.json,
+            );
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, self.retain, item.json)
+                .is_err()
+            {
+                break; // request queue full: continue after the next event
+            }
+            self.awaiting.push_back(Some(item.seq));
+            taken += 1;
+        }
+        Ok(taken)
+    }
+
+    async fn next(&mut self) -> Result<Peer, SinkError> {
         tokio::select! {
-            ev = erx.recv() => match ev {
+            ev = self.events.recv() => match ev {
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                    if let Some(Some(seq)) = awaiting.pop_front() {
-                        in_flight.insert(pkid, seq);
+                    if let Some(Some(seq)) = self.awaiting.pop_front() {
+                        self.in_flight.insert(pkid, seq);
                     }
+                    Ok(Peer::Nothing)
                 }
                 Some(Ok(Event::Incoming(Packet::PubAck(a)))) => {
-                    if let Some(seq) = in_flight.remove(&a.pkid) {
-                        if s.outbox.ack(seq)? {
-                            s.stats.acked.fetch_add(1, Relaxed);
-                        }
-                    }
+                    Ok(Peer::Acked(self.in_flight.remove(&a.pkid).into_iter().collect()))
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(SinkError::Connection(Box::new(e))),
-                None => return Err(SinkError::ConnectTimeout),
+                Some(Ok(_)) => Ok(Peer::Nothing),
+                Some(Err(e)) => Err(SinkError::Connection(Box::new(e))),
+                None => Err(SinkError::ConnectTimeout),
             },
-            r = s.flushed.changed() => {
-                if r.is_err() {
-                    return Ok(());
-                }
-            }
-            w = s.events.recv() => match w {
-                Ok(w) if w.kind == Kind::Summary && !summary_topic.is_empty() => {
+            w = self.live.recv() => match w {
+                Ok(w) if w.kind == Kind::Summary && !self.summary_topic.is_empty() => {
                     // Summaries are not durable: when the request queue is full, one is skipped.
-                    if client.try_publish(&summary_topic, summary_qos, false, w.json.clone()).is_ok() {
-                        awaiting.push_back(None);
+                    if self.client.try_publish(&self.summary_topic, self.summary_qos, false, w.json.clone()).is_ok() {
+                        self.awaiting.push_back(None);
                     }
+                    Ok(Peer::Nothing)
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(Peer::Nothing),
+                Err(broadcast::error::RecvError::Closed) => Ok(Peer::Shutdown),
             },
         }
     }

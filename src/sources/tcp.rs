@@ -48,6 +48,7 @@ async fn serve(
         })?;
     let local = listener.local_addr().map_or(addr, |a| a);
     tracing::info!(source = %cfg.id, "tcp source listening on {local}");
+    stats.set_listen_addr(local);
     stats.set_healthy(true);
     loop {
         let (stream, peer) = match listener.accept().await {

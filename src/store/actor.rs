@@ -1,6 +1,7 @@
 //! Actix shell around `Store`: runs on its own arbiter so disk work never blocks analysis; logs
 //! alerts, queues upstream messages (flushed in groups every 500 ms), writes snapshots, retention.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use tokio::sync::watch;
 
 use super::{AlertFilter, Budget, Lane, Outbox, Store};
 use crate::config::StoreConfig;
-use crate::hub::{alert_json, gap_json, summary_json};
 use crate::model::{now_ms, Alert, Summary};
+use crate::protocol::{alert_json, gap_json, summary_json};
 
 /// How often queued upstream messages are made durable (and then offered to the sender).
 /// Each flush is a sled log write; grouping messages for 500 ms (sled's own flush period) keeps
@@ -27,7 +28,6 @@ pub struct UpstreamQueue {
     pub budget: Budget,
     /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
     pub flushed: watch::Sender<u64>,
-    pub stats: Arc<crate::upstream::UpstreamStats>,
 }
 
 pub struct StoreActor {
@@ -35,6 +35,9 @@ pub struct StoreActor {
     retention: StoreConfig,
     queues: Vec<UpstreamQueue>,
     dirty: bool,
+    /// Set when the appliance is abandoned (in-process stop without saving): queued writes are
+    /// skipped, as a crash would lose them, so the thread ends at once.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl StoreActor {
@@ -43,16 +46,24 @@ impl StoreActor {
             // What survived from a previous run is durable already.
             let last = u.outbox.last_seq();
             u.flushed.send_replace(last);
-            u.stats
-                .durable_seq
-                .store(last, std::sync::atomic::Ordering::Relaxed);
         }
         StoreActor {
             store,
             retention,
             queues,
             dirty: false,
+            abandoned: Arc::default(),
         }
+    }
+
+    /// Shares the flag that makes the actor skip its queued writes (see `app::Request::Abandon`).
+    pub fn abandoned_by(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.abandoned = flag;
+        self
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Relaxed)
     }
 
     /// Applies each outbox budget (queueing `gap` notices), flushes, and announces the new
@@ -83,9 +94,6 @@ impl StoreActor {
                 for u in &self.queues {
                     let seq = u.outbox.last_seq();
                     u.flushed.send_replace(seq);
-                    u.stats
-                        .durable_seq
-                        .store(seq, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.dirty = false;
             }
@@ -149,6 +157,9 @@ pub struct LogAlerts(pub Vec<Alert>);
 impl Handler<LogAlerts> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: LogAlerts, _: &mut Self::Context) {
+        if self.is_abandoned() {
+            return;
+        }
         for a in &msg.0 {
             if let Err(e) = self.store.log_alert(a) {
                 tracing::error!(error = %e, alert = %a.id, "cannot write alert log");
@@ -166,6 +177,9 @@ pub struct QueueSummary(pub Arc<Summary>);
 impl Handler<QueueSummary> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: QueueSummary, _: &mut Self::Context) {
+        if self.is_abandoned() {
+            return;
+        }
         self.queue(Lane::Summary, |node, seq| {
             summary_json(node, Some(seq), &msg.0)
         });

@@ -4,18 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::StoreError;
 use crate::model::Millis;
 
-/// Which queue a message waits in. Alerts (and gap notices) are always sent before summaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lane {
-    Alert,
-    Summary,
-}
+use crate::protocol::GAP_PREFIX;
+pub use crate::protocol::{Gap, Lane};
 
 /// Limits of the outbox (from `[upstream.budget]`).
 #[derive(Debug, Clone, Copy)]
@@ -23,16 +16,6 @@ pub struct Budget {
     pub max_bytes: u64,
     pub max_age_ms: i64,
     pub alert_max_bytes: u64,
-}
-
-/// Messages dropped by the budget, reported to the receiver as a `gap` message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Gap {
-    pub lane: Lane,
-    pub from: u64,
-    pub to: u64,
-    pub count: u64,
-    pub reason: &'static str,
 }
 
 /// One queued message: its `seq` and the exact JSON text to send.
@@ -309,9 +292,6 @@ impl Outbox {
     }
 }
 
-/// How every gap notice's JSON starts (see `hub::gap_json`).
-const GAP_PREFIX: &[u8] = br#"{"type":"gap""#;
-
 fn total_of(o: &Outbox) -> u64 {
     o.bytes(Lane::Alert) + o.bytes(Lane::Summary)
 }
@@ -448,13 +428,13 @@ mod tests {
             count: 2,
             reason: "alert_max_bytes",
         };
-        assert!(crate::hub::gap_json("n", 9, &g)
+        assert!(crate::protocol::gap_json("n", 9, &g)
             .as_bytes()
             .starts_with(GAP_PREFIX));
         let dir = tempfile::tempdir().expect("tmp");
         let (_db, o) = open(dir.path());
         o.append(Lane::Alert, 0, |s| {
-            crate::hub::gap_json("n", s, &g).into_bytes()
+            crate::protocol::gap_json("n", s, &g).into_bytes()
         })
         .expect("gap");
         o.append(Lane::Alert, 0, |s| msg(s, 0)).expect("alert");

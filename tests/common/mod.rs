@@ -1,5 +1,6 @@
-//! Test harness: starts the real `edgewatch` binary with a temp config on loopback ports chosen by
-//! the OS, reads its log to learn the bound addresses, and talks to it over TCP, HTTP and WebSocket.
+//! Test harness: starts the appliance with a temp config on loopback ports chosen by the OS, either
+//! in-process (`InProcess`, addresses from `app::start`) or as the real binary (`Edgewatch`, for
+//! crashes, signals and CLI output; addresses read from its log), and talks to it over TCP, HTTP, WS.
 #![allow(dead_code)]
 
 pub mod broker;
@@ -17,6 +18,49 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::{self, stream::MaybeTlsStream, Message};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+
+/// HTTP and WebSocket helpers of anything with an `api` address (the binary or in-process).
+macro_rules! api_helpers {
+    () => {
+        pub fn get(&self, path: &str) -> Value {
+            let url = format!("http://{}{path}", self.api);
+            match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+                Ok(r) => r.into_json().expect("json body"),
+                Err(e) => panic!("GET {url}: {e}"),
+            }
+        }
+
+        /// Status code and body of a GET, also for errors.
+        pub fn get_status(&self, path: &str) -> (u16, String) {
+            let url = format!("http://{}{path}", self.api);
+            match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+                Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+                Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+                Err(e) => panic!("GET {url}: {e}"),
+            }
+        }
+
+        pub fn ws(&self, query: &str) -> Ws {
+            Ws::connect(&format!("ws://{}/ws{query}", self.api))
+        }
+
+        /// Polls `path` until `pred` holds, returns the last value.
+        pub fn poll(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+            let end = Instant::now() + timeout;
+            loop {
+                let v = self.get(path);
+                if pred(&v) {
+                    return v;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "condition on {path} not met within {timeout:?}; last: {v}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+}
 
 pub struct Edgewatch {
     child: Child,
@@ -139,43 +183,7 @@ impl Edgewatch {
         }
     }
 
-    pub fn get(&self, path: &str) -> Value {
-        let url = format!("http://{}{path}", self.api);
-        match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-            Ok(r) => r.into_json().expect("json body"),
-            Err(e) => panic!("GET {url}: {e}"),
-        }
-    }
-
-    /// Status code and body of a GET, also for errors.
-    pub fn get_status(&self, path: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.api);
-        match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => panic!("GET {url}: {e}"),
-        }
-    }
-
-    pub fn ws(&self, query: &str) -> Ws {
-        Ws::connect(&format!("ws://{}/ws{query}", self.api))
-    }
-
-    /// Polls `path` until `pred` holds, returns the last value.
-    pub fn poll(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + timeout;
-        loop {
-            let v = self.get(path);
-            if pred(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < end,
-                "condition on {path} not met within {timeout:?}; last: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    api_helpers!();
 
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(mut self) {
@@ -208,6 +216,72 @@ impl Drop for Edgewatch {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The whole appliance in this test process (`edgewatch::app::start`), stopped gracefully on drop.
+pub struct InProcess {
+    app: Option<edgewatch::app::Running>,
+    pub api: String,
+    pub config: PathBuf,
+}
+
+impl InProcess {
+    /// Loads `config` and starts the appliance; returns once it is up.
+    pub fn start(config: &Path) -> Self {
+        if std::env::var_os("EDGEWATCH_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_test_writer()
+                .with_env_filter("info")
+                .try_init();
+        }
+        let resolved = edgewatch::config::load_file(config)
+            .unwrap_or_else(|e| panic!("config {}: {e}", config.display()));
+        let app = edgewatch::app::start(resolved).unwrap_or_else(|e| panic!("start: {e:#}"));
+        InProcess {
+            api: app.api().to_string(),
+            app: Some(app),
+            config: config.to_path_buf(),
+        }
+    }
+
+    fn app(&self) -> &edgewatch::app::Running {
+        self.app.as_ref().expect("running")
+    }
+
+    /// Address the TCP source `id` listens on (`&mut` like `Edgewatch::tcp_addr`).
+    pub fn tcp_addr(&mut self, id: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(a) = self.app().tcp_addr(id) {
+                return a.to_string();
+            }
+            assert!(Instant::now() < end, "tcp source {id} not listening");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Re-reads the config file, like SIGHUP.
+    pub fn reload(&self) {
+        self.app().reload();
+    }
+
+    /// Stops gracefully (final snapshot), like SIGTERM.
+    pub fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().expect("graceful stop");
+        }
+    }
+
+    api_helpers!();
+}
+
+/// Like killing the binary: no final snapshot, no waiting for the store's backlog.
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            let _ = app.abandon();
+        }
     }
 }
 
@@ -289,6 +363,14 @@ impl Sender {
     }
     pub fn line(&mut self, line: &str) {
         self.send(format!("{line}\n").as_bytes());
+    }
+}
+
+/// GET `url` and parse its JSON body.
+pub fn get_json(url: &str) -> Value {
+    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(r) => r.into_json().expect("json body"),
+        Err(e) => panic!("GET {url}: {e}"),
     }
 }
 
