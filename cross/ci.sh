@@ -38,7 +38,9 @@ SUFFIX=-ci-cross cross/deb.sh arm64
 deb=$(ls dist/edgewatch_*_arm64.deb)
 dpkg-deb --contents "$deb" > "$tmp/contents"
 for f in ./usr/bin/edgewatch ./etc/edgewatch/edgewatch.toml ./lib/systemd/system/edgewatch.service \
-         ./usr/lib/sysusers.d/edgewatch.conf; do
+         ./usr/lib/sysusers.d/edgewatch.conf ./usr/share/doc/edgewatch/README.md \
+         ./usr/share/doc/edgewatch/docs/SOURCES.md ./usr/share/doc/edgewatch/config/serial-modbus.toml \
+         ./usr/share/man/man1/edgewatch.1.gz ./usr/share/bash-completion/completions/edgewatch; do
   grep -q " $f\$" "$tmp/contents" || { cat "$tmp/contents"; echo "missing in $deb: $f" >&2; exit 1; }
 done
 dpkg-deb --field "$deb" Conffiles 2>/dev/null | grep -q /etc/edgewatch/edgewatch.toml ||
@@ -46,4 +48,5 @@ dpkg-deb --field "$deb" Conffiles 2>/dev/null | grep -q /etc/edgewatch/edgewatch
 dpkg-deb -I "$deb" | grep -E "Package|Version|Architecture|Depends"
 ROOT="$tmp/root" cross/install.sh dist/edgewatch-arm64-ci-cross >/dev/null
 test -x "$tmp/root/usr/local/bin/edgewatch" && grep -q /usr/local/bin/edgewatch "$tmp/root/etc/systemd/system/edgewatch.service"
+test -f "$tmp/root/usr/local/share/doc/edgewatch/docs/SOURCES.md"
 echo "== pi checks done in $((SECONDS - start)) s"

@@ -1,32 +1,79 @@
 #!/usr/bin/env bash
 # Builds Debian packages from the binaries cross/build.sh left in dist/ (SUFFIX=-ci-cross: from
-# the CI profile's binaries; no cargo-deb needed:
-# dpkg-deb only). Usage: cross/deb.sh [arm64|armhf]...   (default: both) → dist/edgewatch_<v>_<arch>.deb
+# the CI profile's binaries; no cargo-deb needed: dpkg-deb only).
+# Usage: cross/deb.sh [arm64|armhf|armv6|amd64]...   (default: arm64 armhf) → dist/edgewatch_<v>_<arch>.deb
+#   armv6: the static ARMv6 binary (Pi 1 / Zero) as an armhf package, dist/edgewatch_<v>_armhf-armv6.deb
+#   amd64: the host's binary (target/debug or BIN=...), for tests of the package itself.
+# BIN=FILE packages that binary; OUT=DIR writes the .deb there instead of dist/; COMPRESS=gzip|none
+# instead of xz (tests).
 # Layout: /usr/bin/edgewatch, /etc/edgewatch/edgewatch.toml (conffile, from config/pi.toml),
-# /lib/systemd/system/edgewatch.service, /usr/lib/sysusers.d/edgewatch.conf, docs; state in /var/lib/edgewatch.
+# /lib/systemd/system/edgewatch.service, /usr/lib/sysusers.d/edgewatch.conf, the man pages
+# (/usr/share/man/man1), bash/zsh/fish completions, and under /usr/share/doc/edgewatch the README,
+# docs/, the example configs (config/) and cross/README.md at the same relative paths as in the
+# repository, so the README's links work there. State in /var/lib/edgewatch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arches=("$@"); ((${#arches[@]})) || arches=(arm64 armhf)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+outdir=${OUT:-dist}
+mkdir -p "$outdir"
+
+# Runs the binary being packaged (for `gen`): natively, under qemu-user, or else the host's build.
+run_bin() { # run_bin ARCH BIN ARGS...
+  local arch=$1 bin=$2; shift 2
+  case $arch in
+    arm64) q=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+    armhf) q=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
+    armv6) q=(qemu-arm -cpu arm1176) ;;
+    *) q=() ;;
+  esac
+  if "$bin" --version >/dev/null 2>&1; then "$bin" "$@"
+  elif ((${#q[@]})) && command -v "${q[0]}" >/dev/null && "${q[@]}" "$bin" --version >/dev/null 2>&1; then
+    "${q[@]}" "$bin" "$@"
+  else # same CLI on every architecture
+    cargo run --quiet --locked --bin edgewatch -- "$@"
+  fi
+}
 
 for arch in "${arches[@]}"; do
-  bin=dist/edgewatch-$arch${SUFFIX:-}
+  debarch=$arch name=$arch
   case $arch in
     arm64) objdump=aarch64-linux-gnu-objdump ;;
     armhf) objdump=arm-linux-gnueabihf-objdump ;;
-    *) echo "unknown arch $arch (arm64, armhf)" >&2; exit 2 ;;
+    armv6) objdump="" debarch=armhf name=armhf-armv6 ;;  # static: no libc dependency
+    amd64) objdump=objdump ;;
+    *) echo "unknown arch $arch (arm64, armhf, armv6, amd64)" >&2; exit 2 ;;
   esac
+  bin=${BIN:-dist/edgewatch-$arch${SUFFIX:-}}
+  [ "$arch" = amd64 ] && [ -z "${BIN:-}" ] && bin=${CARGO_TARGET_DIR:-target}/debug/edgewatch
   [ -x "$bin" ] || { echo "$bin missing: run cross/build.sh first" >&2; exit 1; }
-  # The newest glibc symbol version the binary needs.
-  glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+  depends=adduser
+  if [ -n "$objdump" ]; then
+    # The newest glibc symbol version the binary needs.
+    glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+    depends="libc6 (>= $glibc), adduser"
+  fi
   root=$(mktemp -d)
+  trap 'rm -rf "$root"' EXIT
   install -Dm755 "$bin" "$root/usr/bin/edgewatch"
   install -Dm644 config/pi.toml "$root/etc/edgewatch/edgewatch.toml"
   install -Dm644 systemd/edgewatch.service "$root/lib/systemd/system/edgewatch.service"
   install -Dm644 systemd/edgewatch.sysusers "$root/usr/lib/sysusers.d/edgewatch.conf"
-  for d in README.md docs/CONFIG.md docs/PROTOCOL.md docs/CLOCK.md config/demo.toml; do
-    install -Dm644 "$d" "$root/usr/share/doc/edgewatch/$(basename "$d")"
+
+  doc=$root/usr/share/doc/edgewatch
+  for d in README.md docs/*.md config/*.toml cross/README.md; do
+    install -Dm644 "$d" "$doc/$d"
   done
+
+  gen=$(mktemp -d)
+  run_bin "$arch" "$bin" gen --out "$gen"
+  mkdir -p "$root/usr/share/man/man1"
+  for m in "$gen"/man/*.1; do gzip -9n < "$m" > "$root/usr/share/man/man1/$(basename "$m").gz"; done
+  install -Dm644 "$gen/completions/edgewatch.bash" "$root/usr/share/bash-completion/completions/edgewatch"
+  install -Dm644 "$gen/completions/_edgewatch" "$root/usr/share/zsh/vendor-completions/_edgewatch"
+  install -Dm644 "$gen/completions/edgewatch.fish" "$root/usr/share/fish/vendor_completions.d/edgewatch.fish"
+  rm -rf "$gen"
+
   mkdir -p "$root/DEBIAN"
   install -m755 cross/deb/postinst cross/deb/prerm cross/deb/postrm "$root/DEBIAN/"
   echo /etc/edgewatch/edgewatch.toml > "$root/DEBIAN/conffiles"
@@ -34,10 +81,10 @@ for arch in "${arches[@]}"; do
   cat > "$root/DEBIAN/control" <<CTRL
 Package: edgewatch
 Version: $version
-Architecture: $arch
+Architecture: $debarch
 Maintainer: edgewatch developers <edgewatch@localhost>
 Installed-Size: $size
-Depends: libc6 (>= $glibc), adduser
+Depends: $depends
 Section: net
 Priority: optional
 Description: edge sensor collector with rolling statistics and anomaly alerts
@@ -45,9 +92,12 @@ Description: edge sensor collector with rolling statistics and anomaly alerts
  statistics and anomaly detectors whose state survives restarts, raises and
  resolves alerts, and streams them over WebSocket. Runs as a hardened systemd
  service with watchdog and config reload (systemctl reload edgewatch).
+ Documentation and example configs: /usr/share/doc/edgewatch.
 CTRL
-  out=dist/edgewatch_${version}_${arch}.deb
-  dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
+  out=$outdir/edgewatch_${version}_${name}.deb
+  dpkg-deb --root-owner-group -Z"${COMPRESS:-xz}" --build "$root" "$out" >/dev/null
   rm -rf "$root"
-  echo "$out ($(stat -c %s "$out") bytes, needs glibc >= $glibc)"
+  trap - EXIT
+  echo "$out ($(stat -c %s "$out") bytes${glibc:+, needs glibc >= $glibc})"
+  unset glibc
 done

@@ -1,10 +1,10 @@
-//! The `edgewatch` command line: `run` the appliance, `check` a config, `--version`.
-//! Errors reach the user here, with context (anyhow); everything inside uses typed errors.
+//! The `edgewatch` command line: `run` the appliance, `check` a config, `tail`, `replay`, and the
+//! packaging helper `gen` (man pages, completions). Errors reach the user here, with context (anyhow).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use edgewatch::config::{self, SourceConfig};
 
@@ -15,22 +15,42 @@ use edgewatch::config::{self, SourceConfig};
     about = "Edge sensor collector: rolling statistics, anomaly alerts, live stream"
 )]
 struct Cli {
+    /// Log format of `run`: auto (the journal under systemd, else text), text, or json (one JSON
+    /// object per line on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// The config `run` and `check` use without `--config`, when it exists.
+const SYSTEM_CONFIG: &str = "/etc/edgewatch/edgewatch.toml";
+/// Otherwise the demo, built into the binary (an installed binary has no `config/` next to it).
+const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+const DEMO_NAME: &str = "config/demo.toml (built in)";
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the appliance.
     Run {
-        /// Config file (TOML).
-        #[arg(long, short, default_value = "config/demo.toml")]
-        config: PathBuf,
+        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
+        /// built-in demo config]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file and print what it sets up.
     Check {
+        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
+        /// built-in demo config]
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Follow an appliance's live stream: one line per alert or summary.
     Tail {
@@ -71,18 +91,77 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Write the man pages (OUT/man/*.1) and shell completions (OUT/completions/) for packaging.
+    #[command(hide = true)]
+    Gen {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Which config a command reads: the one given, else the system one, else the built-in demo.
+fn choose_config(
+    given: Option<PathBuf>,
+) -> (Result<config::Resolved, config::ConfigError>, String) {
+    let path = given.or_else(|| {
+        let p = PathBuf::from(SYSTEM_CONFIG);
+        p.exists().then_some(p)
+    });
+    match path {
+        Some(p) => (config::load_file(&p), p.display().to_string()),
+        None => (
+            config::parse_str(DEMO_CONFIG, Path::new(DEMO_NAME)),
+            format!("{DEMO_NAME}: no --config given and no {SYSTEM_CONFIG}"),
+        ),
+    }
+}
+
+/// `edgewatch gen --out DIR`: man pages and bash/zsh/fish completions from the clap definition.
+fn generate(out: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let man = out.join("man");
+    let comp = out.join("completions");
+    for d in [&man, &comp] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)
+        .with_context(|| format!("cannot write man pages to {}", man.display()))?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "edgewatch", &comp)
+            .with_context(|| format!("cannot write {shell} completions to {}", comp.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load_file(&config) {
-            Ok(r) => {
-                print_summary(&r);
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            let given = config.is_some();
+            let (loaded, which) = choose_config(config);
+            if !given {
+                eprintln!("checking {which}");
             }
+            match loaded {
+                Ok(r) => {
+                    print_summary(&r);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Gen { out } => match generate(&out) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -152,15 +231,16 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            init_logging();
-            let resolved = match config::load_file(&config) {
+            init_logging(cli.log_format);
+            let (loaded, which) = choose_config(config);
+            let resolved = match loaded {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!(config = %config.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+            tracing::info!(config = %which, version = env!("CARGO_PKG_VERSION"), "starting");
             match edgewatch::app::run(resolved) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -172,11 +252,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if format == LogFormat::Json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
     // Under systemd (it sets JOURNAL_STREAM): structured journald entries, fields kept as fields.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
+    if format == LogFormat::Auto && std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(layer) => {
                 use tracing_subscriber::prelude::*;

@@ -93,6 +93,11 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         format!("{:?}", old.upstream),
         format!("{:?}", new.upstream),
     );
+    cmp(
+        "sink",
+        format!("{:?}", old.sinks),
+        format!("{:?}", new.sinks),
+    );
     out
 }
 

@@ -1,5 +1,6 @@
 //! Running as a systemd service, against the real binary: sd_notify READY/WATCHDOG/RELOADING/
-//! STOPPING on a real notify socket, and config reload on SIGHUP (sources added, state kept, bad file rejected).
+//! STOPPING on a real notify socket, config reload on SIGHUP (sources added, state kept, bad file
+//! rejected), and the unit file: serial device allow-list, credentials, systemd-analyze verify/security.
 
 mod common;
 
@@ -249,4 +250,148 @@ fn sd_notify_ready_after_startup_watchdog_pings_reload_and_stop() {
     recv_until(&sock, "STOPPING=1", Duration::from_secs(10), &mut seen);
     let (st, log) = ew.terminate();
     assert!(st.success(), "{log}");
+}
+
+fn unit_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/edgewatch.service"
+    ))
+    .expect("systemd/edgewatch.service")
+}
+
+/// Values of every `Key=` line of the unit (comments skipped).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    let prefix = format!("{key}=");
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_unit_allows_every_serial_driver_a_pi_user_meets() {
+    let unit = unit_text();
+    assert_eq!(unit_values(&unit, "DevicePolicy"), ["closed"]);
+    assert!(
+        unit_values(&unit, "PrivateDevices").is_empty(),
+        "PrivateDevices hides /dev/tty*"
+    );
+    let allowed = unit_values(&unit, "DeviceAllow");
+    // PL011, 8250/mini-UART, SC16IS7xx SPI/I2C RS-485 hats, usb-serial, CDC-ACM, MAX310x, Exar.
+    for driver in [
+        "ttyAMA", "ttyS", "ttySC", "ttyUSB", "ttyACM", "ttyMAX", "ttyXRUSB",
+    ] {
+        let want = format!("char-{driver} rw");
+        assert!(
+            allowed.contains(&want),
+            "DeviceAllow={want} missing: {allowed:?}"
+        );
+    }
+    assert_eq!(unit_values(&unit, "SupplementaryGroups"), ["dialout"]);
+}
+
+/// The credential names the unit loads (`LoadCredential=NAME`, searched in /etc/credstore/).
+fn credentials(unit: &str) -> Vec<String> {
+    unit_values(unit, "LoadCredential")
+}
+
+#[test]
+fn the_unit_loads_the_documented_credentials_from_the_credstore() {
+    let unit = unit_text();
+    let creds = credentials(&unit);
+    for want in [
+        "edgewatch.api-token",
+        "edgewatch.upstream-token",
+        "edgewatch.mqtt-password",
+    ] {
+        assert!(
+            creds.iter().any(|c| c == want),
+            "LoadCredential={want}: {creds:?}"
+        );
+    }
+    let config_doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md"))
+            .expect("docs/CONFIG.md");
+    for c in &creds {
+        // The terse form: a name, no path. A missing credstore file is then skipped, not fatal,
+        // so the service starts without secrets.
+        assert!(
+            !c.contains(':') && !c.contains('/'),
+            "LoadCredential={c} should name a credstore entry"
+        );
+        let reference = format!("${{CREDENTIALS_DIRECTORY:-/etc/credstore}}/{c}");
+        assert!(
+            config_doc.contains(&reference),
+            "docs/CONFIG.md does not show {reference}"
+        );
+    }
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit_and_rates_it_at_most_2() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("SKIP: systemd-analyze not installed (apt install systemd); cross/ci.sh runs it");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = dir.path().join("edgewatch.service");
+    // verify wants ExecStart= to exist: point it at the binary under test.
+    std::fs::write(
+        &unit,
+        unit_text().replace("/usr/bin/edgewatch", env!("CARGO_BIN_EXE_edgewatch")),
+    )
+    .expect("write unit");
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("verify");
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(v.status.success() && err.trim().is_empty(), "verify: {err}");
+    let s = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("security");
+    let text = String::from_utf8_lossy(&s.stdout);
+    assert!(s.status.success(), "exposure above 2.0: {text}");
+    assert!(text.contains("Overall exposure level"), "{text}");
+}
+
+#[test]
+fn a_token_from_the_credentials_directory_guards_the_api() {
+    // What the service sees: systemd copied /etc/credstore/edgewatch.api-token into
+    // $CREDENTIALS_DIRECTORY; the config names it with a fallback for `check` outside the unit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).expect("mkdir");
+    std::fs::write(creds.join("edgewatch.api-token"), "s3cret-from-credstore\n").expect("token");
+    let cfg = dir.path().join("edgewatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"t\"\ndata_dir = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n\
+             token_file = \"${{CREDENTIALS_DIRECTORY:-/etc/credstore}}/edgewatch.api-token\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .expect("config");
+    let creds_s = creds.display().to_string();
+    let ew = Edgewatch::start_with_env(&cfg, &[("CREDENTIALS_DIRECTORY", creds_s.as_str())]);
+    let (code, _) = ew.get_status("/api/status");
+    assert_eq!(code, 401, "no token");
+    let url = format!("http://{}/api/status", ew.api);
+    let r = ureq::get(&url)
+        .set("Authorization", "Bearer s3cret-from-credstore")
+        .timeout(Duration::from_secs(10))
+        .call()
+        .expect("with the credential's token");
+    assert_eq!(r.status(), 200);
+    let (st, log) = ew.terminate();
+    assert!(st.success(), "{log}");
+    assert!(!log.contains("s3cret"), "the token is never logged");
 }

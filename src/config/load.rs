@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_path_to_error::Segment;
 use toml_edit::{ImDocument, Item};
 
+use super::interpolate;
 use super::validate::{self, Resolved};
 use super::Config;
 
@@ -61,6 +62,17 @@ pub(crate) fn path_string(path: &[Seg]) -> String {
     s
 }
 
+/// `node_id` when the file sets none: the host name (so every Pi of a fleet differs), else
+/// "edgewatch" when it cannot be read.
+pub(crate) fn default_node_id() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edgewatch".to_string())
+}
+
 /// Loads, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Resolved, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -70,15 +82,39 @@ pub fn load_file(path: &Path) -> Result<Resolved, ConfigError> {
     parse_str(&text, path)
 }
 
-/// Parses and validates config text; `path` is used in error messages only.
+/// Parses and validates config text; `path` is used in error messages only. `${VAR}` and
+/// `${VAR:-default}` in string values are expanded from the process environment first.
 pub fn parse_str(text: &str, path: &Path) -> Result<Resolved, ConfigError> {
+    parse_str_with_env(text, path, &interpolate::process_env)
+}
+
+/// `parse_str` with variables looked up by `env`.
+pub(crate) fn parse_str_with_env(
+    original: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolved, ConfigError> {
     let file = path.display().to_string();
+    let expanded = match interpolate::expand(original, env) {
+        Ok(x) => x,
+        Err(e) => {
+            let (line, column) = line_col(original, e.span.start);
+            return Err(ConfigError::Invalid {
+                file,
+                line,
+                column,
+                field: path_string(&e.path),
+                message: e.message,
+            });
+        }
+    };
+    let text = expanded.text.as_str();
     let doc = ImDocument::parse(text.to_owned()).ok();
     let locate_err = |path: &[Seg], span: Option<Range<usize>>, message: String| {
         let span = span
             .or_else(|| doc.as_ref().and_then(|d| span_of(d, path)))
             .unwrap_or(0..0);
-        let (line, column) = line_col(text, span.start);
+        let (line, column) = line_col(original, expanded.original_offset(span.start));
         ConfigError::Invalid {
             file: file.clone(),
             line,
@@ -342,8 +378,67 @@ mod tests {
     }
 
     #[test]
-    fn missing_node_id_is_reported() {
-        let e = err("data_dir = \"x\"\n");
-        assert!(e.contains("missing field `node_id`"), "{e}");
+    fn node_id_defaults_to_the_host_name() {
+        let r = parse_str("data_dir = \"x\"\n", Path::new("t.toml")).expect("valid");
+        let host = nix::unistd::gethostname().expect("hostname");
+        assert_eq!(r.config.node_id, host.to_string_lossy().trim());
+        assert!(!r.config.node_id.is_empty());
+    }
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "EW_NODE" => Some("pi-7".into()),
+            "EW_PORT" => Some("9100".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn variables_are_expanded_in_string_values() {
+        let text = "node_id = \"${EW_NODE}\"\ndata_dir = \"${EW_DATA:-/var/lib/ew}\"\n\
+                    [[source]]\nid = \"t\"\nkind = \"tcp\"\nlisten = \"127.0.0.1:${EW_PORT}\"\n";
+        let r = parse_str_with_env(text, Path::new("t.toml"), &env).expect("valid");
+        assert_eq!(r.config.node_id, "pi-7");
+        assert_eq!(r.config.data_dir, PathBuf::from("/var/lib/ew"));
+        match &r.config.sources[0] {
+            crate::config::SourceConfig::Tcp(t) => {
+                assert_eq!(t.listen.map(|a| a.port()), Some(9100))
+            }
+            _ => panic!("not tcp"),
+        }
+    }
+
+    #[test]
+    fn an_unset_variable_is_a_located_error() {
+        let text = "node_id = \"n\"\n\n[api]\nlisten = \"${EW_LISTEN}\"\n";
+        let e = parse_str_with_env(text, Path::new("t.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml:4:10: environment variable `EW_LISTEN` is not set"),
+            "{e}"
+        );
+        assert!(e.contains("(field `api.listen`)"), "{e}");
+    }
+
+    #[test]
+    fn errors_after_an_expanded_value_keep_their_place_in_the_file() {
+        // The expanded value is longer than `${EW_NODE}`: the error below must still say 3:1 / 2:20.
+        let text = "node_id = \"${EW_NODE}${EW_NODE}${EW_NODE}\"\nsummary_interval = \"5 parsecs\"\nnode_idd = 1\n";
+        let e = parse_str_with_env(text, Path::new("t.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:2:20: invalid duration"), "{e}");
+        let text = "node_id = \"${EW_NODE}\"\nnode_idd = 1\n";
+        let e = parse_str_with_env(text, Path::new("t.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:2:1: unknown field `node_idd`"), "{e}");
+        // A bad value that came from a variable is located at the value in the file.
+        let text = "node_id = \"n\"\n[api]\nlisten = \"${EW_NODE:-x}\"\n";
+        let e = parse_str_with_env(text, Path::new("t.toml"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:3:10: "), "{e}");
     }
 }

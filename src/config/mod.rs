@@ -1,6 +1,7 @@
 //! The one TOML file that configures an appliance: its serde schema, defaults and duration type.
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 
+mod interpolate;
 mod load;
 mod serial;
 mod validate;
@@ -80,7 +81,8 @@ fn default_persist_interval() -> Dur {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Identifies this appliance in every message it sends.
+    /// Identifies this appliance in every message it sends (default: the host name).
+    #[serde(default = "load::default_node_id")]
     pub node_id: String,
     /// Where sled keeps state, alert log and outbox.
     #[serde(default = "default_data_dir")]

@@ -35,6 +35,9 @@ fn hint(e: &tokio_serial::Error) -> &'static str {
     let text = e.to_string();
     if text.contains("ermission denied") {
         " (add the user to the `dialout` group; for the systemd unit, SupplementaryGroups=dialout)"
+    } else if text.contains("ot permitted") {
+        // EPERM: the device cgroup said no. The unit allows the Pi's serial drivers by name.
+        " (under systemd: the unit's DevicePolicy=closed needs a DeviceAllow=char-<driver> rw line for this device's driver, see /proc/devices; `systemctl edit edgewatch` to add one)"
     } else if text.contains("busy") {
         " (another program has it open: a login console on the port, ModemManager, or a second edgewatch)"
     } else {
