@@ -2,6 +2,7 @@
 //! `Store` is plain and testable; `StoreActor` is the actix shell that runs it on its own thread.
 
 mod actor;
+mod durable;
 pub mod outbox;
 
 pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
@@ -17,6 +18,11 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Filter for alert queries.
@@ -29,6 +35,9 @@ pub struct AlertFilter {
 
 pub struct Store {
     db: sled::Db,
+    /// sled's log file and directory, fsync'ed by `flush` (sled itself only calls
+    /// `sync_file_range`, which neither flushes a drive's cache nor the file's size).
+    sync: durable::Syncer,
     outbox: Outbox,
     state: sled::Tree,
     alerts: sled::Tree,
@@ -45,6 +54,10 @@ impl Store {
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()?;
+        // sled never fsyncs its directory or `conf`: a power cut right after the first start
+        // would lose the whole database. Make the files and their names durable now.
+        let sync = durable::Syncer::new(dir)?;
+        sync.files_and_names()?;
         let meta = db.open_tree("meta")?;
         let state = db.open_tree("state")?;
         // A snapshot written by an incompatible build is dropped, never misread.
@@ -58,6 +71,7 @@ impl Store {
             alert_keys: db.open_tree("alert_keys")?,
             state,
             db,
+            sync,
         })
     }
 
@@ -181,7 +195,9 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.db.flush()?)
+        let n = self.db.flush()?;
+        self.sync.log()?;
+        Ok(n)
     }
 }
 
