@@ -4,9 +4,12 @@
 mod actor;
 mod durable;
 pub mod outbox;
+pub mod record;
+mod recovery;
 
 pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
 pub use outbox::{Budget, Gap, Lane, Outbox};
+pub use recovery::{is_disk_full, open_or_recover, Recovery};
 
 use std::path::Path;
 
@@ -42,9 +45,12 @@ pub struct Store {
     state: sled::Tree,
     alerts: sled::Tree,
     alert_keys: sled::Tree,
+    damage: std::sync::Arc<record::DamageLog>,
 }
 
 const STATE_VERSION: &[u8] = b"state-format-2";
+/// Marks a database whose values are all sealed (`record::seal`); older ones are sealed once.
+const RECORD_FORMAT: &[u8] = b"crc32-1";
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
@@ -65,14 +71,33 @@ impl Store {
             state.clear()?;
             meta.insert("state_version", STATE_VERSION)?;
         }
+        let alerts = db.open_tree("alerts")?;
+        if meta.get("record_format")?.as_deref() != Some(RECORD_FORMAT) {
+            seal_all(&db)?;
+            meta.insert("record_format", RECORD_FORMAT)?;
+            db.flush()?;
+        }
+        let damage = std::sync::Arc::new(record::DamageLog::default());
+        // Every record is checked once at start: what is damaged is counted, logged and dropped.
+        for (name, tree) in [("state", &state), ("alerts", &alerts)] {
+            drop_damaged(name, tree, &damage)?;
+        }
+        let outbox = Outbox::open(&db, "")?;
+        outbox.report_damage("outbox", &damage);
         Ok(Store {
-            outbox: Outbox::open(&db, "")?,
-            alerts: db.open_tree("alerts")?,
+            outbox,
+            alerts,
             alert_keys: db.open_tree("alert_keys")?,
             state,
             db,
             sync,
+            damage,
         })
+    }
+
+    /// Records that could not be restored since start, per tree.
+    pub fn damage(&self) -> std::sync::Arc<record::DamageLog> {
+        self.damage.clone()
     }
 
     /// The upstream outbox (shares this database).
@@ -82,7 +107,9 @@ impl Store {
 
     /// The outbox of another consumer (e.g. an MQTT sink), with its own trees and seq.
     pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
-        Outbox::open(&self.db, name)
+        let o = Outbox::open(&self.db, name)?;
+        o.report_damage(&format!("outbox_{name}"), &self.damage);
+        Ok(o)
     }
 
     /// Bytes sled occupies on disk.
@@ -99,7 +126,10 @@ impl Store {
                 tree: "state",
                 reason: e.to_string(),
             })?;
-            out.push((key, v.to_vec()));
+            match record::open(&k, &v) {
+                Ok(p) => out.push((key, p.to_vec())),
+                Err(e) => self.damage.record("state", 1, &e),
+            }
         }
         Ok(out)
     }
@@ -108,7 +138,7 @@ impl Store {
     pub fn save_snapshots(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in items {
-            batch.insert(k.as_bytes(), v);
+            batch.insert(k.as_bytes(), record::seal(k.as_bytes(), &v));
         }
         self.state.apply_batch(batch)?;
         Ok(())
@@ -130,7 +160,8 @@ impl Store {
                 k
             }
         };
-        self.alerts.insert(key, value)?;
+        let sealed = record::seal(&key, &value);
+        self.alerts.insert(key, sealed)?;
         Ok(())
     }
 
@@ -138,8 +169,11 @@ impl Store {
     pub fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let mut out = Vec::new();
         for kv in self.alerts.iter().rev() {
-            let (_, v) = kv?;
-            let a: Alert = match serde_json::from_slice(&v) {
+            let (k, v) = kv?;
+            let Ok(v) = record::open(&k, &v) else {
+                continue; // counted at start; damage written since is caught there next time
+            };
+            let a: Alert = match serde_json::from_slice(v) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable alert log record");
@@ -185,7 +219,8 @@ impl Store {
                 break;
             }
             self.alerts.remove(&k)?;
-            if let Ok(a) = serde_json::from_slice::<Alert>(&v) {
+            let body = record::open(&k, &v).unwrap_or_default();
+            if let Ok(a) = serde_json::from_slice::<Alert>(body) {
                 self.alert_keys.remove(a.id.as_bytes())?;
             }
             removed += 1;
@@ -199,6 +234,50 @@ impl Store {
         self.sync.log()?;
         Ok(n)
     }
+}
+
+/// Seals every value of a database written before records were sealed (trusted as they are).
+fn seal_all(db: &sled::Db) -> Result<(), StoreError> {
+    for name in db.tree_names() {
+        let n = String::from_utf8_lossy(&name);
+        let sealed =
+            n == "state" || n == "alerts" || n.starts_with("outbox_") && !n.ends_with("_meta");
+        if !sealed {
+            continue;
+        }
+        let tree = db.open_tree(&name)?;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            if record::open(&k, &v).is_err() {
+                tree.insert(&k, record::seal(&k, &v))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the records of `tree` that fail their check, counting them in `damage`.
+fn drop_damaged(
+    name: &str,
+    tree: &sled::Tree,
+    damage: &record::DamageLog,
+) -> Result<(), StoreError> {
+    let mut bad = Vec::new();
+    let mut why = None;
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if let Err(e) = record::open(&k, &v) {
+            why.get_or_insert(e);
+            bad.push(k);
+        }
+    }
+    for k in &bad {
+        tree.remove(k)?;
+    }
+    if let Some(why) = why {
+        damage.record(name, bad.len() as u64, &why);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
