@@ -3,6 +3,7 @@
 
 mod actor;
 mod durable;
+mod manifest;
 pub mod outbox;
 pub mod record;
 mod recovery;
@@ -46,6 +47,9 @@ pub struct Store {
     alerts: sled::Tree,
     alert_keys: sled::Tree,
     damage: std::sync::Arc<record::DamageLog>,
+    dir: std::path::PathBuf,
+    /// A snapshot was saved since the manifest was last written.
+    checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
 const STATE_VERSION: &[u8] = b"state-format-2";
@@ -84,6 +88,21 @@ impl Store {
         }
         let outbox = Outbox::open(&db, "")?;
         outbox.report_damage("outbox", &damage);
+        // Records sled dropped while recovering a damaged log leave no trace but the manifest.
+        if let Some(m) = manifest::Manifest::read(dir) {
+            let have = state.len() as u64;
+            if have < m.state_records {
+                let why = record::Damaged::Missing(m.state_records - have);
+                damage.record("state", m.state_records - have, &why);
+            }
+            let last = outbox.last_seq();
+            if last < m.outbox_seq {
+                let why = record::Damaged::Missing(m.outbox_seq - last);
+                damage.record("outbox", m.outbox_seq - last, &why);
+                // Never issue those seqs again with other messages.
+                outbox.skip_to(m.outbox_seq);
+            }
+        }
         Ok(Store {
             outbox,
             alerts,
@@ -92,6 +111,8 @@ impl Store {
             db,
             sync,
             damage,
+            dir: dir.to_path_buf(),
+            checkpoint_due: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -141,6 +162,8 @@ impl Store {
             batch.insert(k.as_bytes(), record::seal(k.as_bytes(), &v));
         }
         self.state.apply_batch(batch)?;
+        self.checkpoint_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -232,6 +255,16 @@ impl Store {
     pub fn flush(&self) -> Result<usize, StoreError> {
         let n = self.db.flush()?;
         self.sync.log()?;
+        if self
+            .checkpoint_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let m = manifest::Manifest {
+                state_records: self.state.len() as u64,
+                outbox_seq: self.outbox.last_seq(),
+            };
+            m.write(&self.dir)?;
+        }
         Ok(n)
     }
 }

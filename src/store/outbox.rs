@@ -335,6 +335,11 @@ impl Outbox {
         self.inner.lost.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Issues seqs after `seq` from now on (seqs the store knows were issued but lost).
+    pub(super) fn skip_to(&self, seq: u64) {
+        self.inner.next_seq.fetch_max(seq + 1, Relaxed);
+    }
+
     /// Adds the damaged records found at open to the store's damage report (as `tree`).
     pub(super) fn report_damage(&self, tree: &str, log: &DamageLog) {
         let l = self.lost();
