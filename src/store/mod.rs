@@ -71,7 +71,8 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let state = db.open_tree("state")?;
         // A snapshot written by an incompatible build is dropped, never misread.
-        if meta.get("state_version")?.as_deref() != Some(STATE_VERSION) {
+        let cleared = meta.get("state_version")?.as_deref() != Some(STATE_VERSION);
+        if cleared {
             state.clear()?;
             meta.insert("state_version", STATE_VERSION)?;
         }
@@ -91,7 +92,7 @@ impl Store {
         // Records sled dropped while recovering a damaged log leave no trace but the manifest.
         if let Some(m) = manifest::Manifest::read(dir) {
             let have = state.len() as u64;
-            if have < m.state_records {
+            if have < m.state_records && !cleared {
                 let why = record::Damaged::Missing(m.state_records - have);
                 damage.record("state", m.state_records - have, &why);
             }
@@ -379,6 +380,31 @@ mod tests {
         s.log_alert(&alert("a0", 5000, AlertState::Resolved))
             .expect("log");
         assert_eq!(s.alert_count(), 6);
+    }
+
+    #[test]
+    fn records_missing_since_the_last_checkpoint_and_damaged_ones_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path(), 1 << 20).expect("open");
+            let items = (0..3).map(|i| (format!("dev{i}"), vec![i])).collect();
+            s.save_snapshots(items).expect("save");
+            s.log_alert(&alert("a1", 1000, AlertState::Firing))
+                .expect("log");
+            s.flush().expect("flush");
+            // As if sled had dropped one snapshot record and damaged an alert record.
+            s.state.remove("dev1").expect("remove");
+            let (k, _) = s.alerts.first().expect("first").expect("an alert");
+            s.alerts.insert(k, &b"\xC1garbage"[..]).expect("damage");
+            s.db.flush().expect("flush");
+        }
+        let s = Store::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(
+            s.damage().counts(),
+            vec![("alerts".to_string(), 1), ("state".to_string(), 1)]
+        );
+        assert_eq!(s.load_snapshots().expect("load").len(), 2);
+        assert_eq!(s.alert_count(), 0, "the damaged record was dropped");
     }
 
     #[test]
