@@ -147,7 +147,14 @@ impl Proc {
     }
 
     /// SIGKILL and wait until the kernel has closed its files.
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // A failed assertion must not leave the appliance running (or holding the mount).
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -590,7 +597,7 @@ fn power_cuts_never_lose_reissue_or_half_restore() {
     p.kill();
     let ops = fs.ops();
     eprintln!(
-        "powercut: {cycles} cycles in {:.0?}, seed {seed}\n  cuts by phase: {:?}\n  cycles by receiver: {:?}\n  torn writes: {torn}\n  messages checked: {} (distinct seqs {}), alerts tracked: {}\n  fs ops since last mount: {ops:?}\n  violations: {}",
+        "powercut: {cycles} cycles in {:.0?}, seed {seed}\n  cuts by phase: {:?}\n  cycles by receiver: {:?}\n  torn writes: {torn}\n  messages checked: {} (distinct seqs {}), alerts tracked: {}\n  fs ops in total: {ops:?}\n  violations: {}",
         started.elapsed(),
         phases.0,
         modes.0,
