@@ -1,5 +1,7 @@
 //! Power cuts: edgewatch's data directory on a FUSE filesystem that loses everything not fsync'ed
 //! (tests/powercut/fs.rs), the real binary cut at random moments, invariants checked every cycle.
+//! Over 600 lines because the cycle test's checker (the ledger) and its process and load helpers
+//! belong together; the filesystem and the receiver are in their own files under tests/powercut/.
 
 #[path = "powercut/fs.rs"]
 mod fs;
