@@ -84,6 +84,31 @@ impl Control {
     }
 }
 
+/// How many damaged databases are kept aside for inspection (`<data_dir>.damaged-<ms>`).
+const KEEP_DAMAGED: usize = 3;
+
+/// Opens the store; a damaged database is moved aside (never a crash loop), a full disk is
+/// reported and retried every 10 s.
+fn open_store(
+    dir: &std::path::Path,
+    cache: u64,
+) -> anyhow::Result<(Store, Option<crate::store::Recovery>)> {
+    loop {
+        match crate::store::open_or_recover(dir, cache, KEEP_DAMAGED) {
+            Ok(r) => return Ok(r),
+            Err(e) if crate::store::is_disk_full(&e) => {
+                tracing::error!(data_dir = %dir.display(), error = %e, "disk full: cannot open the store; retrying in 10 s");
+                crate::service::notify::status(&format!("disk full: {e}"));
+                std::thread::sleep(Duration::from_secs(10));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the store in {}", dir.display()))
+            }
+        }
+    }
+}
+
 /// An appliance running in this process on its own thread (see [`start`]).
 pub struct Running {
     bound: Bound,
@@ -170,6 +195,50 @@ pub fn start(resolved: Resolved) -> anyhow::Result<Running> {
     }
 }
 
+/// Internal alerts for what the store could not restore.
+fn store_alerts(
+    node: &str,
+    damage: &[(String, u64)],
+    recovery: Option<&crate::store::Recovery>,
+) -> Vec<crate::model::Alert> {
+    let now = now_ms();
+    let alert = |metric: String, message: String| crate::model::Alert {
+        id: format!("store-{now:x}-{metric}"),
+        device: node.to_string(),
+        metric,
+        detector: "store_integrity".into(),
+        severity: crate::model::Severity::Critical,
+        state: crate::model::AlertState::Firing,
+        ts: now,
+        value: 1.0,
+        score: 1.0,
+        anomaly: 1.0,
+        raised_at: now,
+        resolved_at: None,
+        message,
+    };
+    let mut out: Vec<_> = damage
+        .iter()
+        .map(|(tree, n)| {
+            alert(
+                format!("store.{tree}"),
+                format!("{n} damaged records in the store's {tree} could not be restored"),
+            )
+        })
+        .collect();
+    if let Some(r) = recovery {
+        out.push(alert(
+            "store.database".into(),
+            format!(
+                "the store could not be opened ({}); moved aside to {}, started fresh",
+                r.reason,
+                r.moved_to.display()
+            ),
+        ));
+    }
+    out
+}
+
 /// Runs the appliance until SIGINT or SIGTERM (SIGHUP reloads). Blocks the calling thread.
 pub fn run(resolved: Resolved) -> anyhow::Result<()> {
     serve(resolved, Control::Signals, |_| {})
@@ -185,8 +254,7 @@ pub fn serve(
     let cfg = resolved.config.clone();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let store = Store::open(&cfg.data_dir, cfg.store.cache_bytes)
-        .with_context(|| format!("cannot open the store in {}", cfg.data_dir.display()))?;
+    let (store, recovery) = open_store(&cfg.data_dir, cfg.store.cache_bytes)?;
     let saved = store.load_snapshots().context("cannot read saved state")?;
     let mut queues = Vec::new();
     let sender = match &cfg.upstream {
@@ -246,11 +314,14 @@ pub fn serve(
                 .iter()
                 .map(|(m, f)| (m.id.clone(), f.stats.clone(), f.outbox.clone()))
                 .collect(),
+            store: Default::default(),
         });
+        let _ = status.store.set((store.damage(), recovery.clone()));
 
         let store_arbiter = Arbiter::new();
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retention = cfg.store.clone();
+        let store_damage = store.damage().counts();
         let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), {
             let abandoned = abandoned.clone();
             move |_| StoreActor::new(store, retention, queues).abandoned_by(abandoned)
@@ -273,6 +344,11 @@ pub fn serve(
             cfg.upstream.as_ref().map(|u| u.summary_interval.0),
         )
         .start();
+        // Damage is never silent: raised as internal alerts (device = the node id).
+        let internal = store_alerts(&cfg.node_id, &store_damage, recovery.as_ref());
+        if !internal.is_empty() {
+            hub.do_send(crate::analysis::actor::Alerts(internal));
+        }
 
         let n = shard_count(&resolved);
         let resolved_token = resolved.api_token.clone();

@@ -142,6 +142,11 @@ pub struct StatusBoard {
         Arc<crate::upstream::UpstreamStats>,
         crate::store::Outbox,
     )>,
+    /// What the store could not restore at start (set once the store is open).
+    pub store: std::sync::OnceLock<(
+        Arc<crate::store::record::DamageLog>,
+        Option<crate::store::Recovery>,
+    )>,
 }
 
 impl StatusBoard {
@@ -160,6 +165,7 @@ impl StatusBoard {
             pipeline: PipelineStats::default(),
             upstream: None,
             sinks: Vec::new(),
+            store: Default::default(),
         }
     }
 
@@ -230,6 +236,7 @@ impl StatusBoard {
                 })
                 .collect(),
             clock: crate::clock::view(now_ms()),
+            store: StoreView::of(self.store.get()),
         }
     }
 }
@@ -250,6 +257,36 @@ pub struct StatusView {
     pub sinks: Vec<SinkView>,
     /// Wall-clock sanity (boards without RTC): see docs/CLOCK.md.
     pub clock: crate::clock::ClockView,
+    pub store: StoreView,
+}
+
+/// Damage found in the store (docs/DURABILITY.md): records dropped per tree, a database moved aside.
+#[derive(Debug, Serialize, Default)]
+pub struct StoreView {
+    pub damaged_records: u64,
+    pub damaged: std::collections::BTreeMap<String, u64>,
+    pub moved_aside: Option<String>,
+    pub moved_aside_reason: Option<String>,
+}
+
+impl StoreView {
+    fn of(
+        s: Option<&(
+            Arc<crate::store::record::DamageLog>,
+            Option<crate::store::Recovery>,
+        )>,
+    ) -> Self {
+        let Some((d, r)) = s else {
+            return StoreView::default();
+        };
+        let damaged: std::collections::BTreeMap<String, u64> = d.counts().into_iter().collect();
+        StoreView {
+            damaged_records: damaged.values().sum(),
+            damaged,
+            moved_aside: r.as_ref().map(|r| r.moved_to.display().to_string()),
+            moved_aside_reason: r.as_ref().map(|r| r.reason.clone()),
+        }
+    }
 }
 
 /// One `[[sink]]` in `/api/status`.
@@ -391,6 +428,7 @@ mod tests {
             pipeline: PipelineStats::default(),
             upstream: None,
             sinks: Vec::new(),
+            store: Default::default(),
         };
         b.sources()[0].samples.fetch_add(42, Relaxed);
         b.tick();

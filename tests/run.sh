@@ -14,6 +14,7 @@ need npm npm
 need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py; skipped, saying why, without ../shared)
+need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

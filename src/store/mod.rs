@@ -2,10 +2,15 @@
 //! `Store` is plain and testable; `StoreActor` is the actix shell that runs it on its own thread.
 
 mod actor;
+mod durable;
+mod manifest;
 pub mod outbox;
+pub mod record;
+mod recovery;
 
 pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
 pub use outbox::{Budget, Gap, Lane, Outbox};
+pub use recovery::{is_disk_full, open_or_recover, Recovery};
 
 use std::path::Path;
 
@@ -17,6 +22,11 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Filter for alert queries.
@@ -29,13 +39,22 @@ pub struct AlertFilter {
 
 pub struct Store {
     db: sled::Db,
+    /// sled's log file and directory, fsync'ed by `flush` (sled itself only calls
+    /// `sync_file_range`, which neither flushes a drive's cache nor the file's size).
+    sync: durable::Syncer,
     outbox: Outbox,
     state: sled::Tree,
     alerts: sled::Tree,
     alert_keys: sled::Tree,
+    damage: std::sync::Arc<record::DamageLog>,
+    dir: std::path::PathBuf,
+    /// A snapshot was saved since the manifest was last written.
+    checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
 const STATE_VERSION: &[u8] = b"state-format-2";
+/// Marks a database whose values are all sealed (`record::seal`); older ones are sealed once.
+const RECORD_FORMAT: &[u8] = b"crc32-1";
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
@@ -45,20 +64,62 @@ impl Store {
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()?;
+        // sled never fsyncs its directory or `conf`: a power cut right after the first start
+        // would lose the whole database. Make the files and their names durable now.
+        let sync = durable::Syncer::new(dir)?;
+        sync.files_and_names()?;
         let meta = db.open_tree("meta")?;
         let state = db.open_tree("state")?;
         // A snapshot written by an incompatible build is dropped, never misread.
-        if meta.get("state_version")?.as_deref() != Some(STATE_VERSION) {
+        let cleared = meta.get("state_version")?.as_deref() != Some(STATE_VERSION);
+        if cleared {
             state.clear()?;
             meta.insert("state_version", STATE_VERSION)?;
         }
+        let alerts = db.open_tree("alerts")?;
+        if meta.get("record_format")?.as_deref() != Some(RECORD_FORMAT) {
+            seal_all(&db)?;
+            meta.insert("record_format", RECORD_FORMAT)?;
+            db.flush()?;
+        }
+        let damage = std::sync::Arc::new(record::DamageLog::default());
+        // Every record is checked once at start: what is damaged is counted, logged and dropped.
+        for (name, tree) in [("state", &state), ("alerts", &alerts)] {
+            drop_damaged(name, tree, &damage)?;
+        }
+        let outbox = Outbox::open(&db, "")?;
+        outbox.report_damage("outbox", &damage);
+        // Records sled dropped while recovering a damaged log leave no trace but the manifest.
+        if let Some(m) = manifest::Manifest::read(dir) {
+            let have = state.len() as u64;
+            if have < m.state_records && !cleared {
+                let why = record::Damaged::Missing(m.state_records - have);
+                damage.record("state", m.state_records - have, &why);
+            }
+            let last = outbox.last_seq();
+            if last < m.outbox_seq {
+                let why = record::Damaged::Missing(m.outbox_seq - last);
+                damage.record("outbox", m.outbox_seq - last, &why);
+                // Never issue those seqs again with other messages.
+                outbox.skip_to(m.outbox_seq);
+            }
+        }
         Ok(Store {
-            outbox: Outbox::open(&db, "")?,
-            alerts: db.open_tree("alerts")?,
+            outbox,
+            alerts,
             alert_keys: db.open_tree("alert_keys")?,
             state,
             db,
+            sync,
+            damage,
+            dir: dir.to_path_buf(),
+            checkpoint_due: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Records that could not be restored since start, per tree.
+    pub fn damage(&self) -> std::sync::Arc<record::DamageLog> {
+        self.damage.clone()
     }
 
     /// The upstream outbox (shares this database).
@@ -68,7 +129,9 @@ impl Store {
 
     /// The outbox of another consumer (e.g. an MQTT sink), with its own trees and seq.
     pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
-        Outbox::open(&self.db, name)
+        let o = Outbox::open(&self.db, name)?;
+        o.report_damage(&format!("outbox_{name}"), &self.damage);
+        Ok(o)
     }
 
     /// Bytes sled occupies on disk.
@@ -85,7 +148,10 @@ impl Store {
                 tree: "state",
                 reason: e.to_string(),
             })?;
-            out.push((key, v.to_vec()));
+            match record::open(&k, &v) {
+                Ok(p) => out.push((key, p.to_vec())),
+                Err(e) => self.damage.record("state", 1, &e),
+            }
         }
         Ok(out)
     }
@@ -94,9 +160,11 @@ impl Store {
     pub fn save_snapshots(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in items {
-            batch.insert(k.as_bytes(), v);
+            batch.insert(k.as_bytes(), record::seal(k.as_bytes(), &v));
         }
         self.state.apply_batch(batch)?;
+        self.checkpoint_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -116,7 +184,8 @@ impl Store {
                 k
             }
         };
-        self.alerts.insert(key, value)?;
+        let sealed = record::seal(&key, &value);
+        self.alerts.insert(key, sealed)?;
         Ok(())
     }
 
@@ -124,8 +193,11 @@ impl Store {
     pub fn alerts(&self, f: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
         let mut out = Vec::new();
         for kv in self.alerts.iter().rev() {
-            let (_, v) = kv?;
-            let a: Alert = match serde_json::from_slice(&v) {
+            let (k, v) = kv?;
+            let Ok(v) = record::open(&k, &v) else {
+                continue; // counted at start; damage written since is caught there next time
+            };
+            let a: Alert = match serde_json::from_slice(v) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable alert log record");
@@ -171,7 +243,8 @@ impl Store {
                 break;
             }
             self.alerts.remove(&k)?;
-            if let Ok(a) = serde_json::from_slice::<Alert>(&v) {
+            let body = record::open(&k, &v).unwrap_or_default();
+            if let Ok(a) = serde_json::from_slice::<Alert>(body) {
                 self.alert_keys.remove(a.id.as_bytes())?;
             }
             removed += 1;
@@ -181,8 +254,64 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.db.flush()?)
+        let n = self.db.flush()?;
+        self.sync.log()?;
+        if self
+            .checkpoint_due
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let m = manifest::Manifest {
+                state_records: self.state.len() as u64,
+                outbox_seq: self.outbox.last_seq(),
+            };
+            m.write(&self.dir)?;
+        }
+        Ok(n)
     }
+}
+
+/// Seals every value of a database written before records were sealed (trusted as they are).
+fn seal_all(db: &sled::Db) -> Result<(), StoreError> {
+    for name in db.tree_names() {
+        let n = String::from_utf8_lossy(&name);
+        let sealed =
+            n == "state" || n == "alerts" || n.starts_with("outbox_") && !n.ends_with("_meta");
+        if !sealed {
+            continue;
+        }
+        let tree = db.open_tree(&name)?;
+        for kv in tree.iter() {
+            let (k, v) = kv?;
+            if record::open(&k, &v).is_err() {
+                tree.insert(&k, record::seal(&k, &v))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the records of `tree` that fail their check, counting them in `damage`.
+fn drop_damaged(
+    name: &str,
+    tree: &sled::Tree,
+    damage: &record::DamageLog,
+) -> Result<(), StoreError> {
+    let mut bad = Vec::new();
+    let mut why = None;
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if let Err(e) = record::open(&k, &v) {
+            why.get_or_insert(e);
+            bad.push(k);
+        }
+    }
+    for k in &bad {
+        tree.remove(k)?;
+    }
+    if let Some(why) = why {
+        damage.record(name, bad.len() as u64, &why);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -251,6 +380,31 @@ mod tests {
         s.log_alert(&alert("a0", 5000, AlertState::Resolved))
             .expect("log");
         assert_eq!(s.alert_count(), 6);
+    }
+
+    #[test]
+    fn records_missing_since_the_last_checkpoint_and_damaged_ones_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = Store::open(dir.path(), 1 << 20).expect("open");
+            let items = (0..3).map(|i| (format!("dev{i}"), vec![i])).collect();
+            s.save_snapshots(items).expect("save");
+            s.log_alert(&alert("a1", 1000, AlertState::Firing))
+                .expect("log");
+            s.flush().expect("flush");
+            // As if sled had dropped one snapshot record and damaged an alert record.
+            s.state.remove("dev1").expect("remove");
+            let (k, _) = s.alerts.first().expect("first").expect("an alert");
+            s.alerts.insert(k, &b"\xC1garbage"[..]).expect("damage");
+            s.db.flush().expect("flush");
+        }
+        let s = Store::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(
+            s.damage().counts(),
+            vec![("alerts".to_string(), 1), ("state".to_string(), 1)]
+        );
+        assert_eq!(s.load_snapshots().expect("load").len(), 2);
+        assert_eq!(s.alert_count(), 0, "the damaged record was dropped");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use super::record::{self, DamageLog, Damaged};
 use super::StoreError;
 use crate::model::Millis;
 
@@ -50,9 +51,12 @@ struct Inner {
     bytes: [AtomicU64; 2],
     counts: [AtomicU64; 2],
     dropped: AtomicU64,
+    /// Damaged records found (and removed) at open: their gap notices, queued by `enforce`, and
+    /// the count and first reason for the store's damage report.
+    lost: std::sync::Mutex<(Vec<Gap>, u64, Option<Damaged>)>,
 }
 
-/// Value layout: created_at (i64 BE, 8 bytes) + JSON.
+/// Value layout: sealed (`record::seal`) created_at (i64 BE, 8 bytes) + JSON.
 const HEADER: usize = 8;
 
 fn key(seq: u64) -> [u8; 8] {
@@ -93,10 +97,17 @@ impl Outbox {
         let mut last = meta.get("last_seq")?.map_or(0, |v| seq_of(&v));
         let mut bytes = [0u64; 2];
         let mut counts = [0u64; 2];
+        let mut lost = (Vec::new(), 0, None);
         for (i, t) in trees.iter().enumerate() {
+            let lane = [Lane::Alert, Lane::Summary][i];
             for kv in t.iter() {
                 let (k, v) = kv?;
                 last = last.max(seq_of(&k));
+                if let Err(e) = record::open(&k, &v) {
+                    t.remove(&k)?;
+                    note_lost(&mut lost, lane, seq_of(&k), e);
+                    continue;
+                }
                 bytes[i] += (k.len() + v.len()) as u64;
                 counts[i] += 1;
             }
@@ -109,6 +120,7 @@ impl Outbox {
                 bytes: bytes.map(AtomicU64::new),
                 counts: counts.map(AtomicU64::new),
                 dropped: AtomicU64::new(0),
+                lost: std::sync::Mutex::new(lost),
             }),
         })
     }
@@ -124,9 +136,10 @@ impl Outbox {
         let i = &self.inner;
         let seq = i.next_seq.fetch_add(1, Relaxed);
         let json = build(seq);
-        let mut v = Vec::with_capacity(HEADER + json.len());
-        v.extend_from_slice(&now.to_be_bytes());
-        v.extend_from_slice(&json);
+        let mut body = Vec::with_capacity(HEADER + json.len());
+        body.extend_from_slice(&now.to_be_bytes());
+        body.extend_from_slice(&json);
+        let v = record::seal(&key(seq), &body);
         let len = (v.len() + 8) as u64;
         i.trees[lane.idx()].insert(key(seq), v)?;
         // The highest seq ever issued survives even when every message was acknowledged.
@@ -150,10 +163,14 @@ impl Outbox {
         }
         for kv in self.inner.trees[lane.idx()].range(key(after + 1)..=key(upto)) {
             let (k, v) = kv?;
+            // Checked at open; a record damaged since is not sent as garbage.
+            let Ok(body) = record::open(&k, &v) else {
+                continue;
+            };
             out.push(Item {
                 seq: seq_of(&k),
                 lane,
-                json: v.get(HEADER..).unwrap_or_default().to_vec(),
+                json: body.get(HEADER..).unwrap_or_default().to_vec(),
             });
             if out.len() >= limit {
                 break;
@@ -220,7 +237,7 @@ impl Outbox {
     /// total exceeds `max_bytes`, then the oldest alerts while alerts exceed `alert_max_bytes`.
     /// Each pass frees 10% below the limit so that it runs rarely. Returns what was dropped.
     pub fn enforce(&self, b: &Budget, now: Millis) -> Result<Vec<Gap>, StoreError> {
-        let mut gaps = Vec::new();
+        let mut gaps = std::mem::take(&mut self.lost().0);
         let cutoff = now.saturating_sub(b.max_age_ms);
         if let Some(g) =
             self.drop_oldest(Lane::Summary, "max_age", |_, created| created < cutoff)?
@@ -259,10 +276,14 @@ impl Outbox {
         let tree = &self.inner.trees[lane.idx()];
         for kv in tree.iter() {
             let (k, v) = kv?;
-            if !more(self, created_of(&v)) {
+            let body = record::open(&k, &v).unwrap_or_default();
+            if !more(self, created_of(body)) {
                 break;
             }
-            if v.get(HEADER..).is_some_and(|j| j.starts_with(GAP_PREFIX)) {
+            if body
+                .get(HEADER..)
+                .is_some_and(|j| j.starts_with(GAP_PREFIX))
+            {
                 continue;
             }
             // Only what this pass really removed counts (an ack may have taken it meanwhile).
@@ -289,6 +310,45 @@ impl Outbox {
             }
         }
         Ok(gap)
+    }
+}
+
+impl Outbox {
+    fn lost(&self) -> std::sync::MutexGuard<'_, (Vec<Gap>, u64, Option<Damaged>)> {
+        self.inner.lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Issues seqs after `seq` from now on (seqs the store knows were issued but lost).
+    pub(super) fn skip_to(&self, seq: u64) {
+        self.inner.next_seq.fetch_max(seq + 1, Relaxed);
+    }
+
+    /// Adds the damaged records found at open to the store's damage report (as `tree`).
+    pub(super) fn report_damage(&self, tree: &str, log: &DamageLog) {
+        let l = self.lost();
+        if let Some(why) = &l.2 {
+            log.record(tree, l.1, why);
+        }
+    }
+}
+
+/// Counts a damaged record of `lane` and extends (or starts) that lane's `damaged` gap.
+fn note_lost(lost: &mut (Vec<Gap>, u64, Option<Damaged>), lane: Lane, seq: u64, why: Damaged) {
+    lost.1 += 1;
+    lost.2.get_or_insert(why);
+    match lost.0.iter_mut().find(|g| g.lane == lane) {
+        Some(g) => {
+            g.from = g.from.min(seq);
+            g.to = g.to.max(seq);
+            g.count += 1;
+        }
+        None => lost.0.push(Gap {
+            lane,
+            from: seq,
+            to: seq,
+            count: 1,
+            reason: "damaged",
+        }),
     }
 }
 
