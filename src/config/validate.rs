@@ -763,6 +763,34 @@ mod tests {
     }
 
     #[test]
+    fn misplaced_detector_field_is_located_and_names_the_kind() {
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max_per_sec = 3 }]\n",
+        );
+        assert_eq!(
+            e,
+            "c.toml:3:33: `max_per_sec` does not apply to a zscore detector (it takes: window, \
+             threshold, warmup, min_std, name, severity, hold) (field `template.t.detectors[0].max_per_sec`)"
+        );
+        // The same in an array of tables, one key per line.
+        let e = err("node_id = \"n\"\n[template.t]\n[[template.t.detectors]]\ntype = \"rate\"\nmax_per_sec = 1.0\nwindow = 5\n");
+        assert!(
+            e.starts_with("c.toml:6:1: `window` does not apply to a rate detector"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(field `template.t.detectors[0].window`)"),
+            "{e}"
+        );
+        // An unknown kind is located at its value.
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscroe\" }]\n");
+        assert!(
+            e.starts_with("c.toml:3:23: unknown variant `zscroe`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn template_cycle_and_missing_template() {
         let e = err(
             "node_id = \"n\"\n[template.a]\ntemplate = \"b\"\n[template.b]\ntemplate = \"a\"\n",

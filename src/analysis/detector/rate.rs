@@ -96,3 +96,51 @@ impl Kind for Spec {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::anomalies;
+    use super::super::*;
+
+    #[test]
+    fn rate_with_irregular_dt() {
+        let spec = DetectorSpec::Rate(rate::Spec { max_per_sec: 10.0 });
+        let mut st = DetectorState::new(&spec, 0);
+        let samples: [(Millis, f64); 8] = [
+            (0, 0.0),
+            (500, 4.0),    // 8/s
+            (600, 5.0),    // 10/s, not > 10
+            (700, 6.5),    // 15/s
+            (700, 100.0),  // Δt 0: skipped
+            (650, 100.0),  // Δt < 0: skipped
+            (3700, 30.0),  // 23.5 over 3 s vs the ts-700 sample: 7.83/s
+            (3710, 29.85), // 15/s, falling
+        ];
+        let verdicts: Vec<Verdict> = samples
+            .iter()
+            .map(|&(ts, v)| st.observe(&spec, ts, v))
+            .collect();
+        let flags: Vec<bool> = verdicts.iter().map(|v| v.anomalous).collect();
+        assert_eq!(
+            flags,
+            [false, false, false, true, false, false, false, true]
+        );
+        assert_eq!(verdicts[0].reason, Reason::Rate(rate::Reason::NoRate));
+        assert!((verdicts[1].score - 8.0).abs() < 1e-9);
+        assert!((verdicts[3].score - 15.0).abs() < 1e-9);
+        assert_eq!(verdicts[3].message(), "rate 15/s > 10/s");
+        assert_eq!(verdicts[4].reason, Reason::Rate(rate::Reason::NoRate));
+        assert_eq!(verdicts[5].score, 0.0);
+        assert!((verdicts[6].score - 23.5 / 3.0).abs() < 1e-9);
+        assert_eq!(verdicts[6].message(), "rate 7.833/s <= 10/s");
+        assert!((verdicts[7].score - 15.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rate_quiet_on_smooth_signal() {
+        let spec = DetectorSpec::Rate(rate::Spec { max_per_sec: 2.0 });
+        let values: Vec<f64> = (0..10_000).map(|i| (i as f64 / 100.0).sin()).collect();
+        // d/dt sin(t/100 s) peaks at 1/(100 ms) per sample... at 10 ms steps that is 1/s.
+        assert!(anomalies(&spec, &values, 10).is_empty());
+    }
+}

@@ -98,3 +98,41 @@ impl Kind for Spec {
         s.last_seen = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::analysis::lifecycle::{Lifecycle, Transition};
+
+    #[test]
+    fn silence_fires_without_any_data_and_resolves_after_seen() {
+        let spec = DetectorSpec::Silence(silence::Spec { after_ms: 5_000 });
+        let mut st = DetectorState::new(&spec, 1_000);
+        let mut lc = Lifecycle::new();
+        let mut events = Vec::new();
+        for now in (1_000..=8_000).step_by(1_000) {
+            let v = st.tick(&spec, now).unwrap();
+            if let Some(t) = lc.step(v.anomalous, now, 0) {
+                events.push((now, t, v));
+            }
+        }
+        // 6_000 - 1_000 = 5_000 is not > 5_000; 7_000 is the first silent tick.
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, 7_000);
+        assert_eq!(events[0].1, Transition::Fire);
+        assert_eq!(events[0].2.score, 6.0);
+        assert_eq!(events[0].2.message(), "no data for 6 s > 5 s");
+
+        // Samples' own timestamps do not count; arrivals do.
+        let v = st.observe(&spec, 123, 1.0);
+        assert!(!v.anomalous);
+        assert!(st.tick(&spec, 8_500).unwrap().anomalous);
+        st.seen(8_600);
+        let v = st.tick(&spec, 9_000).unwrap();
+        assert!(!v.anomalous);
+        assert!((v.score - 0.4).abs() < 1e-12);
+        assert_eq!(lc.step(v.anomalous, 9_000, 0), Some(Transition::Resolve));
+        assert!(st.tick(&spec, 13_600).is_some_and(|v| !v.anomalous));
+        assert!(st.tick(&spec, 13_601).is_some_and(|v| v.anomalous));
+    }
+}

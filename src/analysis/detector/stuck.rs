@@ -128,3 +128,66 @@ impl Kind for Spec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{anomalies, gaussian};
+    use super::super::*;
+
+    #[test]
+    fn stuck_by_count() {
+        let spec = DetectorSpec::Stuck(stuck::Spec {
+            count: Some(5),
+            duration_ms: None,
+            tolerance: 0.01,
+        });
+        let values = [1.0, 2.0, 2.0, 2.005, 1.995, 2.0, 2.0, 3.0, 3.0];
+        let mut st = DetectorState::new(&spec, 0);
+        let verdicts: Vec<Verdict> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| st.observe(&spec, i as Millis * 1000, v))
+            .collect();
+        let flags: Vec<bool> = verdicts.iter().map(|v| v.anomalous).collect();
+        assert_eq!(
+            flags,
+            [false, false, false, false, false, true, true, false, false]
+        );
+        let scores: Vec<f64> = verdicts.iter().map(|v| v.score).collect();
+        assert_eq!(scores, [1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 1.0, 2.0]);
+        assert_eq!(
+            verdicts[5].message(),
+            "value 2 unchanged for 5 samples (4 s)"
+        );
+        let clean = gaussian(8, 10_000, 0.0, 1.0);
+        assert!(anomalies(&spec, &clean, 1000).is_empty());
+    }
+
+    #[test]
+    fn stuck_by_duration() {
+        let spec = DetectorSpec::Stuck(stuck::Spec {
+            count: None,
+            duration_ms: Some(10_000),
+            tolerance: 0.0,
+        });
+        let mut st = DetectorState::new(&spec, 0);
+        let samples: [(Millis, f64); 8] = [
+            (0, 5.0),
+            (3_000, 5.0),
+            (6_000, 5.0),
+            (9_999, 5.0),
+            (10_000, 5.0), // run has lasted 10 s
+            (10_500, 6.0), // reset
+            (15_000, 6.0),
+            (20_500, 6.0),
+        ];
+        let flags: Vec<bool> = samples
+            .iter()
+            .map(|&(ts, v)| st.observe(&spec, ts, v).anomalous)
+            .collect();
+        assert_eq!(
+            flags,
+            [false, false, false, false, true, false, false, true]
+        );
+    }
+}

@@ -150,3 +150,63 @@ impl Kind for Spec {
         Verdict::quiet(Reason::InRange { value })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{anomalies, gaussian};
+    use super::super::*;
+
+    #[test]
+    fn threshold_with_hysteresis() {
+        let spec = DetectorSpec::Threshold(threshold::Spec {
+            min: Some(10.0),
+            max: Some(40.0),
+            hysteresis: 1.0,
+        });
+        let values = [
+            30.0, 35.0, 41.2, 39.5, 39.0, 38.0, 40.0, 9.0, 10.5, 11.0, 25.0,
+        ];
+        let mut st = DetectorState::new(&spec, 0);
+        let verdicts: Vec<Verdict> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| st.observe(&spec, i as Millis, v))
+            .collect();
+        let flags: Vec<bool> = verdicts.iter().map(|v| v.anomalous).collect();
+        assert_eq!(
+            flags,
+            [false, false, true, true, false, false, false, true, true, false, false]
+        );
+        assert!((verdicts[2].score - 1.2).abs() < 1e-9);
+        assert_eq!(verdicts[2].message(), "value 41.2 > max 40");
+        assert_eq!(verdicts[3].score, 0.0);
+        assert_eq!(
+            verdicts[3].reason,
+            Reason::Threshold(threshold::Reason::Hysteresis {
+                value: 39.5,
+                low: 11.0,
+                high: 39.0
+            })
+        );
+        assert_eq!(verdicts[7].score, 1.0);
+        assert_eq!(verdicts[7].message(), "value 9 < min 10");
+        assert_eq!(
+            verdicts[8].reason.to_string(),
+            "value 10.5 not yet back inside [11, 39]"
+        );
+        assert_eq!(verdicts[10].score, 0.0);
+    }
+
+    #[test]
+    fn threshold_one_sided() {
+        let spec = DetectorSpec::Threshold(threshold::Spec {
+            min: None,
+            max: Some(5.0),
+            hysteresis: 0.5,
+        });
+        let values = [-1e6, 5.0, 6.0, 4.8, 4.5, -1e6];
+        assert_eq!(anomalies(&spec, &values, 1), vec![2, 3]);
+        let clean = gaussian(3, 10_000, 0.0, 1.0);
+        assert!(anomalies(&spec, &clean, 1).is_empty());
+    }
+}
