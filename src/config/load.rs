@@ -99,9 +99,14 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Resolved, ConfigError> {
             // Inside tagged enums (sources) toml only knows the table's span: find the key itself.
             if let Some(name) = unknown_field_name(&message).map(str::to_string) {
                 // In a detector: say which kind rejected the field and what it takes.
+                let in_detector = matches!(
+                    path.as_slice(),
+                    [.., Seg::Key(k), Seg::Index(_)] if k == "detectors"
+                );
                 let kind = doc
                     .as_ref()
-                    .and_then(|d| span_item(d, &path))
+                    .filter(|_| in_detector)
+                    .and_then(|d| item_at(d, &path))
                     .and_then(|i| i.get("type"))
                     .and_then(|t| t.as_str());
                 if let Some(m) =
@@ -211,7 +216,7 @@ fn search(item: &Item, needle: &str, key: bool, at: &mut Vec<Seg>) -> Option<()>
 }
 
 /// The item at `path`, when the whole path exists.
-fn span_item<'a>(doc: &'a ImDocument<String>, path: &[Seg]) -> Option<&'a Item> {
+fn item_at<'a>(doc: &'a ImDocument<String>, path: &[Seg]) -> Option<&'a Item> {
     let mut item = doc.as_item();
     for seg in path {
         item = child(item, seg)?;
