@@ -5,8 +5,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edgewatch::analysis::detectors::{DetectorSpec, DetectorState};
-use edgewatch::analysis::seasonal::Period;
+use edgewatch::analysis::detector::seasonal::Period;
+use edgewatch::analysis::detector::{
+    cusum, ensemble, ewma, mad, predict, rate, seasonal, silence, stuck, threshold, zscore,
+    DetectorSpec, DetectorState,
+};
 use edgewatch::analysis::stats::{RollingStats, WindowSpec};
 
 const BATCH: usize = 4096;
@@ -58,83 +61,86 @@ fn bench_detectors(c: &mut Criterion) {
     let specs = [
         (
             "zscore_256_6_32",
-            DetectorSpec::Zscore {
+            DetectorSpec::Zscore(zscore::Spec {
                 window: 256,
                 threshold: 6.0,
                 warmup: 32,
                 min_std: 0.0,
-            },
+            }),
         ),
         (
             "threshold",
-            DetectorSpec::Threshold {
+            DetectorSpec::Threshold(threshold::Spec {
                 min: Some(0.0),
                 max: Some(40.0),
                 hysteresis: 1.0,
-            },
+            }),
         ),
-        ("rate", DetectorSpec::Rate { max_per_sec: 10.0 }),
+        ("rate", DetectorSpec::Rate(rate::Spec { max_per_sec: 10.0 })),
         (
             "stuck",
-            DetectorSpec::Stuck {
+            DetectorSpec::Stuck(stuck::Spec {
                 count: Some(10),
                 duration_ms: Some(60_000),
                 tolerance: 0.001,
-            },
+            }),
         ),
-        ("silence", DetectorSpec::Silence { after_ms: 60_000 }),
+        (
+            "silence",
+            DetectorSpec::Silence(silence::Spec { after_ms: 60_000 }),
+        ),
         (
             "mad_256_5",
-            DetectorSpec::Mad {
+            DetectorSpec::Mad(mad::Spec {
                 window: 256,
                 threshold: 5.0,
                 warmup: 32,
-            },
+            }),
         ),
         (
             "ewma",
-            DetectorSpec::Ewma {
+            DetectorSpec::Ewma(ewma::Spec {
                 alpha: 0.1,
                 window: 256,
                 threshold: 5.0,
                 warmup: 64,
-            },
+            }),
         ),
         (
             "cusum",
-            DetectorSpec::Cusum {
+            DetectorSpec::Cusum(cusum::Spec {
                 drift: 0.5,
                 threshold: 10.0,
                 window: 256,
                 warmup: 64,
-            },
+            }),
         ),
         (
             "seasonal_day",
-            DetectorSpec::Seasonal {
+            DetectorSpec::Seasonal(seasonal::Spec {
                 period: Period::Day,
                 window: 256,
                 threshold: 6.0,
                 warmup: 32,
-            },
+            }),
         ),
         (
             "predict",
-            DetectorSpec::Predict {
+            DetectorSpec::Predict(predict::Spec {
                 alpha: 0.5,
                 beta: 0.1,
                 window: 128,
                 threshold: 6.0,
                 warmup: 32,
-            },
+            }),
         ),
         (
             "ensemble_default",
-            DetectorSpec::Ensemble {
+            DetectorSpec::Ensemble(ensemble::Spec {
                 window: 6144,
                 threshold: 5.0,
                 warmup: 100,
-            },
+            }),
         ),
     ];
     let mut group = c.benchmark_group("detector_observe");

@@ -1,6 +1,6 @@
 //! Per-sample cost of a shard's whole ingest path (`ShardCore::ingest`: device lookup, statistics,
-//! zscore, lifecycle) with the dashboard's history ring off and on (600 points: twice the default,
-//! the worse case for caches), to price the ring. Instruction counts: valgrind --tool=callgrind.
+//! zscore or the default ensemble, lifecycle) with the dashboard's history ring off and on (600 points:
+//! twice the default, the worse case for caches), to price the ring. Instruction counts: valgrind --tool=callgrind.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -14,12 +14,13 @@ use edgewatch::status::StatusBoard;
 const DEVICES: usize = 100;
 const BATCH: usize = 4096;
 
-fn core(history: usize) -> ShardCore {
+/// A shard whose devices all get `detector` (an inline table).
+fn core(history: usize, detector: &str) -> ShardCore {
     let text = format!(
         "node_id = \"bench\"\n[analysis]\nhistory = {history}\n\
          [unknown_devices]\npolicy = \"register\"\ntemplate = \"t\"\n\
          [template.t]\nwindow = 256\n\
-         detectors = [{{ type = \"zscore\", window = 256, threshold = 6.0, warmup = 32, hold = \"0s\" }}]\n"
+         detectors = [{detector}]\n"
     );
     let resolved =
         edgewatch::config::parse_str(&text, Path::new("bench.toml")).expect("bench config");
@@ -62,15 +63,21 @@ fn bench_ingest(c: &mut Criterion) {
     let batches = batches();
     let mut group = c.benchmark_group("shard_ingest");
     group.throughput(Throughput::Elements(BATCH as u64));
-    for history in [0usize, 600] {
-        let mut core = core(history);
+    let zscore = "{ type = \"zscore\", window = 256, threshold = 6.0, warmup = 32, hold = \"0s\" }";
+    let ensemble = "{ type = \"ensemble\", hold = \"0s\" }";
+    for (name, history, detector) in [
+        ("history_0", 0usize, zscore),
+        ("history_600", 600, zscore),
+        ("ensemble_history_0", 0, ensemble),
+    ] {
+        let mut core = core(history, detector);
         let mut out = Vec::new();
         // Warm up: register devices, fill windows and rings.
         for b in &batches {
             core.ingest(0, b, 0, &mut out);
         }
         let mut i = 0;
-        group.bench_function(format!("history_{history}"), |bch| {
+        group.bench_function(name, |bch| {
             bch.iter(|| {
                 out.clear();
                 core.ingest(0, &batches[i % batches.len()], 0, &mut out);

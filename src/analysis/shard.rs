@@ -9,8 +9,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::detectors::{DetectorSpec, DetectorState, Lifecycle, Transition, Verdict};
+use super::detector::{DetectorSpec, DetectorState, Verdict};
 use super::history::{Columns, History};
+use super::lifecycle::{Lifecycle, Transition};
 use super::stats::{Accumulator, RollingStats};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
@@ -169,8 +170,8 @@ impl MetricState {
     /// detector's window (std floored at its `min_std`), else the statistics window.
     fn band(&self) -> Option<(f64, f64)> {
         for d in &self.detectors {
-            if let DetectorSpec::Zscore { min_std, .. } = d.spec {
-                return d.state.baseline().map(|(m, s)| (m, s.max(min_std)));
+            if let DetectorSpec::Zscore(z) = &d.spec {
+                return d.state.baseline().map(|(m, s)| (m, s.max(z.min_std)));
             }
         }
         Some((self.stats.mean()?, self.stats.std()?))
@@ -179,8 +180,8 @@ impl MetricState {
     /// How many std the chart's band spans, and what it is based on (see `band`).
     fn band_k(&self) -> (f64, &'static str) {
         for d in &self.detectors {
-            if let DetectorSpec::Zscore { threshold, .. } = d.spec {
-                return (threshold, "zscore");
+            if let DetectorSpec::Zscore(z) = &d.spec {
+                return (z.threshold, "zscore");
             }
         }
         (DEFAULT_BAND_K, "window")

@@ -130,17 +130,33 @@ pub(crate) fn parse_str_with_env(
         Err(e) => {
             let mut path = convert_path(e.path());
             let inner = e.into_inner();
-            let message = inner.message().trim().to_string();
+            let mut message = inner.message().trim().to_string();
             let mut span = inner.span();
             // Inside tagged enums (sources) toml only knows the table's span: find the key itself.
-            if let Some(name) = unknown_field_name(&message) {
+            if let Some(name) = unknown_field_name(&message).map(str::to_string) {
+                // In a detector: say which kind rejected the field and what it takes.
+                let in_detector = matches!(
+                    path.as_slice(),
+                    [.., Seg::Key(k), Seg::Index(_)] if k == "detectors"
+                );
+                let kind = doc
+                    .as_ref()
+                    .filter(|_| in_detector)
+                    .and_then(|d| item_at(d, &path))
+                    .and_then(|i| i.get("type"))
+                    .and_then(|t| t.as_str());
+                if let Some(m) =
+                    kind.and_then(|k| crate::analysis::detector::explain_unknown_field(k, &name))
+                {
+                    message = m;
+                }
                 let mut deeper = path.clone();
                 deeper.push(Seg::Key(name.to_string()));
                 if let Some(s) = doc.as_ref().and_then(|d| key_span_of(d, &deeper)) {
                     span = Some(s);
                     path = deeper;
                 } else if let Some((p, s)) =
-                    doc.as_ref().and_then(|d| find_below(d, &path, name, true))
+                    doc.as_ref().and_then(|d| find_below(d, &path, &name, true))
                 {
                     // Deeper still, e.g. in a source's [[source.device]] tables.
                     span = Some(s);
@@ -233,6 +249,15 @@ fn search(item: &Item, needle: &str, key: bool, at: &mut Vec<Seg>) -> Option<()>
         }
     }
     None
+}
+
+/// The item at `path`, when the whole path exists.
+fn item_at<'a>(doc: &'a ImDocument<String>, path: &[Seg]) -> Option<&'a Item> {
+    let mut item = doc.as_item();
+    for seg in path {
+        item = child(item, seg)?;
+    }
+    Some(item)
 }
 
 fn convert_path(p: &serde_path_to_error::Path) -> Vec<Seg> {

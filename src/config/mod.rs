@@ -13,6 +13,8 @@ pub use serial::{
 };
 pub mod mqtt;
 
+/// One detector as written in the file (`type`-tagged; each kind's fields in its own file).
+pub use crate::analysis::detector::DetectorConfig;
 pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig};
 pub use validate::{default_detectors, DEFAULT_EWMA_ALPHA, DEFAULT_WINDOW};
 pub use validate::{MetricPolicy, Resolved};
@@ -26,7 +28,6 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::decode::Format;
-use crate::model::Severity;
 
 /// A duration written as a human string: "500ms", "30s", "5m", "1h 30m".
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,87 +259,6 @@ pub struct MetricConfig {
     pub ewma_alpha: Option<f64>,
     #[serde(default)]
     pub detectors: Option<Vec<DetectorConfig>>,
-}
-
-/// One detector as written in the file. Which fields apply depends on `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DetectorConfig {
-    #[serde(rename = "type")]
-    pub kind: DetectorKind,
-    /// Name used in alerts; defaults to the type.
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub severity: Option<Severity>,
-    /// Minimum time an alert stays firing before it may resolve.
-    #[serde(default)]
-    pub hold: Option<Dur>,
-    // zscore
-    #[serde(default)]
-    pub window: Option<usize>,
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    #[serde(default)]
-    pub warmup: Option<usize>,
-    #[serde(default)]
-    pub min_std: Option<f64>,
-    // threshold
-    #[serde(default)]
-    pub min: Option<f64>,
-    #[serde(default)]
-    pub max: Option<f64>,
-    #[serde(default)]
-    pub hysteresis: Option<f64>,
-    // rate
-    #[serde(default)]
-    pub max_per_sec: Option<f64>,
-    // stuck
-    #[serde(default)]
-    pub count: Option<u32>,
-    #[serde(default)]
-    pub duration: Option<Dur>,
-    #[serde(default)]
-    pub tolerance: Option<f64>,
-    // silence
-    #[serde(default)]
-    pub after: Option<Dur>,
-    // ewma, predict
-    #[serde(default)]
-    pub alpha: Option<f64>,
-    // predict
-    #[serde(default)]
-    pub beta: Option<f64>,
-    // cusum
-    #[serde(default)]
-    pub drift: Option<f64>,
-    // seasonal
-    #[serde(default)]
-    pub period: Option<SeasonPeriod>,
-}
-
-/// The cycle a `seasonal` detector learns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SeasonPeriod {
-    Day,
-    Week,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DetectorKind {
-    Zscore,
-    Threshold,
-    Rate,
-    Stuck,
-    Silence,
-    Mad,
-    Ewma,
-    Cusum,
-    Seasonal,
-    Predict,
-    Ensemble,
 }
 
 /// A device the appliance knows about.

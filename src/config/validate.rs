@@ -6,11 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::load::Seg;
-use super::{
-    Config, DetectorConfig, DetectorKind, MetricConfig, SeasonPeriod, SourceConfig, TcpMode,
-};
-use crate::analysis::detectors::DetectorSpec;
-use crate::analysis::seasonal::Period;
+use super::{Config, DetectorConfig, MetricConfig, SourceConfig, TcpMode};
+use crate::analysis::detector::{ensemble, DetectorSpec};
 use crate::analysis::stats::WindowSpec;
 use crate::auth::ApiToken;
 use crate::model::Severity;
@@ -57,28 +54,17 @@ pub struct Resolved {
     pub templates: BTreeMap<String, Arc<MetricPolicy>>,
 }
 
-pub const DEFAULT_WINDOW: usize = 256;
+pub use crate::analysis::detector::DEFAULT_WINDOW;
 pub const DEFAULT_EWMA_ALPHA: f64 = 0.1;
 const DEFAULT_HOLD_MS: i64 = 2_000;
 /// Most points `analysis.history` may keep per metric (16 bytes each).
 pub const MAX_HISTORY: usize = 100_000;
 
-/// The `ensemble` detector's defaults: history in samples, firing surprise (decimal digits of
-/// improbability), warm-up samples. The threshold is the one that scores best on the NAB
-/// development set (docs/DETECTION.md).
-pub const ENSEMBLE_WINDOW: usize = 6144;
-pub const ENSEMBLE_THRESHOLD: f64 = 5.0;
-pub const ENSEMBLE_WARMUP: usize = 100;
-
 /// The detector set a metric gets when the config names none: the `ensemble`.
 pub fn default_detectors() -> Vec<DetectorInstance> {
     vec![DetectorInstance {
         name: "ensemble".into(),
-        spec: DetectorSpec::Ensemble {
-            window: ENSEMBLE_WINDOW,
-            threshold: ENSEMBLE_THRESHOLD,
-            warmup: ENSEMBLE_WARMUP,
-        },
+        spec: DetectorSpec::Ensemble(ensemble::Spec::default()),
         severity: Severity::Warning,
         hold_ms: DEFAULT_HOLD_MS,
     }]
@@ -713,281 +699,24 @@ impl Resolver<'_> {
     }
 }
 
-const COMMON: &[&str] = &["name", "severity", "hold"];
-
+/// One detector: its kind's own checks and defaults (located at the field they name), then the
+/// fields every kind shares.
 fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
-    let present: Vec<(&str, bool)> = vec![
-        ("window", d.window.is_some()),
-        ("threshold", d.threshold.is_some()),
-        ("warmup", d.warmup.is_some()),
-        ("min_std", d.min_std.is_some()),
-        ("min", d.min.is_some()),
-        ("max", d.max.is_some()),
-        ("hysteresis", d.hysteresis.is_some()),
-        ("max_per_sec", d.max_per_sec.is_some()),
-        ("count", d.count.is_some()),
-        ("duration", d.duration.is_some()),
-        ("tolerance", d.tolerance.is_some()),
-        ("after", d.after.is_some()),
-        ("alpha", d.alpha.is_some()),
-        ("beta", d.beta.is_some()),
-        ("drift", d.drift.is_some()),
-        ("period", d.period.is_some()),
-    ];
-    let (kind, allowed): (&str, &[&str]) = match d.kind {
-        DetectorKind::Zscore => ("zscore", &["window", "threshold", "warmup", "min_std"]),
-        DetectorKind::Threshold => ("threshold", &["min", "max", "hysteresis"]),
-        DetectorKind::Rate => ("rate", &["max_per_sec"]),
-        DetectorKind::Stuck => ("stuck", &["count", "duration", "tolerance"]),
-        DetectorKind::Silence => ("silence", &["after"]),
-        DetectorKind::Mad => ("mad", &["window", "threshold", "warmup"]),
-        DetectorKind::Ewma => ("ewma", &["alpha", "window", "threshold", "warmup"]),
-        DetectorKind::Cusum => ("cusum", &["drift", "threshold", "window", "warmup"]),
-        DetectorKind::Seasonal => ("seasonal", &["period", "window", "threshold", "warmup"]),
-        DetectorKind::Predict => (
-            "predict",
-            &["alpha", "beta", "window", "threshold", "warmup"],
-        ),
-        DetectorKind::Ensemble => ("ensemble", &["window", "threshold", "warmup"]),
-    };
-    for (field, set) in present {
-        if set && !allowed.contains(&field) {
-            let mut all: Vec<&str> = allowed.to_vec();
-            all.extend_from_slice(COMMON);
-            return fail(
-                at(p, &[key(field)]),
-                format!(
-                    "`{field}` does not apply to a {kind} detector (it takes: {})",
-                    all.join(", ")
-                ),
-            );
-        }
-    }
-    let f = |k: &str| at(p, &[key(k)]);
-    let finite = |v: Option<f64>, k: &str| -> VResult<()> {
-        match v {
-            Some(x) if !x.is_finite() => fail(f(k), "must be a finite number"),
-            _ => Ok(()),
-        }
-    };
-    for (v, k) in [
-        (d.threshold, "threshold"),
-        (d.min_std, "min_std"),
-        (d.min, "min"),
-        (d.max, "max"),
-        (d.hysteresis, "hysteresis"),
-        (d.max_per_sec, "max_per_sec"),
-        (d.tolerance, "tolerance"),
-        (d.alpha, "alpha"),
-        (d.beta, "beta"),
-        (d.drift, "drift"),
-    ] {
-        finite(v, k)?;
-    }
-    // Shared checks of the fields the newer kinds have in common.
-    let window_in = |default: usize, max: usize| -> VResult<usize> {
-        let w = d.window.unwrap_or(default);
-        if !(2..=max).contains(&w) {
-            return fail(
-                f("window"),
-                format!("window must be between 2 and {max} samples"),
-            );
-        }
-        Ok(w)
-    };
-    let positive = |v: Option<f64>, default: f64, k: &str| -> VResult<f64> {
-        let x = v.unwrap_or(default);
-        if x <= 0.0 {
-            return fail(f(k), format!("{k} must be greater than 0"));
-        }
-        Ok(x)
-    };
-    let warmup_upto = |default: usize, max: usize| -> VResult<usize> {
-        let w = d.warmup.unwrap_or(default);
-        if w > max {
-            return fail(f("warmup"), format!("warmup must be at most {max}"));
-        }
-        Ok(w)
-    };
-    let alpha = |default: f64| -> VResult<f64> {
-        let a = d.alpha.unwrap_or(default);
-        if !(a > 0.0 && a <= 1.0) {
-            return fail(f("alpha"), "alpha must be in (0, 1]");
-        }
-        Ok(a)
-    };
-    let spec = match d.kind {
-        DetectorKind::Zscore => {
-            let window = d.window.unwrap_or(DEFAULT_WINDOW);
-            if !(2..=100_000).contains(&window) {
-                return fail(f("window"), "window must be between 2 and 100000 samples");
-            }
-            let threshold = d.threshold.unwrap_or(5.0);
-            if threshold <= 0.0 {
-                return fail(f("threshold"), "threshold must be greater than 0");
-            }
-            let warmup = d.warmup.unwrap_or((window / 8).clamp(2, 32));
-            if warmup < 2 || warmup > window {
-                return fail(
-                    f("warmup"),
-                    format!("warmup must be between 2 and the window ({window})"),
-                );
-            }
-            let min_std = d.min_std.unwrap_or(0.0);
-            if min_std < 0.0 {
-                return fail(f("min_std"), "min_std must be >= 0");
-            }
-            DetectorSpec::Zscore {
-                window,
-                threshold,
-                warmup,
-                min_std,
-            }
-        }
-        DetectorKind::Threshold => {
-            if d.min.is_none() && d.max.is_none() {
-                return fail(
-                    p.to_vec(),
-                    "a threshold detector needs `min`, `max` or both",
-                );
-            }
-            let hysteresis = d.hysteresis.unwrap_or(0.0);
-            if hysteresis < 0.0 {
-                return fail(f("hysteresis"), "hysteresis must be >= 0");
-            }
-            if let (Some(lo), Some(hi)) = (d.min, d.max) {
-                if lo >= hi {
-                    return fail(
-                        f("max"),
-                        format!("max ({hi}) must be greater than min ({lo})"),
-                    );
-                }
-                if hi - lo <= 2.0 * hysteresis {
-                    return fail(
-                        f("hysteresis"),
-                        "hysteresis must be less than half of max - min",
-                    );
-                }
-            }
-            DetectorSpec::Threshold {
-                min: d.min,
-                max: d.max,
-                hysteresis,
-            }
-        }
-        DetectorKind::Rate => match d.max_per_sec {
-            Some(r) if r > 0.0 => DetectorSpec::Rate { max_per_sec: r },
-            Some(_) => return fail(f("max_per_sec"), "max_per_sec must be greater than 0"),
-            None => return fail(p.to_vec(), "a rate detector needs `max_per_sec`"),
-        },
-        DetectorKind::Stuck => {
-            if d.count.is_none() && d.duration.is_none() {
-                return fail(
-                    p.to_vec(),
-                    "a stuck detector needs `count`, `duration` or both",
-                );
-            }
-            if d.count.is_some_and(|c| c < 2) {
-                return fail(f("count"), "count must be at least 2");
-            }
-            if d.duration.is_some_and(|x| x.as_ms() == 0) {
-                return fail(f("duration"), "duration must be greater than 0");
-            }
-            let tolerance = d.tolerance.unwrap_or(0.0);
-            if tolerance < 0.0 {
-                return fail(f("tolerance"), "tolerance must be >= 0");
-            }
-            DetectorSpec::Stuck {
-                count: d.count,
-                duration_ms: d.duration.map(|x| x.as_ms()),
-                tolerance,
-            }
-        }
-        DetectorKind::Silence => match d.after {
-            Some(a) if a.as_ms() >= 100 => DetectorSpec::Silence {
-                after_ms: a.as_ms(),
-            },
-            Some(_) => return fail(f("after"), "after must be at least 100ms"),
-            None => {
-                return fail(
-                    p.to_vec(),
-                    "a silence detector needs `after` (e.g. \"30s\")",
-                )
-            }
-        },
-        DetectorKind::Mad => {
-            let window = window_in(DEFAULT_WINDOW, 100_000)?;
-            let threshold = positive(d.threshold, 5.0, "threshold")?;
-            let warmup = d.warmup.unwrap_or((window / 8).clamp(2, 32));
-            if warmup < 2 || warmup > window {
-                return fail(
-                    f("warmup"),
-                    format!("warmup must be between 2 and the window ({window})"),
-                );
-            }
-            DetectorSpec::Mad {
-                window,
-                threshold,
-                warmup,
-            }
-        }
-        DetectorKind::Ewma => {
-            let window = window_in(DEFAULT_WINDOW, 1_000_000)?;
-            DetectorSpec::Ewma {
-                alpha: alpha(0.1)?,
-                window,
-                threshold: positive(d.threshold, 5.0, "threshold")?,
-                warmup: warmup_upto((window / 4).clamp(8, 128), 1_000_000)?,
-            }
-        }
-        DetectorKind::Cusum => {
-            let window = window_in(DEFAULT_WINDOW, 1_000_000)?;
-            let drift = d.drift.unwrap_or(0.5);
-            if drift < 0.0 {
-                return fail(f("drift"), "drift must be >= 0");
-            }
-            DetectorSpec::Cusum {
-                drift,
-                threshold: positive(d.threshold, 10.0, "threshold")?,
-                window,
-                warmup: warmup_upto((window / 4).clamp(8, 128), 1_000_000)?,
-            }
-        }
-        DetectorKind::Seasonal => DetectorSpec::Seasonal {
-            period: match d.period.unwrap_or(SeasonPeriod::Day) {
-                SeasonPeriod::Day => Period::Day,
-                SeasonPeriod::Week => Period::Week,
-            },
-            window: window_in(DEFAULT_WINDOW, 1_000_000)?,
-            threshold: positive(d.threshold, 6.0, "threshold")?,
-            warmup: warmup_upto(32, 1_000_000)?,
-        },
-        DetectorKind::Predict => {
-            let beta = d.beta.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&beta) {
-                return fail(f("beta"), "beta must be in [0, 1]");
-            }
-            DetectorSpec::Predict {
-                alpha: alpha(0.5)?,
-                beta,
-                window: window_in(128, 1_000_000)?,
-                threshold: positive(d.threshold, 6.0, "threshold")?,
-                warmup: warmup_upto(32, 1_000_000)?,
-            }
-        }
-        DetectorKind::Ensemble => DetectorSpec::Ensemble {
-            window: window_in(ENSEMBLE_WINDOW, 10_000_000)?,
-            threshold: positive(d.threshold, ENSEMBLE_THRESHOLD, "threshold")?,
-            warmup: warmup_upto(ENSEMBLE_WARMUP, 1_000_000)?,
-        },
-    };
-    let name = d.name.clone().unwrap_or_else(|| kind.to_string());
-    check_name(f("name"), "detector name", &name)?;
+    let spec = d.validate().map_err(|e| {
+        let path = match e.field {
+            Some(f) => at(p, &[key(f)]),
+            None => p.to_vec(),
+        };
+        (path, e.message)
+    })?;
+    let common = d.common();
+    let name = common.name.unwrap_or(d.kind()).to_string();
+    check_name(at(p, &[key("name")]), "detector name", &name)?;
     Ok(DetectorInstance {
         name,
         spec,
-        severity: d.severity.unwrap_or_default(),
-        hold_ms: d.hold.map_or(DEFAULT_HOLD_MS, |h| h.as_ms()),
+        severity: common.severity.unwrap_or_default(),
+        hold_ms: common.hold.map_or(DEFAULT_HOLD_MS, |h| h.as_ms()),
     })
 }
 
@@ -996,8 +725,9 @@ mod tests {
     use std::path::Path;
 
     use super::super::parse_str;
-    use crate::analysis::detectors::DetectorSpec;
-    use crate::analysis::seasonal::Period;
+    use crate::analysis::detector::ensemble;
+    use crate::analysis::detector::seasonal::{self, Period};
+    use crate::analysis::detector::DetectorSpec;
 
     fn err(text: &str) -> String {
         match parse_str(text, Path::new("c.toml")) {
@@ -1028,6 +758,34 @@ mod tests {
             err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max = 3 }]\n");
         assert!(
             e.starts_with("c.toml:3:33: `max` does not apply to a zscore detector"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn misplaced_detector_field_is_located_and_names_the_kind() {
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscore\", max_per_sec = 3 }]\n",
+        );
+        assert_eq!(
+            e,
+            "c.toml:3:33: `max_per_sec` does not apply to a zscore detector (it takes: window, \
+             threshold, warmup, min_std, name, severity, hold) (field `template.t.detectors[0].max_per_sec`)"
+        );
+        // The same in an array of tables, one key per line.
+        let e = err("node_id = \"n\"\n[template.t]\n[[template.t.detectors]]\ntype = \"rate\"\nmax_per_sec = 1.0\nwindow = 5\n");
+        assert!(
+            e.starts_with("c.toml:6:1: `window` does not apply to a rate detector"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(field `template.t.detectors[0].window`)"),
+            "{e}"
+        );
+        // An unknown kind is located at its value.
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"zscroe\" }]\n");
+        assert!(
+            e.starts_with("c.toml:3:23: unknown variant `zscroe`"),
             "{e}"
         );
     }
@@ -1109,12 +867,12 @@ mod tests {
         assert_eq!(t[0].name, "predict");
         assert_eq!(
             t[1].spec,
-            DetectorSpec::Seasonal {
+            DetectorSpec::Seasonal(seasonal::Spec {
                 period: Period::Week,
                 window: 256,
                 threshold: 6.0,
                 warmup: 32
-            }
+            })
         );
         // A metric without detectors gets the ensemble.
         let d = &r.devices["d"].default.detectors;
@@ -1122,7 +880,7 @@ mod tests {
         assert_eq!(d[0].name, "ensemble");
         assert!(matches!(
             d[0].spec,
-            DetectorSpec::Ensemble { window: 6144, .. }
+            DetectorSpec::Ensemble(ensemble::Spec { window: 6144, .. })
         ));
     }
 

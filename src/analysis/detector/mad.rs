@@ -2,8 +2,105 @@
 //! sorted, so a burst of outliers in the window barely moves the reference.
 
 use std::collections::VecDeque;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use super::{Invalid, Kind, Verdict};
+use crate::model::Millis;
+
+fn default_threshold() -> f64 {
+    5.0
+}
+
+/// Warm-up when none is given: an eighth of the window, between 2 and 32.
+fn default_warmup(window: usize) -> usize {
+    (window / 8).clamp(2, 32)
+}
+
+detector_config! {
+    /// `{ type = "mad", window, threshold, warmup }`.
+    pub struct Config {
+        #[serde(default = "super::default_window")]
+        pub window: usize,
+        #[serde(default = "default_threshold")]
+        pub threshold: f64,
+        #[serde(default)]
+        pub warmup: Option<usize>,
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<Spec, Invalid> {
+        super::finite(self.threshold, "threshold")?;
+        let window = super::window_in(self.window, 100_000)?;
+        let threshold = super::positive(self.threshold, "threshold")?;
+        let warmup =
+            super::warmup_within(self.warmup.unwrap_or(default_warmup(window)), window)?;
+        Ok(Spec {
+            window,
+            threshold,
+            warmup,
+        })
+    }
+}
+
+/// Anomalous when the robust `|z| > threshold` once `warmup` samples are in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub window: usize,
+    pub threshold: f64,
+    pub warmup: usize,
+}
+
+/// Robust z (signed, clamped) against the window median, and the threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    pub z: f64,
+    pub median: f64,
+    pub threshold: f64,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "robust |z| {:.2} {} {} (median {})",
+            self.z.abs(),
+            super::op(self.z.abs() > self.threshold),
+            self.threshold,
+            super::Short(self.median)
+        )
+    }
+}
+
+impl Kind for Spec {
+    type State = MadState;
+
+    fn start(&self, _now: Millis) -> MadState {
+        MadState::default()
+    }
+
+    fn observe(&self, s: &mut MadState, _ts: Millis, value: f64) -> Verdict {
+        let threshold = self.threshold;
+        match s.observe(self.window, self.warmup, value) {
+            Some(o) => Verdict::measured(
+                o.z.abs(),
+                threshold,
+                Reason {
+                    z: o.z,
+                    median: o.median,
+                    threshold,
+                },
+            ),
+            None => Verdict::quiet(super::warming(
+                s.len(),
+                self.warmup.clamp(1, self.window.max(1)),
+            )),
+        }
+    }
+}
+
 
 /// Consistency constant: 1.4826 · MAD estimates the standard deviation of normal data.
 const MAD_TO_STD: f64 = 1.4826;
@@ -84,11 +181,11 @@ impl MadState {
         } else if d == 0.0 {
             0.0
         } else {
-            super::detectors::MAX_SCORE.copysign(d)
+            super::MAX_SCORE.copysign(d)
         };
         RobustOutcome {
             median,
-            z: z.clamp(-super::detectors::MAX_SCORE, super::detectors::MAX_SCORE),
+            z: z.clamp(-super::MAX_SCORE, super::MAX_SCORE),
         }
     }
 }
@@ -157,7 +254,7 @@ mod tests {
         } else if x == med {
             0.0
         } else {
-            super::super::detectors::MAX_SCORE.copysign(x - med)
+            super::super::MAX_SCORE.copysign(x - med)
         }
     }
 

@@ -1,11 +1,140 @@
 //! The default detector: six cheap views of a series (value, two smoothed levels, trend, volatility,
 //! daily-profile residual), each judged by how surprising it is against its own history, combined.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::novelty::ExtremeHistory;
 use super::seasonal::{Period, Profile};
+use super::{anomaly, Invalid, Kind, Verdict};
 use crate::model::Millis;
+
+/// The defaults: history in samples, firing surprise (decimal digits of improbability), warm-up
+/// samples. The threshold is the one that scores best on the NAB development set
+/// (docs/DETECTION.md).
+pub const DEFAULT_WINDOW: usize = 6144;
+pub const DEFAULT_THRESHOLD: f64 = 5.0;
+pub const DEFAULT_WARMUP: usize = 100;
+
+fn default_window() -> usize {
+    DEFAULT_WINDOW
+}
+fn default_threshold() -> f64 {
+    DEFAULT_THRESHOLD
+}
+fn default_warmup() -> usize {
+    DEFAULT_WARMUP
+}
+
+detector_config! {
+    /// `{ type = "ensemble", window, threshold, warmup }`.
+    pub struct Config {
+        #[serde(default = "default_window")]
+        pub window: usize,
+        #[serde(default = "default_threshold")]
+        pub threshold: f64,
+        #[serde(default = "default_warmup")]
+        pub warmup: usize,
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<Spec, Invalid> {
+        super::finite(self.threshold, "threshold")?;
+        Ok(Spec {
+            window: super::window_in(self.window, 10_000_000)?,
+            threshold: super::positive(self.threshold, "threshold")?,
+            warmup: super::warmup_upto(self.warmup, 1_000_000)?,
+        })
+    }
+}
+
+/// Six views of the series judged against their own history (about `window` samples) and
+/// combined; anomalous when a new event's surprise reaches `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub window: usize,
+    pub threshold: f64,
+    pub warmup: usize,
+}
+
+impl Default for Spec {
+    /// The detector a metric gets when the config names none.
+    fn default() -> Self {
+        Spec {
+            window: DEFAULT_WINDOW,
+            threshold: DEFAULT_THRESHOLD,
+            warmup: DEFAULT_WARMUP,
+        }
+    }
+}
+
+/// Combined surprise, whether it starts a new event, the strongest view.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    pub surprise: f64,
+    pub new_event: bool,
+    pub feature: Feature,
+    pub up: bool,
+    pub threshold: f64,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = self.feature.describe(self.up);
+        if self.new_event {
+            let op = if self.surprise >= self.threshold {
+                ">="
+            } else {
+                "<"
+            };
+            write!(
+                f,
+                "{what}: surprise {:.2} {op} {}",
+                self.surprise, self.threshold
+            )
+        } else {
+            write!(
+                f,
+                "{what}: surprise {:.2}, part of a reported event",
+                self.surprise
+            )
+        }
+    }
+}
+
+impl Kind for Spec {
+    /// Boxed: about 20 KiB, against a few words for the other kinds.
+    type State = Box<EnsembleState>;
+
+    fn start(&self, _now: Millis) -> Box<EnsembleState> {
+        Box::new(EnsembleState::new(self.window))
+    }
+
+    fn observe(&self, s: &mut Box<EnsembleState>, ts: Millis, value: f64) -> Verdict {
+        let Spec {
+            threshold, warmup, ..
+        } = *self;
+        let o = s.observe(warmup, ts, value);
+        if s.seen() < warmup as u64 {
+            return Verdict::quiet(super::warming(s.seen() as usize, warmup));
+        }
+        Verdict {
+            anomalous: o.reported >= threshold,
+            score: o.surprise,
+            anomaly: anomaly(o.reported, threshold),
+            reason: Reason {
+                surprise: o.surprise,
+                new_event: o.reported > 0.0,
+                feature: o.feature,
+                up: o.up,
+                threshold,
+            }
+            .into(),
+        }
+    }
+}
 
 /// Smoothing of the fast level (about 8 samples), the slower level (about 33) and the baseline
 /// the trend is measured from (about 100).

@@ -1,9 +1,111 @@
 //! Daily and weekly seasonality learned from sample timestamps: a profile of the usual value per
 //! time-of-day (or time-of-week) bin, and the `seasonal` detector that judges the residual against it.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
+use super::{Invalid, Kind, Verdict};
 use crate::model::Millis;
+
+fn default_period() -> Period {
+    Period::Day
+}
+fn default_threshold() -> f64 {
+    6.0
+}
+fn default_warmup() -> usize {
+    32
+}
+
+detector_config! {
+    /// `{ type = "seasonal", period, window, threshold, warmup }`.
+    pub struct Config {
+        #[serde(default = "default_period")]
+        pub period: Period,
+        #[serde(default = "super::default_window")]
+        pub window: usize,
+        #[serde(default = "default_threshold")]
+        pub threshold: f64,
+        #[serde(default = "default_warmup")]
+        pub warmup: usize,
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<Spec, Invalid> {
+        super::finite(self.threshold, "threshold")?;
+        Ok(Spec {
+            period: self.period,
+            window: super::window_in(self.window, 1_000_000)?,
+            threshold: super::positive(self.threshold, "threshold")?,
+            warmup: super::warmup_upto(self.warmup, 1_000_000)?,
+        })
+    }
+}
+
+/// Residual from a learned daily or weekly profile (by sample timestamps), over its typical
+/// size; anomalous when `|z| > threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub period: Period,
+    pub window: usize,
+    pub threshold: f64,
+    pub warmup: usize,
+}
+
+/// The value, the one expected at this time of the day (week), the residual z, the threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reason {
+    pub value: f64,
+    pub expected: f64,
+    pub z: f64,
+    pub threshold: f64,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "value {} vs {} usual at this time: |z| {:.2} {} {}",
+            self.value,
+            super::Short(self.expected),
+            self.z.abs(),
+            super::op(self.z.abs() > self.threshold),
+            self.threshold
+        )
+    }
+}
+
+impl Kind for Spec {
+    type State = SeasonalState;
+
+    fn start(&self, _now: Millis) -> SeasonalState {
+        SeasonalState::new(self.period)
+    }
+
+    fn observe(&self, s: &mut SeasonalState, ts: Millis, value: f64) -> Verdict {
+        let threshold = self.threshold;
+        match s.observe(self.window, self.warmup, ts, value) {
+            Some(o) => Verdict::measured(
+                o.z.abs(),
+                threshold,
+                Reason {
+                    value,
+                    expected: o.expected,
+                    z: o.z,
+                    threshold,
+                },
+            ),
+            None => Verdict::warming_up(self.warmup),
+        }
+    }
+
+    /// A profile learned for another period cannot go on.
+    fn fits(&self, s: &SeasonalState) -> bool {
+        s.period() == self.period
+    }
+}
 
 const DAY_MS: Millis = 86_400_000;
 const WEEK_MS: Millis = 7 * DAY_MS;
@@ -14,8 +116,9 @@ const PROFILE_ALPHA: f64 = 0.3;
 /// Visits a bin needs before its profile is trusted.
 const MIN_VISITS: u16 = 2;
 
-/// Which cycle a profile follows.
+/// Which cycle a profile follows (`period = "day"` or `"week"` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Period {
     Day,
     Week,
@@ -209,7 +312,7 @@ impl SeasonalState {
         }
         let have = self.resid_n;
         let scale = 1.2533 * self.abs_resid;
-        let w = super::control::ew_weight(super::control::baseline_weight(window), have);
+        let w = super::baseline::ew_weight(super::baseline::baseline_weight(window), have);
         self.abs_resid += w * (r.abs() - self.abs_resid);
         self.resid_n += 1;
         if have < warmup.max(1) as u64 {
@@ -220,11 +323,11 @@ impl SeasonalState {
         } else if r == 0.0 {
             0.0
         } else {
-            super::detectors::MAX_SCORE.copysign(r)
+            super::MAX_SCORE.copysign(r)
         };
         Some(SeasonalOutcome {
             expected,
-            z: z.clamp(-super::detectors::MAX_SCORE, super::detectors::MAX_SCORE),
+            z: z.clamp(-super::MAX_SCORE, super::MAX_SCORE),
         })
     }
 }
