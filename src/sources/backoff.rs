@@ -36,11 +36,6 @@ impl Backoff {
         }
     }
 
-    /// The smallest delay.
-    pub fn min(&self) -> Duration {
-        self.min
-    }
-
     /// The delay before the next attempt; grows until `max`.
     pub fn next_delay(&mut self) -> Duration {
         let d = self.next;
@@ -102,13 +97,6 @@ impl Retry {
             }
         }
         self.backoff.next_delay()
-    }
-
-    /// `failed`, then waits that long; returns the delay waited.
-    pub async fn wait(&mut self) -> Duration {
-        let d = self.failed();
-        tokio::time::sleep(d).await;
-        d
     }
 }
 

@@ -61,14 +61,6 @@ impl Intake {
         self.from = from.into();
     }
 
-    pub fn from(&self) -> &str {
-        &self.from
-    }
-
-    pub fn stats(&self) -> &SourceStats {
-        &self.stats
-    }
-
     /// Start of a read: samples without a timestamp of their own get this receive time.
     pub fn begin(&mut self) {
         self.sink.set_default_ts(now_ms());
