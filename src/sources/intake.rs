@@ -95,7 +95,10 @@ impl Intake {
         }
     }
 
-    /// Counts one bad frame and logs it unless the log is over its rate.
+    /// Counts one bad frame and logs it unless the log is over its rate. Cold: kept out of the
+    /// per-frame loop so the good path stays small.
+    #[cold]
+    #[inline(never)]
     pub fn reject(&mut self, at: Option<&str>, reason: &dyn Display, frame: Option<&[u8]>) {
         self.rejected += 1;
         let (allow, suppressed) = self.log.allow();
