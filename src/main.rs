@@ -314,13 +314,10 @@ fn print_summary(r: &config::Resolved) {
                 sim.interval
             ),
             SourceConfig::Tcp(t) => println!(
-                "  {:<16} tcp  {:?} {}  format {:?}  max frame {} B",
+                "  {:<16} tcp  {} {}  format {:?}  max frame {} B",
                 t.id,
-                t.mode,
-                t.listen
-                    .map(|a| a.to_string())
-                    .or(t.connect.clone())
-                    .unwrap_or_default(),
+                t.mode.name(),
+                t.mode.address(),
                 t.format,
                 t.max_frame
             ),

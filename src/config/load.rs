@@ -427,7 +427,10 @@ mod tests {
         assert_eq!(r.config.data_dir, PathBuf::from("/var/lib/ew"));
         match &r.config.sources[0] {
             crate::config::SourceConfig::Tcp(t) => {
-                assert_eq!(t.listen.map(|a| a.port()), Some(9100))
+                assert!(matches!(
+                    t.mode,
+                    crate::config::TcpMode::Server { listen, .. } if listen.port() == 9100
+                ))
             }
             _ => panic!("not tcp"),
         }

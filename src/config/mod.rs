@@ -382,14 +382,37 @@ pub enum AnomalyKind {
     Dropout,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// Whether a TCP source listens or connects out; each mode has only its own fields, so a
+/// server-only key on a client (or the reverse) is a located config error from serde.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TcpMode {
-    /// Listen and accept many clients.
-    #[default]
-    Server,
-    /// Connect out to a peer and reconnect when it goes away.
-    Client,
+    /// Listen and accept many clients (the default when `mode` is absent).
+    Server {
+        /// Address to listen on.
+        listen: SocketAddr,
+        /// Connections beyond this are refused.
+        max_clients: usize,
+    },
+    /// Connect out to `host:port` and reconnect when the peer goes away.
+    Client { connect: String },
+}
+
+impl TcpMode {
+    /// `server` or `client`, as written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TcpMode::Server { .. } => "server",
+            TcpMode::Client { .. } => "client",
+        }
+    }
+
+    /// The address listened on or connected to.
+    pub fn address(&self) -> String {
+        match self {
+            TcpMode::Server { listen, .. } => listen.to_string(),
+            TcpMode::Client { connect } => connect.clone(),
+        }
+    }
 }
 
 fn default_max_frame() -> usize {
@@ -408,31 +431,135 @@ fn default_format() -> Format {
     Format::Json
 }
 
-/// Raw TCP, one frame per line.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Raw TCP, one frame per line. Read from the config through `tcp_wire` (the mode's fields).
+#[derive(Debug, Clone)]
 pub struct TcpSource {
     pub id: String,
-    #[serde(default)]
     pub mode: TcpMode,
-    /// Server mode: address to listen on.
-    #[serde(default)]
-    pub listen: Option<SocketAddr>,
-    /// Client mode: `host:port` to connect to.
-    #[serde(default)]
-    pub connect: Option<String>,
-    #[serde(default = "default_format")]
     pub format: Format,
     /// Longest accepted frame in bytes; longer ones are counted and skipped.
-    #[serde(default = "default_max_frame")]
     pub max_frame: usize,
-    /// Server mode: connections beyond this are refused.
-    #[serde(default = "default_max_clients")]
-    pub max_clients: usize,
-    #[serde(default = "default_backoff_min")]
+    /// Reconnect (client) and restart backoff.
     pub backoff_min: Dur,
-    #[serde(default = "default_backoff_max")]
     pub backoff_max: Dur,
+}
+
+impl<'de> Deserialize<'de> for TcpSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tcp_wire::deserialize(d)
+    }
+}
+
+/// The config's shape of a TCP source: `mode` (default `server`) picks the fields allowed.
+mod tcp_wire {
+    use std::net::SocketAddr;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    use super::{
+        default_backoff_max, default_backoff_min, default_format, default_max_clients,
+        default_max_frame, Dur, Format, TcpMode, TcpSource,
+    };
+
+    #[derive(Deserialize)]
+    #[serde(tag = "mode", rename_all = "lowercase")]
+    enum Wire {
+        Server(Server),
+        Client(Client),
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Server {
+        id: String,
+        listen: SocketAddr,
+        #[serde(default = "default_max_clients")]
+        max_clients: usize,
+        #[serde(default = "default_format")]
+        format: Format,
+        #[serde(default = "default_max_frame")]
+        max_frame: usize,
+        #[serde(default = "default_backoff_min")]
+        backoff_min: Dur,
+        #[serde(default = "default_backoff_max")]
+        backoff_max: Dur,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Client {
+        id: String,
+        connect: String,
+        #[serde(default = "default_format")]
+        format: Format,
+        #[serde(default = "default_max_frame")]
+        max_frame: usize,
+        #[serde(default = "default_backoff_min")]
+        backoff_min: Dur,
+        #[serde(default = "default_backoff_max")]
+        backoff_max: Dur,
+    }
+
+    /// Keys that belong to the other mode, for a clearer message than serde's list.
+    fn hint(message: &str, mode: &str) -> String {
+        match message {
+            "missing field `listen`" => {
+                return format!("server mode needs `listen` (e.g. \"0.0.0.0:9000\"), or set `mode = \"client\"` and `connect`: {message}")
+            }
+            "missing field `connect`" => {
+                return format!("client mode needs `connect` (e.g. \"sensor-hub:9000\"): {message}")
+            }
+            _ => {}
+        }
+        let other = match message.strip_prefix("unknown field `") {
+            Some(r) if mode == "server" && r.starts_with("connect`") => "client",
+            Some(r)
+                if mode == "client"
+                    && (r.starts_with("listen`") || r.starts_with("max_clients`")) =>
+            {
+                "server"
+            }
+            _ => return message.to_string(),
+        };
+        format!(
+            "{message}; it applies to `mode = \"{other}\"` only (this source is in {mode} mode)"
+        )
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TcpSource, D::Error> {
+        let mut table = toml::Table::deserialize(d)?;
+        let mode = match table.get("mode") {
+            None => {
+                table.insert("mode".into(), "server".into());
+                "server".to_string()
+            }
+            Some(m) => m.as_str().unwrap_or_default().to_string(),
+        };
+        let wire = Wire::deserialize(toml::Value::Table(table))
+            .map_err(|e| D::Error::custom(hint(e.message(), &mode)))?;
+        Ok(match wire {
+            Wire::Server(s) => TcpSource {
+                id: s.id,
+                mode: TcpMode::Server {
+                    listen: s.listen,
+                    max_clients: s.max_clients,
+                },
+                format: s.format,
+                max_frame: s.max_frame,
+                backoff_min: s.backoff_min,
+                backoff_max: s.backoff_max,
+            },
+            Wire::Client(c) => TcpSource {
+                id: c.id,
+                mode: TcpMode::Client { connect: c.connect },
+                format: c.format,
+                max_frame: c.max_frame,
+                backoff_min: c.backoff_min,
+                backoff_max: c.backoff_max,
+            },
+        })
+    }
 }
 
 fn default_up_summary() -> Dur {

@@ -363,28 +363,13 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
             }
         }
         SourceConfig::Tcp(t) => {
-            match t.mode {
-                TcpMode::Server if t.listen.is_none() => {
-                    return fail(
-                        at(p, &[key("mode")]),
-                        "server mode needs `listen` (e.g. \"0.0.0.0:9000\")",
-                    );
-                }
-                TcpMode::Client if t.connect.is_none() => {
-                    return fail(
-                        at(p, &[key("mode")]),
-                        "client mode needs `connect` (e.g. \"sensor-hub:9000\")",
-                    );
-                }
-                _ => {}
-            }
             if !(16..=1 << 20).contains(&t.max_frame) {
                 return fail(
                     at(p, &[key("max_frame")]),
                     "must be between 16 and 1048576 bytes",
                 );
             }
-            if t.max_clients == 0 {
+            if let TcpMode::Server { max_clients: 0, .. } = t.mode {
                 return fail(at(p, &[key("max_clients")]), "must be at least 1");
             }
             if t.backoff_min.as_ms() == 0 {

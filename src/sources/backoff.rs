@@ -1,10 +1,12 @@
-//! Capped exponential backoff with jitter, for reconnects and restarts.
-//! Each delay is drawn in [d·(1−jitter), d] where d doubles from `min` up to `max`.
+//! The one retry layer of every source: capped exponential backoff with jitter (`Backoff`), and
+//! `Retry`, which starts over at the minimum once a connection has been healthy for a while.
 
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
+/// Capped exponential delays: each is drawn in [d·(1−jitter), d] where d doubles from `min` to `max`.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -49,6 +51,55 @@ impl Backoff {
     }
 }
 
+/// How long a connection must stay up before its loss counts as a fresh failure (backoff from
+/// `min` again) rather than one more of a series (a peer that accepts and drops at once).
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// Reconnect pacing of one transport (TCP client, serial port, MQTT broker, Modbus bus, and the
+/// supervisor's restarts): grows on every failure and resets after a healthy period, or as soon as
+/// the transport proved useful (`healthy`).
+#[derive(Debug, Clone)]
+pub struct Retry {
+    backoff: Backoff,
+    healthy_after: Duration,
+    up_since: Option<Instant>,
+}
+
+impl Retry {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self::with_backoff(Backoff::new(min, max), HEALTHY_AFTER)
+    }
+
+    pub fn with_backoff(backoff: Backoff, healthy_after: Duration) -> Self {
+        Retry {
+            backoff,
+            healthy_after,
+            up_since: None,
+        }
+    }
+
+    /// The transport is up (connected, port open, task started).
+    pub fn up(&mut self) {
+        self.up_since = Some(Instant::now());
+    }
+
+    /// The transport did useful work (a frame decoded, a device answered): the next loss
+    /// starts the backoff over.
+    pub fn healthy(&mut self) {
+        self.backoff.reset();
+    }
+
+    /// An attempt failed or the transport went down: the delay before the next attempt.
+    pub fn failed(&mut self) -> Duration {
+        if let Some(since) = self.up_since.take() {
+            if since.elapsed() >= self.healthy_after {
+                self.backoff.reset();
+            }
+        }
+        self.backoff.next_delay()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +122,42 @@ mod tests {
             Backoff::with_jitter(Duration::from_millis(100), Duration::from_secs(1), 0.0);
         assert_eq!(exact.next_delay(), Duration::from_millis(100));
         assert_eq!(exact.next_delay(), Duration::from_millis(200));
+    }
+
+    fn exact(healthy_after: Duration) -> Retry {
+        Retry::with_backoff(
+            Backoff::with_jitter(Duration::from_millis(100), Duration::from_secs(1), 0.0),
+            healthy_after,
+        )
+    }
+
+    #[test]
+    fn a_connection_dropped_at_once_keeps_backing_off() {
+        // A peer that accepts and closes at once (or a broker kicking a duplicate client id)
+        // must not be hammered at the minimum delay.
+        let mut r = exact(Duration::from_secs(3600));
+        let mut ds = Vec::new();
+        for _ in 0..4 {
+            r.up();
+            ds.push(r.failed().as_millis());
+        }
+        assert_eq!(ds, [100, 200, 400, 800]);
+    }
+
+    #[test]
+    fn a_healthy_period_or_useful_work_starts_over() {
+        let mut r = exact(Duration::ZERO);
+        r.failed();
+        r.failed();
+        r.up();
+        assert_eq!(r.failed(), Duration::from_millis(100), "up long enough");
+        let mut r = exact(Duration::from_secs(3600));
+        r.failed();
+        r.failed();
+        r.up();
+        r.healthy();
+        assert_eq!(r.failed(), Duration::from_millis(100), "did useful work");
+        // Failures while down (no `up`) keep growing.
+        assert_eq!(r.failed(), Duration::from_millis(200));
     }
 }

@@ -1,7 +1,10 @@
 //! Sources turn a transport into samples for the router. Each runs as a task supervised by a
-//! `SourceActor`, which restarts it with capped exponential backoff when it fails or panics.
+//! `SourceActor`, which restarts it through the retry layer (`backoff::Retry`) when it fails or panics.
+//!
+//! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub mod backoff;
+pub mod intake;
 pub mod modbus;
 pub mod mqtt;
 pub mod route;
@@ -17,7 +20,7 @@ use actix::prelude::*;
 
 use crate::config::SourceConfig;
 use crate::status::SourceStats;
-use backoff::Backoff;
+use backoff::Retry;
 use route::Router;
 
 /// Why a source task stopped.
@@ -61,7 +64,7 @@ pub struct SourceActor {
     stats: Arc<SourceStats>,
     make: Box<dyn Fn() -> TaskFuture>,
     task: Option<tokio::task::AbortHandle>,
-    backoff: Backoff,
+    retry: Retry,
 }
 
 impl SourceActor {
@@ -79,12 +82,12 @@ impl SourceActor {
             SourceConfig::Modbus(c) => task(c, idx, router, &stats, modbus::run),
             SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
         };
-        let backoff = match cfg {
-            SourceConfig::Tcp(t) => Backoff::new(t.backoff_min.0, t.backoff_max.0),
-            SourceConfig::Serial(s) => Backoff::new(s.backoff_min.0, s.backoff_max.0),
-            SourceConfig::Modbus(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
-            SourceConfig::Mqtt(m) => Backoff::new(m.backoff_min.0, m.backoff_max.0),
-            SourceConfig::Sim(_) => Backoff::new(
+        let retry = match cfg {
+            SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
+            SourceConfig::Serial(s) => Retry::new(s.backoff_min.0, s.backoff_max.0),
+            SourceConfig::Modbus(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
+            SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
+            SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
             ),
@@ -93,12 +96,14 @@ impl SourceActor {
             stats,
             make,
             task: None,
-            backoff,
+            retry,
         }
     }
 
     fn launch(&mut self, ctx: &mut Context<Self>) {
         let handle = tokio::spawn((self.make)());
+        // A task that ran for a healthy period restarts after the minimum delay again.
+        self.retry.up();
         self.task = Some(handle.abort_handle());
         ctx.spawn(actix::fut::wrap_future(handle).map(|res, act: &mut Self, ctx| {
             act.task = None;
@@ -110,7 +115,7 @@ impl SourceActor {
                 Err(e) if e.is_cancelled() => return,
                 Err(e) => format!("task panicked: {e}"),
             };
-            let delay = act.backoff.next_delay();
+            let delay = act.retry.failed();
             tracing::error!(source = %act.stats.id, error = %why, retry_in = ?delay, "source failed; restarting");
             act.stats.set_error(why);
             act.stats.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

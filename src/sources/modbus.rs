@@ -19,7 +19,8 @@ use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::Slave;
 
-use super::backoff::Backoff;
+use super::backoff::Retry;
+use super::intake::{Intake, Origin};
 use super::route::{Router, RoutingSink};
 use super::serial::port;
 use super::SourceError;
@@ -58,7 +59,7 @@ enum Outcome {
 /// The transport: connects, resets, and backs off while it cannot connect.
 struct Link {
     ctx: Option<Context>,
-    backoff: Backoff,
+    retry: Retry,
     retry_at: Instant,
     last_failure: Option<String>,
 }
@@ -98,11 +99,11 @@ pub async fn run(
     }
     let mut link = Link {
         ctx: None,
-        backoff: Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0),
+        retry: Retry::new(cfg.backoff_min.0, cfg.backoff_max.0),
         retry_at: start,
         last_failure: None,
     };
-    let mut sink = router.sink(idx);
+    let mut intake = Intake::new(&router, idx, stats.clone(), Origin::Port);
     publish(&stats, &devices, &link);
     loop {
         let due = devices
@@ -123,15 +124,14 @@ pub async fn run(
             let Some(ctx) = link.get(&cfg, &stats).await else {
                 break;
             };
-            match poll_device(&cfg, dev, ctx, &mut sink, &stats).await {
-                Outcome::Answered => {}
+            match poll_device(&cfg, dev, ctx, &mut intake, &stats).await {
+                Outcome::Answered => link.retry.healthy(),
                 Outcome::Failed => link.reset(),
                 Outcome::TransportDown(why) => link.down(&cfg, &stats, why),
             }
             // Hand each device's samples on at once: a slow slave later on the bus must not
             // hold them back.
-            stats.samples.fetch_add(sink.take_pushed(), Relaxed);
-            sink.flush().await?;
+            intake.flush().await?;
         }
         publish(&stats, &devices, &link);
     }
@@ -161,7 +161,7 @@ impl Link {
                     }
                     stats.connections.store(1, Relaxed);
                     stats.connects_total.fetch_add(1, Relaxed);
-                    self.backoff.reset();
+                    self.retry.up();
                     self.ctx = Some(ctx);
                 }
                 Err(why) => {
@@ -182,7 +182,7 @@ impl Link {
     /// The transport failed: reconnect after backoff.
     fn down(&mut self, cfg: &ModbusSource, stats: &SourceStats, why: String) {
         self.ctx = None;
-        let delay = self.backoff.next_delay();
+        let delay = self.retry.failed();
         self.retry_at = Instant::now() + delay;
         let first = self.last_failure.as_deref() != Some(why.as_str());
         if first {
@@ -270,7 +270,7 @@ async fn poll_device(
     cfg: &ModbusSource,
     dev: &mut Device,
     ctx: &mut Context,
-    sink: &mut RoutingSink,
+    intake: &mut Intake,
     stats: &SourceStats,
 ) -> Outcome {
     ctx.set_slave(Slave(dev.cfg.unit));
@@ -286,13 +286,13 @@ async fn poll_device(
                 if dev.read_sched[r].succeeded() {
                     tracing::info!(source = %cfg.id, device = %dev.cfg.id, read = %read.describe(), "modbus read answers again");
                 }
-                stats.frames_accepted.fetch_add(1, Relaxed);
+                intake.tally(true);
                 dev.view.reads_ok += 1;
-                sink.set_default_ts(now_ms());
-                emit(cfg, dev, r, &data, sink);
+                intake.begin();
+                emit(cfg, dev, r, &data, intake.sink());
             }
             Ok(Ok(Err(exception))) => {
-                stats.frames_rejected.fetch_add(1, Relaxed);
+                intake.tally(false);
                 dev.view.exceptions += 1;
                 let delay = dev.read_sched[r].failed(now, dev.sched.interval());
                 let msg = format!(
@@ -309,7 +309,7 @@ async fn poll_device(
                 return Outcome::TransportDown(format!("{e} (polling unit {})", dev.cfg.unit));
             }
             Ok(Err(e)) => {
-                stats.frames_rejected.fetch_add(1, Relaxed);
+                intake.tally(false);
                 dev.view.errors += 1;
                 fail_device(
                     cfg,
@@ -325,7 +325,7 @@ async fn poll_device(
                 return Outcome::Failed;
             }
             Err(_) => {
-                stats.frames_rejected.fetch_add(1, Relaxed);
+                intake.tally(false);
                 dev.view.timeouts += 1;
                 fail_device(
                     cfg,

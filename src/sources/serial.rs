@@ -15,15 +15,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 
-use super::backoff::Backoff;
-use super::route::{Closed, Router, RoutingSink};
-use super::tcp::excerpt;
+use super::backoff::Retry;
+use super::intake::{Decoder, Framed, Intake, Origin};
+use super::route::{Closed, Router};
 use super::SourceError;
 use crate::config::{SerialFormat, SerialSource};
-use crate::decode::framing::{Delimiter, FrameError, LineFramer};
-use crate::decode::{self, DecodeError};
-use crate::model::now_ms;
-use crate::status::{RateLimitedLog, SourceStats};
+use crate::decode::framing::Delimiter;
+use crate::status::SourceStats;
 
 const READ_BUF: usize = 4096;
 /// How often an open port's device node is checked (for drivers that do not report removal).
@@ -41,23 +39,17 @@ pub fn delimiter(cfg: &SerialSource) -> Delimiter {
     }
 }
 
-/// Decodes one frame with the source's format.
-fn decode_frame(
-    cfg: &SerialSource,
-    frame: &[u8],
-    sink: &mut RoutingSink,
-) -> Result<usize, DecodeError> {
+/// The decoder a source's config asks for.
+fn decoder(cfg: &SerialSource) -> Decoder {
     match cfg.format {
-        SerialFormat::Frame(f) => decode::decode(f, frame, cfg.device.as_deref(), sink),
-        SerialFormat::Columns => {
-            let text = std::str::from_utf8(frame).map_err(|_| DecodeError::NotUtf8)?;
-            decode::columns::decode(
-                text,
-                cfg.columns.as_deref().unwrap_or_default(),
-                cfg.device.as_deref(),
-                sink,
-            )
-        }
+        SerialFormat::Frame(format) => Decoder::Format {
+            format,
+            device: cfg.device.clone(),
+        },
+        SerialFormat::Columns => Decoder::Columns {
+            columns: cfg.columns.clone().unwrap_or_default(),
+            device: cfg.device.clone(),
+        },
     }
 }
 
@@ -69,37 +61,39 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     let settings = cfg.port();
     let shown = settings.describe();
-    let mut backoff = Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0);
+    let mut retry = Retry::new(cfg.backoff_min.0, cfg.backoff_max.0);
     let mut reader = Reader {
         cfg: &cfg,
-        framer: LineFramer::with_delimiter(cfg.max_frame, delimiter(&cfg)),
-        sink: router.sink(idx),
-        stats: &stats,
-        log: RateLimitedLog::new(5, Duration::from_secs(10)),
+        framed: Framed::new(
+            Intake::new(&router, idx, stats.clone(), Origin::Port),
+            cfg.max_frame,
+            delimiter(&cfg),
+            decoder(&cfg),
+        ),
     };
+    reader.framed.intake.set_from(shown.clone());
     let mut last_failure: Option<String> = None;
     loop {
         match port::open(&settings) {
             Ok(mut opened) => {
                 last_failure = None;
+                retry.up();
                 let node = opened.node_path.display().to_string();
                 tracing::info!(source = %cfg.id, port = %shown, device = %node, baud = cfg.baud, "serial port open");
+                reader.framed.intake.set_from(node.clone());
                 stats.set_healthy(true);
                 stats.connections.store(1, Relaxed);
                 stats.connects_total.fetch_add(1, Relaxed);
-                let (why, got_data) = reader.session(&mut opened).await?;
+                let why = reader.session(&mut opened).await?;
                 drop(opened);
                 // Reason and counters first: whoever sees the source unhealthy sees why.
                 stats.set_error(format!("{shown} ({node}) lost: {why}"));
-                if let Some(len) = reader.framer.reset() {
-                    stats.frames_rejected.fetch_add(1, Relaxed);
-                    tracing::warn!(source = %cfg.id, device = %node, bytes = len, "partial frame at disconnect dropped");
-                }
+                reader.framed.disconnected();
                 stats.connections.store(0, Relaxed);
                 stats.set_healthy(false);
                 tracing::warn!(source = %cfg.id, port = %shown, device = %node, reason = %why, "serial port lost; reopening");
-                if got_data {
-                    backoff.reset();
+                if reader.framed.take_received() {
+                    retry.healthy();
                 }
             }
             Err(e) => {
@@ -112,7 +106,7 @@ pub async fn run(
                 }
             }
         }
-        let delay = backoff.next_delay();
+        let delay = retry.failed();
         tracing::debug!(source = %cfg.id, port = %shown, ?delay, "reopening after backoff");
         tokio::time::sleep(delay).await;
     }
@@ -121,20 +115,16 @@ pub async fn run(
 /// Per-source reading state that outlives one open port.
 struct Reader<'a> {
     cfg: &'a SerialSource,
-    framer: LineFramer,
-    sink: RoutingSink,
-    stats: &'a SourceStats,
-    log: RateLimitedLog,
+    framed: Framed,
 }
 
 impl Reader<'_> {
-    /// Reads one open port until it goes away; returns why, and whether any byte arrived.
-    async fn session(&mut self, opened: &mut port::Opened) -> Result<(String, bool), Closed> {
+    /// Reads one open port until it goes away; returns why.
+    async fn session(&mut self, opened: &mut port::Opened) -> Result<String, Closed> {
         let cfg = self.cfg;
-        let mut got_data = false;
         if let Some(init) = &cfg.init {
             if let Err(why) = write(&mut opened.stream, init.as_bytes()).await {
-                return Ok((format!("writing the init string: {why}"), got_data));
+                return Ok(format!("writing the init string: {why}"));
             }
         }
         let mut poll = cfg.poll_interval.map(|i| {
@@ -149,77 +139,36 @@ impl Reader<'_> {
         loop {
             // Silence-gap framing: a pending frame ends when the line has been quiet long enough.
             let gap_end = gap
-                .filter(|_| self.framer.pending() > 0)
+                .filter(|_| self.framed.pending() > 0)
                 .map(|g| last_rx + g);
             tokio::select! {
                 r = opened.stream.read(&mut buf) => {
                     let n = match r {
-                        Ok(0) => return Ok(("end of file (device unplugged or closed)".into(), got_data)),
+                        Ok(0) => return Ok("end of file (device unplugged or closed)".into()),
                         Ok(n) => n,
-                        Err(e) => return Ok((e.to_string(), got_data)),
+                        Err(e) => return Ok(e.to_string()),
                     };
-                    got_data = true;
                     last_rx = Instant::now();
-                    self.frames(|framer, on_frame| framer.feed(&buf[..n], on_frame));
-                    self.flush().await?;
+                    self.framed.feed(&buf[..n]);
+                    self.framed.flush().await?;
                 }
                 _ = sleep_until(gap_end.unwrap_or_else(Instant::now)), if gap_end.is_some() => {
-                    self.frames(|framer, on_frame| framer.end_frame(on_frame));
-                    self.flush().await?;
+                    self.framed.end_frame();
+                    self.framed.flush().await?;
                 }
                 _ = tick(&mut poll) => {
                     let text = cfg.poll.as_deref().unwrap_or_default();
                     if let Err(why) = write(&mut opened.stream, text.as_bytes()).await {
-                        return Ok((format!("writing the poll string: {why}"), got_data));
+                        return Ok(format!("writing the poll string: {why}"));
                     }
                 }
                 _ = check.tick() => {
                     if let Some(why) = opened.gone(cfg.path.as_deref()) {
-                        return Ok((why, got_data));
+                        return Ok(why);
                     }
                 }
             }
         }
-    }
-
-    /// Runs the framer over new input, decoding each frame into the sink and counting.
-    fn frames(
-        &mut self,
-        drive: impl FnOnce(&mut LineFramer, &mut dyn FnMut(Result<&[u8], FrameError>)),
-    ) {
-        let (cfg, sink, log) = (self.cfg, &mut self.sink, &mut self.log);
-        sink.set_default_ts(now_ms());
-        let (mut accepted, mut rejected) = (0u64, 0u64);
-        drive(&mut self.framer, &mut |frame| {
-            let reason = match frame {
-                Ok(bytes) => match decode_frame(cfg, bytes, sink) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        accepted += 1;
-                        return;
-                    }
-                    Err(e) => format!("{e}; frame: {}", excerpt(bytes)),
-                },
-                Err(e) => e.to_string(),
-            };
-            rejected += 1;
-            let (allow, suppressed) = log.allow();
-            if let Some(n) = suppressed {
-                tracing::warn!(source = %cfg.id, suppressed = n, "more bad frames were not logged");
-            }
-            if allow {
-                tracing::warn!(source = %cfg.id, %reason, "bad frame skipped");
-            }
-        });
-        self.stats.frames_accepted.fetch_add(accepted, Relaxed);
-        self.stats.frames_rejected.fetch_add(rejected, Relaxed);
-    }
-
-    async fn flush(&mut self) -> Result<(), Closed> {
-        self.stats
-            .samples
-            .fetch_add(self.sink.take_pushed(), Relaxed);
-        self.sink.flush().await
     }
 }
 

@@ -1,13 +1,13 @@
 //! Simulated devices for the demo and tests: mean + drift + seasonality + Gaussian noise, with
 //! spikes, level shifts, stuck values and dropouts injected at a configured rate (seeded, reproducible).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+use super::intake::{Intake, Origin};
 use super::route::Router;
 use super::SourceError;
 use crate::config::{AnomalyKind, SimMetric, SimSource};
@@ -137,22 +137,20 @@ pub async fn run(
         .collect();
     tracing::info!(source = %cfg.id, signals = signals.len(), interval = %cfg.interval, "simulated devices running");
     stats.set_healthy(true);
-    let mut sink = router.sink(idx);
+    let mut intake = Intake::new(&router, idx, stats.clone(), Origin::Port);
     let mut tick = tokio::time::interval(cfg.interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let now = now_ms();
-        let mut n = 0;
+        intake.begin();
         for (device, metric, sig) in signals.iter_mut() {
             if let Some(v) = sig.next(now, &mut rng) {
-                sink.push(device, metric, Some(now), v);
-                n += 1;
+                intake.sink().push(device, metric, Some(now), v);
+                intake.tally(true);
             }
         }
-        stats.frames_accepted.fetch_add(n, Relaxed);
-        stats.samples.fetch_add(sink.take_pushed(), Relaxed);
-        sink.flush().await?;
+        intake.flush().await?;
     }
 }
 

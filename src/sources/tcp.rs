@@ -1,6 +1,7 @@
 //! Raw TCP source: server mode (many concurrent clients) or client mode (connects out and
-//! reconnects with backoff). Each connection frames lines, decodes them and routes the samples.
+//! reconnects through the retry layer). Each connection feeds its own `Framed` intake.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,15 +9,17 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::backoff::Backoff;
+use super::backoff::Retry;
+use super::intake::{Decoder, Framed, Intake, Origin};
 use super::route::{Closed, Router};
 use super::SourceError;
 use crate::config::{TcpMode, TcpSource};
-use crate::decode::{decode, framing::LineFramer};
-use crate::model::now_ms;
-use crate::status::{RateLimitedLog, SourceStats};
+use crate::decode::framing::Delimiter;
+use crate::status::SourceStats;
 
 const READ_BUF: usize = 64 * 1024;
+/// Longest a connect may take in client mode.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(
     cfg: Arc<TcpSource>,
@@ -24,22 +27,36 @@ pub async fn run(
     router: Router,
     stats: Arc<SourceStats>,
 ) -> Result<(), SourceError> {
-    match cfg.mode {
-        TcpMode::Server => serve(cfg, idx, router, stats).await,
-        TcpMode::Client => connect_loop(cfg, idx, router, stats).await,
+    match &cfg.mode {
+        TcpMode::Server {
+            listen,
+            max_clients,
+        } => serve(&cfg, *listen, *max_clients, idx, router, stats).await,
+        TcpMode::Client { connect } => connect_loop(&cfg, connect, idx, router, stats).await,
     }
 }
 
+/// One connection's intake: framer, decoder, sink, counters and reject log.
+fn framed(cfg: &TcpSource, idx: u16, router: &Router, stats: &Arc<SourceStats>) -> Framed {
+    Framed::new(
+        Intake::new(router, idx, stats.clone(), Origin::Peer),
+        cfg.max_frame,
+        Delimiter::Newline,
+        Decoder::Format {
+            format: cfg.format,
+            device: None,
+        },
+    )
+}
+
 async fn serve(
-    cfg: Arc<TcpSource>,
+    cfg: &Arc<TcpSource>,
+    addr: SocketAddr,
+    max_clients: usize,
     idx: u16,
     router: Router,
     stats: Arc<SourceStats>,
 ) -> Result<(), SourceError> {
-    let addr = cfg.listen.ok_or_else(|| SourceError::Bind {
-        addr: "(none)".into(),
-        source: std::io::Error::other("no listen address"),
-    })?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| SourceError::Bind {
@@ -60,42 +77,49 @@ async fn serve(
                 continue;
             }
         };
-        if stats.connections.load(Relaxed) >= cfg.max_clients as u64 {
-            tracing::warn!(source = %cfg.id, %peer, limit = cfg.max_clients, "connection refused: too many clients");
+        if stats.connections.load(Relaxed) >= max_clients as u64 {
+            tracing::warn!(source = %cfg.id, %peer, limit = max_clients, "connection refused: too many clients");
             drop(stream);
             continue;
         }
-        let (cfg, router, stats) = (cfg.clone(), router.clone(), stats.clone());
+        let mut intake = framed(cfg, idx, &router, &stats);
+        intake.intake.set_from(peer.to_string());
+        let (id, stats) = (cfg.id.clone(), stats.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             stats.connections.fetch_add(1, Relaxed);
             stats.connects_total.fetch_add(1, Relaxed);
-            tracing::debug!(source = %cfg.id, %peer, "client connected");
-            let r = read_frames(stream, &peer.to_string(), &cfg, idx, &router, &stats).await;
+            tracing::debug!(source = %id, %peer, "client connected");
+            let r = read_frames(stream, &mut intake).await;
             stats.connections.fetch_sub(1, Relaxed);
-            tracing::debug!(source = %cfg.id, %peer, result = ?r, "client disconnected");
+            tracing::debug!(source = %id, %peer, result = ?r, "client disconnected");
         });
     }
 }
 
 async fn connect_loop(
-    cfg: Arc<TcpSource>,
+    cfg: &TcpSource,
+    target: &str,
     idx: u16,
     router: Router,
     stats: Arc<SourceStats>,
 ) -> Result<(), SourceError> {
-    let target = cfg.connect.clone().unwrap_or_default();
-    let mut backoff = Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0);
+    let mut retry = Retry::new(cfg.backoff_min.0, cfg.backoff_max.0);
+    let mut intake = framed(cfg, idx, &router, &stats);
+    intake.intake.set_from(target);
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&target)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
             Ok(Ok(stream)) => {
-                backoff.reset();
+                retry.up();
                 let _ = stream.set_nodelay(true);
                 tracing::info!(source = %cfg.id, peer = %target, "connected");
                 stats.set_healthy(true);
                 stats.connections.store(1, Relaxed);
                 stats.connects_total.fetch_add(1, Relaxed);
-                let r = read_frames(stream, &target, &cfg, idx, &router, &stats).await;
+                let r = read_frames(stream, &mut intake).await;
+                if intake.take_received() {
+                    retry.healthy();
+                }
                 stats.connections.store(0, Relaxed);
                 stats.set_healthy(false);
                 match r {
@@ -115,73 +139,102 @@ async fn connect_loop(
                 stats.set_error(format!("connect to {target}: timed out"));
             }
         }
-        let delay = backoff.next_delay();
+        let delay = retry.failed();
         tracing::debug!(source = %cfg.id, peer = %target, ?delay, "reconnecting after backoff");
         tokio::time::sleep(delay).await;
     }
 }
 
 /// Reads one connection until EOF or error; returns why it ended, or `Closed` on shutdown.
-async fn read_frames(
-    mut stream: TcpStream,
-    peer: &str,
-    cfg: &TcpSource,
-    idx: u16,
-    router: &Router,
-    stats: &SourceStats,
-) -> Result<String, Closed> {
-    let mut framer = LineFramer::new(cfg.max_frame);
+async fn read_frames(mut stream: TcpStream, intake: &mut Framed) -> Result<String, Closed> {
     let mut buf = vec![0u8; READ_BUF];
-    let mut sink = router.sink(idx);
-    let mut log = RateLimitedLog::new(5, Duration::from_secs(10));
     let why = loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) => break "closed by peer".to_string(),
             Ok(n) => n,
             Err(e) => break e.to_string(),
         };
-        sink.set_default_ts(now_ms());
-        let (mut accepted, mut rejected) = (0u64, 0u64);
-        framer.feed(&buf[..n], |frame| {
-            let reason = match frame {
-                Ok(line) => match decode(cfg.format, line, None, &mut sink) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        accepted += 1;
-                        return;
-                    }
-                    Err(e) => format!("{e}; frame: {}", excerpt(line)),
-                },
-                Err(e) => e.to_string(),
-            };
-            rejected += 1;
-            let (allow, suppressed) = log.allow();
-            if let Some(n) = suppressed {
-                tracing::warn!(source = %cfg.id, %peer, suppressed = n, "more bad frames were not logged");
-            }
-            if allow {
-                tracing::warn!(source = %cfg.id, %peer, %reason, "bad frame skipped");
-            }
-        });
-        stats.frames_accepted.fetch_add(accepted, Relaxed);
-        stats.frames_rejected.fetch_add(rejected, Relaxed);
-        stats.samples.fetch_add(sink.take_pushed(), Relaxed);
-        sink.flush().await?;
+        intake.feed(&buf[..n]);
+        intake.flush().await?;
     };
-    if let Some(len) = framer.reset() {
-        stats.frames_rejected.fetch_add(1, Relaxed);
-        tracing::warn!(source = %cfg.id, %peer, bytes = len, "partial frame at disconnect dropped");
-    }
+    intake.disconnected();
     Ok(why)
 }
 
-/// The start of a frame, printable, for logs.
-pub fn excerpt(frame: &[u8]) -> String {
-    const MAX: usize = 80;
-    let cut = &frame[..frame.len().min(MAX)];
-    let mut s: String = String::from_utf8_lossy(cut).escape_debug().collect();
-    if frame.len() > MAX {
-        s.push('…');
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse_str, SourceConfig, TcpMode};
+
+    fn parse(body: &str) -> Result<TcpMode, String> {
+        let text = format!("node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\n{body}");
+        let r = parse_str(&text, std::path::Path::new("t.toml")).map_err(|e| e.to_string())?;
+        match &r.config.sources[0] {
+            SourceConfig::Tcp(t) => Ok(t.mode.clone()),
+            _ => Err("not tcp".into()),
+        }
     }
-    s
+
+    #[test]
+    fn every_written_form_is_accepted() {
+        let server = TcpMode::Server {
+            listen: "127.0.0.1:9000".parse().expect("addr"),
+            max_clients: 256,
+        };
+        assert_eq!(parse("listen = \"127.0.0.1:9000\"\n"), Ok(server.clone()));
+        assert_eq!(
+            parse("mode = \"server\"\nlisten = \"127.0.0.1:9000\"\nformat = \"json\"\n"),
+            Ok(server)
+        );
+        assert_eq!(
+            parse("listen = \"127.0.0.1:9000\"\nmax_clients = 3\n"),
+            Ok(TcpMode::Server {
+                listen: "127.0.0.1:9000".parse().expect("addr"),
+                max_clients: 3
+            })
+        );
+        assert_eq!(
+            parse("mode = \"client\"\nconnect = \"hub:9000\"\nformat = \"csv\"\nbackoff_min = \"50ms\"\n"),
+            Ok(TcpMode::Client {
+                connect: "hub:9000".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_other_mode_is_a_located_error() {
+        let e = parse("mode = \"client\"\nconnect = \"hub:9000\"\nmax_clients = 4\n")
+            .expect_err("max_clients on a client");
+        assert!(
+            e.starts_with("t.toml:7:1: unknown field `max_clients`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("mode = \"server\"") && e.contains("(field `source[0].max_clients`)"),
+            "{e}"
+        );
+        let e = parse("mode = \"client\"\nconnect = \"hub:9000\"\nlisten = \"0.0.0.0:1\"\n")
+            .expect_err("listen on a client");
+        assert!(e.starts_with("t.toml:7:1: unknown field `listen`"), "{e}");
+        let e = parse("connect = \"hub:9000\"\n").expect_err("connect without mode");
+        assert!(e.starts_with("t.toml:5:1: unknown field `connect`"), "{e}");
+        assert!(e.contains("mode = \"client\""), "{e}");
+    }
+
+    #[test]
+    fn a_missing_address_or_bad_mode_says_so() {
+        let e = parse("mode = \"client\"\n").expect_err("no connect");
+        assert!(e.contains("missing field `connect`"), "{e}");
+        let e = parse("format = \"csv\"\n").expect_err("no listen");
+        assert!(e.contains("missing field `listen`"), "{e}");
+        let e = parse("mode = \"both\"\nlisten = \"0.0.0.0:1\"\n").expect_err("bad mode");
+        assert!(
+            e.contains("unknown variant `both`") && e.contains("source[0].mode"),
+            "{e}"
+        );
+        let e = parse("listen = \"0.0.0.0:1\"\nmax_clients = 0\n").expect_err("zero clients");
+        assert!(
+            e.contains("must be at least 1") && e.contains("max_clients"),
+            "{e}"
+        );
+    }
 }

@@ -1,18 +1,18 @@
 //! When each Modbus device (and each of its reads) is polled next: on its interval while it
-//! answers; after a failure, not before a capped, growing backoff. No I/O; time is passed in.
+//! answers; after a failure, not before the retry layer's growing delay. No I/O; time is passed in.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sources::backoff::Backoff;
+use crate::sources::backoff::Retry;
 
 /// Poll schedule of one device.
 #[derive(Debug, Clone)]
 pub struct DeviceSched {
     interval: Duration,
     next_due: Instant,
-    backoff: Backoff,
+    retry: Retry,
     failing: bool,
 }
 
@@ -27,7 +27,7 @@ impl DeviceSched {
         DeviceSched {
             interval,
             next_due: now,
-            backoff: Backoff::new(backoff_min, backoff_max),
+            retry: Retry::new(backoff_min, backoff_max),
             failing: false,
         }
     }
@@ -51,7 +51,7 @@ impl DeviceSched {
     /// The device answered: next poll one interval after the previous due time (at once if
     /// polling fell behind). Returns true when it had been failing.
     pub fn succeeded(&mut self, now: Instant) -> bool {
-        self.backoff.reset();
+        self.retry.healthy();
         self.next_due = (self.next_due + self.interval).max(now);
         std::mem::take(&mut self.failing)
     }
@@ -60,7 +60,7 @@ impl DeviceSched {
     /// interval), which grows with every further failure up to the backoff maximum.
     pub fn failed(&mut self, now: Instant) -> Duration {
         self.failing = true;
-        let delay = self.backoff.next_delay().max(self.interval);
+        let delay = self.retry.failed().max(self.interval);
         self.next_due = now + delay;
         delay
     }
@@ -70,7 +70,7 @@ impl DeviceSched {
 #[derive(Debug, Clone)]
 pub struct ReadSched {
     skip_until: Option<Instant>,
-    backoff: Backoff,
+    retry: Retry,
     failures: u32,
 }
 
@@ -78,7 +78,7 @@ impl ReadSched {
     pub fn new(backoff_min: Duration, backoff_max: Duration) -> Self {
         ReadSched {
             skip_until: None,
-            backoff: Backoff::new(backoff_min, backoff_max),
+            retry: Retry::new(backoff_min, backoff_max),
             failures: 0,
         }
     }
@@ -96,14 +96,14 @@ impl ReadSched {
     /// Answered with data: returns true when it had been failing.
     pub fn succeeded(&mut self) -> bool {
         self.skip_until = None;
-        self.backoff.reset();
+        self.retry.healthy();
         std::mem::take(&mut self.failures) > 0
     }
 
     /// Answered with an exception: skip it for the returned delay (at least `interval`).
     pub fn failed(&mut self, now: Instant, interval: Duration) -> Duration {
         self.failures += 1;
-        let delay = self.backoff.next_delay().max(interval);
+        let delay = self.retry.failed().max(interval);
         self.skip_until = Some(now + delay);
         delay
     }

@@ -11,12 +11,11 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, Packet, Publish, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
-use super::backoff::Backoff;
+use super::backoff::Retry;
+use super::intake::{Intake, Origin};
 use super::route::{Closed, Router};
-use super::tcp::excerpt;
 use super::SourceError;
 use crate::config::MqttSource;
-use crate::model::now_ms;
 use crate::status::{RateLimitedLog, SourceStats};
 use payload::Sub;
 
@@ -43,15 +42,13 @@ pub async fn run(
     let mut decoder = tokio::spawn(decode_loop(
         rx,
         subs.clone(),
-        cfg.id.clone(),
-        router.sink(idx),
-        stats.clone(),
+        Intake::new(&router, idx, stats.clone(), Origin::Topic),
     ));
     let filters: Vec<SubscribeFilter> = subs
         .iter()
         .map(|s| SubscribeFilter::new(s.filter.clone(), s.qos))
         .collect();
-    let mut backoff = Backoff::new(cfg.backoff_min.0, cfg.backoff_max.0);
+    let mut retry = Retry::new(cfg.backoff_min.0, cfg.backoff_max.0);
     let mut full_log = RateLimitedLog::new(1, Duration::from_secs(10));
     let mut was_connected = false;
     loop {
@@ -62,7 +59,7 @@ pub async fn run(
         };
         match ev {
             Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
-                Ok(()) => {}
+                Ok(()) => retry.healthy(),
                 Err(mpsc::error::TrySendError::Full(p)) => {
                     stats.dropped_queue_full.fetch_add(1, Relaxed);
                     let (allow, suppressed) = full_log.allow();
@@ -75,7 +72,7 @@ pub async fn run(
                 }
             },
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.reset();
+                retry.up();
                 was_connected = true;
                 stats.set_healthy(true);
                 stats.connections.store(1, Relaxed);
@@ -110,7 +107,7 @@ pub async fn run(
             Err(e) => {
                 stats.set_healthy(false);
                 stats.connections.store(0, Relaxed);
-                let delay = backoff.next_delay();
+                let delay = retry.failed();
                 let msg = format!("{}: {e}", cfg.url);
                 if was_connected {
                     tracing::warn!(source = %cfg.id, error = %msg, retry_in = ?delay, "broker connection lost");
@@ -131,36 +128,18 @@ pub async fn run(
 async fn decode_loop(
     mut rx: mpsc::Receiver<Publish>,
     subs: Arc<Vec<Sub>>,
-    id: String,
-    mut sink: super::route::RoutingSink,
-    stats: Arc<SourceStats>,
+    mut intake: Intake,
 ) -> Result<(), Closed> {
     let mut buf = Vec::with_capacity(DECODE_BATCH);
-    let mut log = RateLimitedLog::new(5, Duration::from_secs(10));
     loop {
         if rx.recv_many(&mut buf, DECODE_BATCH).await == 0 {
             return Ok(());
         }
-        sink.set_default_ts(now_ms());
-        let (mut accepted, mut rejected) = (0u64, 0u64);
+        intake.begin();
         for p in buf.drain(..) {
-            match payload::decode(&subs, &p.topic, &p.payload, &mut sink) {
-                Ok(_) => accepted += 1,
-                Err(e) => {
-                    rejected += 1;
-                    let (allow, suppressed) = log.allow();
-                    if let Some(n) = suppressed {
-                        tracing::warn!(source = %id, suppressed = n, "more bad messages were not logged");
-                    }
-                    if allow {
-                        tracing::warn!(source = %id, topic = %p.topic, reason = %e, payload = %excerpt(&p.payload), "bad message skipped");
-                    }
-                }
-            }
+            let r = payload::decode(&subs, &p.topic, &p.payload, intake.sink());
+            intake.count(r, Some(&p.topic), Some(&p.payload));
         }
-        stats.frames_accepted.fetch_add(accepted, Relaxed);
-        stats.frames_rejected.fetch_add(rejected, Relaxed);
-        stats.samples.fetch_add(sink.take_pushed(), Relaxed);
-        sink.flush().await?;
+        intake.flush().await?;
     }
 }
