@@ -2,23 +2,23 @@
 //! fans alerts and summaries out, the store keeps state in sled. See docs/ARCHITECTURE.md.
 
 pub mod analysis;
-pub mod api;
+mod api;
 pub mod app;
-pub mod auth;
-pub mod clock;
+mod auth;
+mod clock;
 pub mod config;
 pub mod decode;
-pub mod hub;
+mod hub;
 pub mod model;
-pub mod mqtt;
-pub mod protocol;
-pub mod reload;
+mod mqtt;
+mod protocol;
+mod reload;
 pub mod replay;
-pub mod service;
-pub mod sinks;
+mod service;
+mod sinks;
 pub mod sources;
 pub mod status;
-pub mod store;
+mod store;
 pub mod tail;
-pub mod timestamp;
-pub mod upstream;
+mod timestamp;
+mod upstream;

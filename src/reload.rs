@@ -24,19 +24,15 @@ pub struct SourcePlan {
     pub stop: Vec<usize>,
 }
 
-/// Settings compared for "unchanged": the full source config, and its position (samples carry it
-/// for per-device source binding).
-fn fingerprint(s: &SourceConfig) -> String {
-    format!("{s:?}")
-}
-
 /// Works out the source changes. A source is kept only when its id, its settings and its index
 /// are all the same; anything else is stopped and started again.
 pub fn plan_sources(old: &[SourceConfig], new: &[SourceConfig]) -> SourcePlan {
     let mut plan = SourcePlan::default();
     for (i, n) in new.iter().enumerate() {
         match old.get(i) {
-            Some(o) if o.id() == n.id() && fingerprint(o) == fingerprint(n) => plan.keep.push(i),
+            // Unchanged = the same full source config at the same position (samples carry the
+            // position for per-device source binding).
+            Some(o) if o == n => plan.keep.push(i),
             _ => plan.start.push(i),
         }
     }
@@ -50,55 +46,31 @@ pub fn plan_sources(old: &[SourceConfig], new: &[SourceConfig]) -> SourcePlan {
 
 /// Top-level settings a reload cannot apply (they are read once at start). Names the ones that differ.
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let mut cmp = |name, a: String, b: String| {
-        if a != b {
-            out.push(name);
-        }
-    };
-    cmp("node_id", old.node_id.clone(), new.node_id.clone());
-    cmp(
-        "data_dir",
-        format!("{:?}", old.data_dir),
-        format!("{:?}", new.data_dir),
-    );
-    cmp(
-        "summary_interval",
-        format!("{:?}", old.summary_interval),
-        format!("{:?}", new.summary_interval),
-    );
-    cmp(
-        "persist_interval",
-        format!("{:?}", old.persist_interval),
-        format!("{:?}", new.persist_interval),
-    );
-    cmp("api", format!("{:?}", old.api), format!("{:?}", new.api));
-    cmp(
-        "store",
-        format!("{:?}", old.store),
-        format!("{:?}", new.store),
-    );
-    cmp(
-        "analysis.shards",
-        old.analysis.shards.to_string(),
-        new.analysis.shards.to_string(),
-    );
-    cmp(
-        "analysis.queue",
-        old.analysis.queue.to_string(),
-        new.analysis.queue.to_string(),
-    );
-    cmp(
-        "upstream",
-        format!("{:?}", old.upstream),
-        format!("{:?}", new.upstream),
-    );
-    cmp(
-        "sink",
-        format!("{:?}", old.sinks),
-        format!("{:?}", new.sinks),
-    );
-    out
+    let differs = [
+        ("node_id", old.node_id != new.node_id),
+        ("data_dir", old.data_dir != new.data_dir),
+        (
+            "summary_interval",
+            old.summary_interval != new.summary_interval,
+        ),
+        (
+            "persist_interval",
+            old.persist_interval != new.persist_interval,
+        ),
+        ("api", old.api != new.api),
+        ("store", old.store != new.store),
+        (
+            "analysis.shards",
+            old.analysis.shards != new.analysis.shards,
+        ),
+        ("analysis.queue", old.analysis.queue != new.analysis.queue),
+        ("upstream", old.upstream != new.upstream),
+        ("sink", old.sinks != new.sinks),
+    ];
+    differs
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
 }
 
 /// A source that is running.

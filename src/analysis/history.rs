@@ -52,10 +52,12 @@ impl History {
     }
 
     /// Points held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ring.as_ref().map_or(0, |r| r.len)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -87,6 +87,7 @@ impl Lifecycle {
         self.current.map(|c| c.raised_at)
     }
 
+    #[cfg(test)]
     pub fn current(&self) -> Option<AlertRef> {
         self.current
     }

@@ -11,7 +11,7 @@ pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
 };
-pub mod mqtt;
+pub(crate) mod mqtt;
 
 /// One detector as written in the file (`type`-tagged; each kind's fields in its own file).
 pub use crate::analysis::detector::DetectorConfig;
@@ -79,7 +79,7 @@ fn default_persist_interval() -> Dur {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Identifies this appliance in every message it sends (default: the host name).
@@ -124,7 +124,7 @@ fn default_ws_buffer() -> usize {
     1024
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address of the local API, dashboard and `/ws` stream.
@@ -159,7 +159,7 @@ fn default_alert_age() -> Dur {
     Dur::secs(30 * 24 * 3600)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// sled page cache in bytes (sled's own default is 1 GiB, too much for a Pi).
@@ -193,7 +193,7 @@ fn default_history() -> usize {
     300
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Analyzer shards; 0 means one per CPU core.
@@ -231,7 +231,7 @@ pub enum UnknownPolicy {
     Register,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnknownDevices {
     #[serde(default)]
@@ -242,7 +242,7 @@ pub struct UnknownDevices {
 }
 
 /// How one metric is analysed. Every field is optional; unset fields come from the template.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricConfig {
     /// Another template to start from.
@@ -262,7 +262,7 @@ pub struct MetricConfig {
 }
 
 /// A device the appliance knows about.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub id: String,
@@ -277,7 +277,7 @@ pub struct DeviceConfig {
 }
 
 /// A source of samples. `kind` selects the transport.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     Sim(SimSource),
@@ -316,7 +316,7 @@ fn default_seed() -> u64 {
 }
 
 /// Simulated devices: no hardware needed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimSource {
     pub id: String,
@@ -330,7 +330,7 @@ pub struct SimSource {
     pub devices: Vec<SimDevice>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimDevice {
     pub id: String,
@@ -347,7 +347,7 @@ fn default_anomalies() -> Vec<AnomalyKind> {
 }
 
 /// One simulated signal: mean + drift·t + amplitude·sin(2πt/period) + noise, with anomalies.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimMetric {
     pub mean: f64,
@@ -432,7 +432,7 @@ fn default_format() -> Format {
 }
 
 /// Raw TCP, one frame per line. Read from the config through `tcp_wire` (the mode's fields).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TcpSource {
     pub id: String,
     pub mode: TcpMode,
@@ -596,7 +596,7 @@ pub enum AckMode {
 }
 
 /// `[upstream]`: forward alerts and summaries over WebSocket with store-and-forward.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `ws://` or `wss://` URL of the receiver.
@@ -642,7 +642,7 @@ fn default_budget_age() -> Dur {
 }
 
 /// Disk budget of the outbox.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxBudget {
     /// Above this many bytes, the oldest summaries are dropped.

@@ -37,7 +37,7 @@ pub enum MqttPayload {
 }
 
 /// One subscription of an MQTT source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSubscription {
     /// Topic pattern: literal levels, `+`, a final `#`, and the captures `{device}` and `{metric}`.
@@ -63,7 +63,7 @@ pub struct MqttSubscription {
 }
 
 /// `[[source]] kind = "mqtt"`: subscribe to a broker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSource {
     pub id: String,
@@ -105,7 +105,7 @@ pub struct MqttSource {
 }
 
 /// A place alerts and summaries go besides `/ws` and `[upstream]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SinkConfig {
     Mqtt(MqttSink),
@@ -125,7 +125,7 @@ fn default_window() -> usize {
 }
 
 /// `[[sink]] kind = "mqtt"`: publish alerts (QoS 1, from a durable outbox) and summaries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSink {
     /// Names the sink's outbox; keep it stable across restarts.

@@ -138,7 +138,7 @@ fn default_serial_backoff_max() -> Dur {
 }
 
 /// A sensor on a serial port that sends frames by itself (or when polled).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialSource {
     pub id: String,
@@ -218,7 +218,7 @@ fn default_modbus_backoff_max() -> Dur {
 
 /// A Modbus bus: RTU on a serial port (`path` or `usb`) or Modbus TCP (`connect`), and the
 /// devices polled on it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusSource {
     pub id: String,
@@ -272,7 +272,7 @@ impl ModbusSource {
 }
 
 /// One slave on the bus.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusDevice {
     /// Device id of its samples.
@@ -350,7 +350,7 @@ fn default_scale() -> f64 {
 }
 
 /// One value read from a device.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusPoint {
     pub metric: String,

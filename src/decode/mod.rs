@@ -2,11 +2,11 @@
 //! Pure code without I/O; `framing` cuts byte streams into frames, the per-format modules parse them.
 
 pub mod columns;
-pub mod csv;
+pub(crate) mod csv;
 pub mod framing;
-pub mod json;
-pub mod kv;
-pub mod path;
+pub(crate) mod json;
+pub(crate) mod kv;
+pub(crate) mod path;
 
 use crate::model::Millis;
 use serde::Deserialize;

@@ -3,14 +3,14 @@
 //!
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod intake;
-pub mod modbus;
-pub mod mqtt;
+pub(crate) mod modbus;
+pub(crate) mod mqtt;
 pub mod route;
-pub mod serial;
+pub(crate) mod serial;
 pub mod sim;
-pub mod tcp;
+pub(crate) mod tcp;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -9,7 +9,7 @@ pub mod record;
 mod recovery;
 
 pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
-pub use outbox::{Budget, Gap, Lane, Outbox};
+pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};
 
 use std::path::Path;
@@ -134,11 +134,6 @@ impl Store {
         Ok(o)
     }
 
-    /// Bytes sled occupies on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
-
     /// All saved per-device snapshots: device id → encoded state.
     pub fn load_snapshots(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
@@ -218,6 +213,7 @@ impl Store {
         Ok(out)
     }
 
+    #[cfg(test)]
     pub fn alert_count(&self) -> usize {
         self.alerts.len()
     }
