@@ -1,5 +1,7 @@
 //! One analyzer shard's state and logic, without actors: per-device, per-metric rolling statistics,
 //! detectors and alert lifecycles; summaries, silence ticks, snapshots and restore.
+//! Over 600 lines: the per-device ingest, restore and snapshot paths share private state types
+//! and are kept together (tests from line 725).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;

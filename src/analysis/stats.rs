@@ -1,5 +1,6 @@
 //! Rolling statistics over a sliding window (count and/or time span): mean, population std,
 //! min/max, exponentially weighted mean/std, plus a plain Welford accumulator for interval summaries.
+//! (Over 600 lines with its tests and proptests; the statistics themselves are about 375.)
 
 use std::collections::VecDeque;
 

@@ -1,5 +1,6 @@
 //! Config schema of the serial-port sources: `kind = "serial"` (line or gap framed sensors) and
 //! `kind = "modbus"` (RTU on a serial port or Modbus TCP), with their semantic checks.
+//! (Over 600 lines with its tests; the schema and checks are about 650.)
 
 use std::fmt;
 
