@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print what it sets up.
+    /// Validate a config file and print what it sets up, or every error it finds.
     Check {
         /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
         /// built-in demo config]
@@ -104,14 +104,22 @@ enum Command {
 fn choose_config(
     given: Option<PathBuf>,
 ) -> (Result<config::Resolved, config::ConfigError>, String) {
+    let (loaded, which) = choose_config_all(given);
+    (loaded.map_err(|mut e| e.swap_remove(0)), which)
+}
+
+/// `choose_config` with every error the file has (`check`).
+fn choose_config_all(
+    given: Option<PathBuf>,
+) -> (Result<config::Resolved, Vec<config::ConfigError>>, String) {
     let path = given.or_else(|| {
         let p = PathBuf::from(SYSTEM_CONFIG);
         p.exists().then_some(p)
     });
     match path {
-        Some(p) => (config::load_file(&p), p.display().to_string()),
+        Some(p) => (config::load_file_all(&p), p.display().to_string()),
         None => (
-            config::parse_str(DEMO_CONFIG, Path::new(DEMO_NAME)),
+            config::parse_str(DEMO_CONFIG, Path::new(DEMO_NAME)).map_err(|e| vec![e]),
             format!("{DEMO_NAME}: no --config given and no {SYSTEM_CONFIG}"),
         ),
     }
@@ -143,7 +151,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => {
             let given = config.is_some();
-            let (loaded, which) = choose_config(config);
+            let (loaded, which) = choose_config_all(config);
             if !given {
                 eprintln!("checking {which}");
             }
@@ -152,8 +160,13 @@ fn main() -> ExitCode {
                     print_summary(&r);
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("error: {e}");
+                    }
+                    if errors.len() > 1 {
+                        eprintln!("{} errors", errors.len());
+                    }
                     ExitCode::FAILURE
                 }
             }

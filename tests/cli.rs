@@ -39,6 +39,38 @@ fn check_without_config_uses_the_system_file_or_the_built_in_demo() {
 }
 
 #[test]
+fn check_lists_every_error_of_the_file_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "node_id = \"n\"\n[api]\nlisten = \"127.0.0.1:0\"\nws_bufer = 4\n\
+         [[source]]\nkind = \"sim\"\nid = \"s\"\ninterval = \"soon\"\n\
+         [[device]]\nid = \"d\"\nsource = \"gone\"\n",
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(
+        lines[0].contains("bad.toml:4:1: unknown field `ws_bufer`"),
+        "{stderr}"
+    );
+    assert!(lines[1].contains("bad.toml:8:"), "{stderr}");
+    assert!(
+        lines[2].contains("bad.toml:11:1: device \"d\" names source \"gone\""),
+        "{stderr}"
+    );
+    assert_eq!(lines[3], "3 errors", "{stderr}");
+}
+
+#[test]
 fn json_logs_are_one_object_per_line_and_config_variables_come_from_the_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("edgewatch.toml");

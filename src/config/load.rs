@@ -75,11 +75,19 @@ pub(crate) fn default_node_id() -> String {
 
 /// Loads, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Resolved, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        file: path.display().to_string(),
-        source,
+    load_file_all(path).map_err(first)
+}
+
+/// Like `load_file`, with every error found in one pass (`edgewatch check`): at most
+/// `MAX_ERRORS`, in the order they were found.
+pub fn load_file_all(path: &Path) -> Result<Resolved, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        vec![ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        }]
     })?;
-    parse_str(&text, path)
+    parse_all_with_env(&text, path, &interpolate::process_env)
 }
 
 /// Parses and validates config text; `path` is used in error messages only. `${VAR}` and
@@ -94,36 +102,125 @@ pub(crate) fn parse_str_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, ConfigError> {
+    parse_all_with_env(original, path, env).map_err(first)
+}
+
+fn first(mut errors: Vec<ConfigError>) -> ConfigError {
+    // Never empty: every Err carries at least the error that stopped the first pass.
+    errors.swap_remove(0)
+}
+
+/// Most errors one `check` lists.
+pub const MAX_ERRORS: usize = 50;
+
+/// An error found in one pass, in expanded-text coordinates.
+struct Found {
+    path: Vec<Seg>,
+    span: Option<Range<usize>>,
+    message: String,
+    /// A syntax error: nothing after it can be trusted.
+    fatal: bool,
+    /// Found by `validate` (relations between settings), not by the schema.
+    semantic: bool,
+}
+
+/// Every error of the file, found by repeated passes: after each error, the setting it is about
+/// is blanked out (spaces, so every offset stays put) and the file is read again. An error that
+/// only follows from a blanked setting (a now missing field, a reference to a blanked source or
+/// template) is not reported; its own setting is blanked in turn.
+pub(crate) fn parse_all_with_env(
+    original: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolved, Vec<ConfigError>> {
     let file = path.display().to_string();
     let expanded = match interpolate::expand(original, env) {
         Ok(x) => x,
         Err(e) => {
             let (line, column) = line_col(original, e.span.start);
-            return Err(ConfigError::Invalid {
+            return Err(vec![ConfigError::Invalid {
                 file,
                 line,
                 column,
                 field: path_string(&e.path),
                 message: e.message,
+            }]);
+        }
+    };
+    let mut text = expanded.text.clone();
+    let mut errors = Vec::new();
+    let mut blanked: Vec<Vec<Seg>> = Vec::new();
+    let mut removed_names: Vec<String> = Vec::new();
+    // Tables one of whose lines was blanked: a semantic error about a sibling may only follow
+    // from the blanked line (format "columns" once `columns` is gone), so it is not listed.
+    let mut touched_tables: Vec<Vec<Seg>> = Vec::new();
+    loop {
+        let doc = ImDocument::parse(text.clone()).ok();
+        let found = match parse_once(&text, doc.as_ref(), path) {
+            Ok(r) if errors.is_empty() => return Ok(r),
+            Ok(_) => return Err(in_file_order(errors)),
+            Err(f) => f,
+        };
+        let follows = blanked
+            .iter()
+            .any(|b| b.starts_with(&found.path) || found.path.starts_with(b))
+            || removed_names
+                .iter()
+                .any(|n| found.message.contains(&format!("{n:?}")))
+            || (found.semantic && touched_tables.iter().any(|t| found.path.starts_with(t)));
+        if !follows {
+            let span = found
+                .span
+                .clone()
+                .or_else(|| doc.as_ref().and_then(|d| span_of(d, &found.path)))
+                .unwrap_or(0..0);
+            let (line, column) = line_col(original, expanded.original_offset(span.start));
+            errors.push(ConfigError::Invalid {
+                file: file.clone(),
+                line,
+                column,
+                field: path_string(&found.path),
+                message: found.message.clone(),
             });
         }
-    };
-    let text = expanded.text.as_str();
-    let doc = ImDocument::parse(text.to_owned()).ok();
-    let locate_err = |path: &[Seg], span: Option<Range<usize>>, message: String| {
-        let span = span
-            .or_else(|| doc.as_ref().and_then(|d| span_of(d, path)))
-            .unwrap_or(0..0);
-        let (line, column) = line_col(original, expanded.original_offset(span.start));
-        ConfigError::Invalid {
-            file: file.clone(),
-            line,
-            column,
-            field: path_string(path),
-            message,
+        if found.fatal || errors.len() >= MAX_ERRORS || blanked.contains(&found.path) {
+            return Err(in_file_order(errors));
         }
-    };
+        let Some(doc) = doc else {
+            return Err(in_file_order(errors));
+        };
+        let (unit, line, spans) = blank_unit(&doc, &found.path);
+        if spans.is_empty() || blanked.contains(&unit) {
+            return Err(in_file_order(errors));
+        }
+        if line && unit.len() > 1 {
+            touched_tables.push(unit[..unit.len() - 1].to_vec());
+        }
+        if let Some(name) = name_of(&doc, &unit) {
+            removed_names.push(name);
+        }
+        for r in spans {
+            blank(&mut text, r);
+        }
+        blanked.push(found.path);
+        blanked.push(unit);
+    }
+}
 
+fn in_file_order(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by_key(|e| match e {
+        ConfigError::Invalid { line, column, .. } => (*line, *column),
+        ConfigError::Read { .. } => (0, 0),
+    });
+    errors
+}
+
+/// One read of the (expanded) text: schema, then semantics; the first error found.
+fn parse_once(
+    text: &str,
+    doc: Option<&ImDocument<String>>,
+    file: &Path,
+) -> Result<Resolved, Found> {
     let de = toml::Deserializer::new(text);
     let config: Config = match serde_path_to_error::deserialize(de) {
         Ok(c) => c,
@@ -140,7 +237,6 @@ pub(crate) fn parse_str_with_env(
                     [.., Seg::Key(k), Seg::Index(_)] if k == "detectors"
                 );
                 let kind = doc
-                    .as_ref()
                     .filter(|_| in_detector)
                     .and_then(|d| item_at(d, &path))
                     .and_then(|i| i.get("type"))
@@ -152,31 +248,122 @@ pub(crate) fn parse_str_with_env(
                 }
                 let mut deeper = path.clone();
                 deeper.push(Seg::Key(name.to_string()));
-                if let Some(s) = doc.as_ref().and_then(|d| key_span_of(d, &deeper)) {
+                if let Some(s) = doc.and_then(|d| key_span_of(d, &deeper)) {
                     span = Some(s);
                     path = deeper;
-                } else if let Some((p, s)) =
-                    doc.as_ref().and_then(|d| find_below(d, &path, &name, true))
-                {
+                } else if let Some((p, s)) = doc.and_then(|d| find_below(d, &path, &name, true)) {
                     // Deeper still, e.g. in a source's [[source.device]] tables.
                     span = Some(s);
                     path = p;
                 }
             } else if let Some(value) = quoted_value(&message) {
                 // A bad value (unknown variant, invalid duration) below a source's table.
-                if let Some((p, s)) = doc
-                    .as_ref()
-                    .and_then(|d| find_below(d, &path, value, false))
-                {
+                if let Some((p, s)) = doc.and_then(|d| find_below(d, &path, value, false)) {
                     span = Some(s);
                     path = p;
                 }
             }
-            return Err(locate_err(&path, span, message));
+            return Err(Found {
+                path,
+                span,
+                message,
+                fatal: doc.is_none(),
+                semantic: false,
+            });
         }
     };
-    validate::validate(config, PathBuf::from(path))
-        .map_err(|(path, message)| locate_err(&path, None, message))
+    validate::validate(config, PathBuf::from(file)).map_err(|(path, message)| Found {
+        path,
+        span: None,
+        message,
+        fatal: false,
+        semantic: true,
+    })
+}
+
+/// What to blank for an error at `path`: the whole `key = value` line that holds it (a value
+/// inside an inline table or array takes its line along, since a half inline table is a syntax
+/// error), or the whole table the path ends at. Returns the blanked unit's path, whether it is
+/// one `key = value` line, and its spans.
+fn blank_unit(doc: &ImDocument<String>, path: &[Seg]) -> (Vec<Seg>, bool, Vec<Range<usize>>) {
+    let mut item = doc.as_item();
+    let mut at = Vec::new();
+    for seg in path {
+        let Some(next) = child(item, seg) else { break };
+        at.push(seg.clone());
+        if let (Item::Table(t), Seg::Key(k), Item::Value(v)) = (item, seg, next) {
+            let start = t
+                .get_key_value(k)
+                .and_then(|(key, _)| key.span())
+                .map(|s| s.start);
+            let spans = match (start, v.span()) {
+                (Some(a), Some(b)) => vec![a..b.end],
+                (None, Some(b)) => vec![b],
+                _ => Vec::new(),
+            };
+            return (at, true, spans);
+        }
+        item = next;
+    }
+    let mut spans = Vec::new();
+    collect_spans(item, &mut spans);
+    (at, false, spans)
+}
+
+/// Every span inside a table: its header, each `key = value`, sub-tables.
+fn collect_spans(item: &Item, out: &mut Vec<Range<usize>>) {
+    match item {
+        Item::Table(t) => {
+            out.extend(t.span());
+            for (k, v) in t.iter() {
+                match v {
+                    Item::Value(val) => {
+                        let key = t.get_key_value(k).and_then(|(key, _)| key.span());
+                        match (key, val.span()) {
+                            (Some(a), Some(b)) => out.push(a.start..b.end),
+                            (None, Some(b)) => out.push(b),
+                            _ => {}
+                        }
+                    }
+                    other => collect_spans(other, out),
+                }
+            }
+        }
+        Item::ArrayOfTables(a) => {
+            for t in a.iter() {
+                collect_spans(&Item::Table(t.clone()), out);
+            }
+        }
+        Item::Value(v) => out.extend(v.span()),
+        Item::None => {}
+    }
+}
+
+/// The name other settings use for the item at `path`: its `id`, or a template's key.
+fn name_of(doc: &ImDocument<String>, path: &[Seg]) -> Option<String> {
+    if let [Seg::Key(t), Seg::Key(name)] = path {
+        if t == "template" {
+            return Some(name.clone());
+        }
+    }
+    item_at(doc, path)?
+        .get("id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// Replaces `range` of `text` with spaces, keeping line breaks (and so every offset and line).
+fn blank(text: &mut String, range: Range<usize>) {
+    let end = range.end.min(text.len());
+    let start = range.start.min(end);
+    if !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+        return;
+    }
+    let blanked: String = text[start..end]
+        .bytes()
+        .map(|b| if b == b'\n' { '\n' } else { ' ' })
+        .collect();
+    text.replace_range(start..end, &blanked);
 }
 
 fn unknown_field_name(message: &str) -> Option<&str> {
@@ -346,6 +533,86 @@ mod tests {
             Ok(_) => panic!("expected an error for:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    fn all_errors(text: &str) -> Vec<String> {
+        match parse_all_with_env(text, Path::new("t.toml"), &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(v) => v.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_independent_error_is_listed_in_file_order() {
+        let text = r#"node_id = "n1"
+summary_interval = "10ms"
+[api]
+ws_bufer = 4
+[[source]]
+kind = "tcp"
+id = "in"
+listen = "127.0.0.1:0"
+format = "jsn"
+[template.t]
+detectors = [{ type = "zscore", window = 0 }]
+[[device]]
+id = "d1"
+source = "in"
+template = "t"
+[[device]]
+id = "d2"
+source = "nope"
+"#;
+        let errors = all_errors(text);
+        let places: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                "t.toml:2:1",
+                "t.toml:4:1",
+                "t.toml:9:1",
+                "t.toml:11:33",
+                "t.toml:18:1"
+            ],
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("unknown field `ws_bufer`"),
+            "{errors:#?}"
+        );
+        assert!(errors[4].contains("\"nope\""), "{errors:#?}");
+        // Start-up and reload report the first of them.
+        assert_eq!(err(text), errors[0]);
+    }
+
+    #[test]
+    fn errors_that_only_follow_from_an_earlier_one_are_not_listed() {
+        // The source lacks `listen`: it is dropped whole, so the device naming it and the
+        // missing table do not add errors of their own.
+        let text = r#"node_id = "n1"
+[[source]]
+kind = "tcp"
+id = "in"
+format = "json"
+[[device]]
+id = "d1"
+source = "in"
+[[device]]
+id = "d1"
+"#;
+        let errors = all_errors(text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("t.toml:2:1"), "{errors:#?}");
+        assert!(errors[1].contains("duplicate device id"), "{errors:#?}");
+    }
+
+    #[test]
+    fn a_syntax_error_ends_the_list() {
+        let errors = all_errors("node_id = \"n1\"\nsummary_interval = \"10ms\"\n[api\n");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod load;
 mod serial;
 mod validate;
 
-pub use load::{load_file, parse_str, ConfigError};
+pub use load::{load_file, load_file_all, parse_str, ConfigError};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
