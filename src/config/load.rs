@@ -297,7 +297,7 @@ fn blank_unit(doc: &ImDocument<String>, path: &[Seg]) -> (Vec<Seg>, bool, Vec<Ra
                 .and_then(|(key, _)| key.span())
                 .map(|s| s.start);
             let spans = match (start, v.span()) {
-                (Some(a), Some(b)) => vec![a..b.end],
+                (Some(a), Some(b)) => std::iter::once(a..b.end).collect(),
                 (None, Some(b)) => vec![b],
                 _ => Vec::new(),
             };
