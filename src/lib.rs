@@ -11,6 +11,7 @@ pub mod decode;
 mod hub;
 pub mod model;
 mod mqtt;
+pub mod probe;
 mod protocol;
 mod reload;
 pub mod replay;

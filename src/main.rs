@@ -91,6 +91,24 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Run one source of the config alone and print every sample it decodes (`ts device metric
+    /// value`, one per line), with bad frames and their reasons in the log: no analysis, no
+    /// store. To see what a sensor sends before describing its devices.
+    Probe {
+        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
+        /// built-in demo config]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The `id` of the source to run.
+        #[arg(long)]
+        source: String,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// A TCP server source listens here instead (the service may hold the configured port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Write the man pages (OUT/man/*.1) and shell completions (OUT/completions/) for packaging.
     #[command(hide = true)]
     Gen {
@@ -243,6 +261,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe {
+            config,
+            source,
+            seconds,
+            listen,
+        } => {
+            init_logging(cli.log_format);
+            let (loaded, which) = choose_config(config);
+            let resolved = match loaded {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = edgewatch::probe::Options {
+                source,
+                seconds,
+                listen,
+            };
+            probe(&resolved, &opts, &which)
+        }
         Command::Run { config } => {
             init_logging(cli.log_format);
             let (loaded, which) = choose_config(config);
@@ -261,6 +301,42 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `edgewatch probe`: samples to stdout, the rest to the log (stderr), a tally at the end.
+fn probe(resolved: &config::Resolved, opts: &edgewatch::probe::Options, which: &str) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(config = %which, source = %opts.source, "probing (no analysis, nothing stored); samples on stdout as `ts device metric value`");
+    let mut out = std::io::stdout();
+    let stop = async {
+        // Without a signal handler Ctrl-C would end the process before the tally.
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match rt.block_on(edgewatch::probe::run(resolved, opts, &mut out, stop)) {
+        Ok(t) => {
+            tracing::info!(
+                samples = t.samples,
+                frames_accepted = t.frames_accepted,
+                frames_rejected = t.frames_rejected,
+                "probe done"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

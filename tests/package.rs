@@ -97,6 +97,7 @@ fn the_deb_ships_docs_examples_man_pages_and_completions_and_unpacks_into_a_scra
         "./usr/share/man/man1/edgewatch-check.1.gz",
         "./usr/share/man/man1/edgewatch-tail.1.gz",
         "./usr/share/man/man1/edgewatch-replay.1.gz",
+        "./usr/share/man/man1/edgewatch-probe.1.gz",
     ]
     .map(String::from)
     .to_vec();

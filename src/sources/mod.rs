@@ -40,7 +40,7 @@ pub enum SourceError {
     Config(String),
 }
 
-type TaskFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
 /// A factory for a source's task: each call starts it afresh with its own config, router and stats.
 fn task<C, F, Fut>(
@@ -59,6 +59,22 @@ where
     Box::new(move || Box::pin(run(cfg.clone(), idx, router.clone(), stats.clone())))
 }
 
+/// The task factory of the source `cfg` (index `idx` in the config).
+pub(crate) fn factory(
+    cfg: &SourceConfig,
+    idx: u16,
+    router: Router,
+    stats: &Arc<SourceStats>,
+) -> Box<dyn Fn() -> TaskFuture> {
+    match cfg {
+        SourceConfig::Sim(c) => task(c, idx, router, stats, sim::run),
+        SourceConfig::Tcp(c) => task(c, idx, router, stats, tcp::run),
+        SourceConfig::Serial(c) => task(c, idx, router, stats, serial::run),
+        SourceConfig::Modbus(c) => task(c, idx, router, stats, modbus::run),
+        SourceConfig::Mqtt(c) => task(c, idx, router, stats, mqtt::run),
+    }
+}
+
 /// Supervisor shell: owns one source task and restarts it after a failure.
 pub struct SourceActor {
     stats: Arc<SourceStats>,
@@ -75,13 +91,7 @@ impl SourceActor {
         router: Router,
         stats: Arc<SourceStats>,
     ) -> Self {
-        let make = match cfg {
-            SourceConfig::Sim(c) => task(c, idx, router, &stats, sim::run),
-            SourceConfig::Tcp(c) => task(c, idx, router, &stats, tcp::run),
-            SourceConfig::Serial(c) => task(c, idx, router, &stats, serial::run),
-            SourceConfig::Modbus(c) => task(c, idx, router, &stats, modbus::run),
-            SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
-        };
+        let make = factory(cfg, idx, router, &stats);
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
             SourceConfig::Serial(s) => Retry::new(s.backoff_min.0, s.backoff_max.0),
