@@ -322,6 +322,7 @@ pub fn serve(
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let retention = cfg.store.clone();
         let store_damage = store.damage().counts();
+        let history = cfg.store.history.then(|| store.history());
         let store = StoreActor::start_in_arbiter(&store_arbiter.handle(), {
             let abandoned = abandoned.clone();
             move |_| StoreActor::new(store, retention, queues).abandoned_by(abandoned)
@@ -402,6 +403,8 @@ pub fn serve(
                 store: store.clone(),
                 events,
                 token: resolved_token,
+                history,
+                history_1m_max_age: cfg.store.history_1m_max_age.as_ms(),
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

@@ -10,7 +10,7 @@ use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
 use crate::sources::route::Ingest;
-use crate::store::{SaveSnapshot, StoreActor};
+use crate::store::{SaveHistory, SaveSnapshot, StoreActor};
 
 /// Alert transitions a shard raised, for whoever fans them out (the hub).
 #[derive(Message)]
@@ -45,6 +45,14 @@ impl ShardActor {
         }
     }
 
+    /// Hands the closed minutes of every series to the store (before each snapshot).
+    fn save_history(&mut self) {
+        let h = self.core.take_history();
+        if !h.is_empty() {
+            self.store.do_send(SaveHistory(h));
+        }
+    }
+
     fn emit_alerts(&mut self) {
         if !self.out.is_empty() {
             self.hub.do_send(Alerts(std::mem::take(&mut self.out)));
@@ -64,6 +72,7 @@ impl Actor for ShardActor {
             act.emit_alerts();
         });
         ctx.run_interval(self.persist_every, |act, ctx| {
+            act.save_history();
             let snap = act.core.snapshot();
             let shard = act.core.index();
             act.store
@@ -110,6 +119,8 @@ pub struct TakeSnapshot;
 impl Handler<TakeSnapshot> for ShardActor {
     type Result = MessageResult<TakeSnapshot>;
     fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        // Queued before the caller's SaveSnapshot, whose flush makes both durable.
+        self.save_history();
         MessageResult(self.core.snapshot())
     }
 }
@@ -154,6 +165,22 @@ pub struct Reconfigure(pub std::sync::Arc<super::shard::Policies>);
 impl Handler<Reconfigure> for ShardActor {
     type Result = MessageResult<Reconfigure>;
     fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
+        self.save_history();
         MessageResult(self.core.reconfigure(msg.0, now_ms()))
+    }
+}
+
+/// Minutes of one series the store does not have yet (see `ShardCore::pending_history`).
+#[derive(Message)]
+#[rtype(result = "Vec<(i64, crate::store::history::Bucket)>")]
+pub struct QueryPendingHistory {
+    pub device: String,
+    pub metric: String,
+}
+
+impl Handler<QueryPendingHistory> for ShardActor {
+    type Result = MessageResult<QueryPendingHistory>;
+    fn handle(&mut self, msg: QueryPendingHistory, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.core.pending_history(&msg.device, &msg.metric))
     }
 }

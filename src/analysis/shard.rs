@@ -17,6 +17,7 @@ use super::lifecycle::{Lifecycle, Transition};
 use super::stats::{Accumulator, RollingStats};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
+use crate::store::history::{Bucket, MinuteAcc, SeriesBuckets};
 
 /// Most metrics one device may have; more are rejected (protects memory from a runaway sender).
 pub const MAX_METRICS_PER_DEVICE: usize = 256;
@@ -62,6 +63,10 @@ struct MetricState {
     detectors: Vec<DetectorSlot>,
     /// Recent points for charts (not persisted: it starts empty after a restart).
     history: History,
+    /// The minute being filled for the downsampled history in sled, and closed minutes not yet
+    /// handed to the store (at most one `persist_interval` of them).
+    minute: MinuteAcc,
+    closed: Vec<(Millis, Bucket)>,
 }
 
 struct DeviceState {
@@ -138,6 +143,8 @@ pub struct ShardCore {
     rng: SmallRng,
     /// Points of history per metric (`analysis.history`).
     history_cap: usize,
+    /// Whether minutes are kept for the history in sled (`store.history`).
+    keep_minutes: bool,
 }
 
 impl MetricState {
@@ -165,6 +172,8 @@ impl MetricState {
             last: None,
             detectors,
             history: History::new(),
+            minute: MinuteAcc::default(),
+            closed: Vec::new(),
         }
     }
 
@@ -297,6 +306,7 @@ impl ShardCore {
             by_id: HashMap::default(),
             counters,
             history_cap: policies.resolved.config.analysis.history,
+            keep_minutes: policies.resolved.config.store.history,
             policies,
         };
         let policies = core.policies.clone();
@@ -401,9 +411,43 @@ impl ShardCore {
                 );
             }
             m.history.push(self.history_cap, s.ts, s.value, band, fired);
+            if self.keep_minutes {
+                if let Some(closed) = m.minute.push(s.ts, s.value) {
+                    m.closed.push(closed);
+                }
+            }
             analysed += 1;
         }
         p.samples_analyzed.fetch_add(analysed, Relaxed);
+    }
+
+    /// Every series' closed minutes and its open minute so far, for the store (each snapshot);
+    /// the open minute's later samples form a second part that the store merges with the first.
+    pub fn take_history(&mut self) -> Vec<SeriesBuckets> {
+        let mut out = Vec::new();
+        for d in &mut self.devices {
+            for m in &mut d.metrics {
+                let mut minutes = std::mem::take(&mut m.closed);
+                minutes.extend(m.minute.take());
+                if !minutes.is_empty() {
+                    out.push(SeriesBuckets {
+                        device: d.id.to_string(),
+                        metric: m.name.to_string(),
+                        minutes,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Minutes of one series not in the store yet (closed ones and the open one so far).
+    pub fn pending_history(&self, device: &str, metric: &str) -> Vec<(Millis, Bucket)> {
+        self.metric(device, metric).map_or_else(Vec::new, |m| {
+            let mut v = m.closed.clone();
+            v.extend(m.minute.peek());
+            v
+        })
     }
 
     fn metric(&self, device: &str, metric: &str) -> Option<&MetricState> {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dashboard;
+mod history;
 mod ws;
 
 use std::net::SocketAddr;
@@ -30,6 +31,10 @@ pub struct ApiState {
     pub events: broadcast::Sender<Arc<Wire>>,
     /// When set, `/api/*` and `/ws` require it (`api.token_file`).
     pub token: Option<ApiToken>,
+    /// The downsampled history in sled (`None` with `store.history = false`).
+    pub history: Option<crate::store::history::History>,
+    /// `store.history_1m_max_age` in ms: how far back 1-minute buckets reach.
+    pub history_1m_max_age: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,7 @@ pub fn start(
                     .route("/devices/{id}", web::get().to(device))
                     .route("/devices/{id}/series", web::get().to(series))
                     .route("/alerts", web::get().to(alerts))
+                    .route("/series", web::get().to(history::series))
                     .default_service(web::to(api_not_found)),
             )
             .service(

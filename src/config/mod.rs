@@ -172,6 +172,15 @@ pub struct StoreConfig {
     /// ...and none older than this.
     #[serde(default = "default_alert_age")]
     pub alert_log_max_age: Dur,
+    /// Downsampled history of every series in sled (charts over hours to weeks).
+    #[serde(default = "default_true")]
+    pub history: bool,
+    /// 1-minute buckets are kept this long (then compacted into 15-minute buckets, once a day).
+    #[serde(default = "default_history_1m")]
+    pub history_1m_max_age: Dur,
+    /// 15-minute buckets are kept this long.
+    #[serde(default = "default_history_15m")]
+    pub history_15m_max_age: Dur,
 }
 
 impl Default for StoreConfig {
@@ -180,10 +189,22 @@ impl Default for StoreConfig {
             cache_bytes: default_cache(),
             alert_log_max: default_alert_keep(),
             alert_log_max_age: default_alert_age(),
+            history: true,
+            history_1m_max_age: default_history_1m(),
+            history_15m_max_age: default_history_15m(),
         }
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+fn default_history_1m() -> Dur {
+    Dur(std::time::Duration::from_secs(48 * 3600))
+}
+fn default_history_15m() -> Dur {
+    Dur(std::time::Duration::from_secs(30 * 24 * 3600))
+}
 fn default_queue() -> usize {
     64
 }

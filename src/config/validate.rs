@@ -117,6 +117,18 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
             "must be at least 1",
         );
     }
+    if config.store.history_1m_max_age.as_ms() < 3_600_000 {
+        return fail(
+            vec![key("store"), key("history_1m_max_age")],
+            "must be at least 1h",
+        );
+    }
+    if config.store.history_15m_max_age.as_ms() < config.store.history_1m_max_age.as_ms() {
+        return fail(
+            vec![key("store"), key("history_15m_max_age")],
+            "must be at least history_1m_max_age",
+        );
+    }
     if config.api.ws_buffer == 0 {
         return fail(vec![key("api"), key("ws_buffer")], "must be at least 1");
     }

@@ -101,6 +101,28 @@ impl StoreActor {
         }
     }
 
+    /// 1-minute history of days past `history_1m_max_age` → 15-minute buckets; old days deleted.
+    /// Does nothing but one read except once a day.
+    fn compact_history(&mut self) {
+        if !self.retention.history {
+            return;
+        }
+        match self.store.history().compact(
+            now_ms(),
+            self.retention.history_1m_max_age.as_ms(),
+            self.retention.history_15m_max_age.as_ms(),
+        ) {
+            Ok((0, 0)) => {}
+            Ok((compacted, deleted)) => {
+                tracing::info!(compacted, deleted, "history compacted to 15-minute buckets");
+                if let Err(e) = self.store.flush() {
+                    tracing::error!(error = %e, "history flush failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "history compaction failed"),
+        }
+    }
+
     fn queue(&mut self, lane: Lane, build: impl Fn(&str, u64) -> String) {
         for u in &self.queues {
             if lane == Lane::Summary && !u.summaries {
@@ -122,6 +144,8 @@ impl Actor for StoreActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Days that aged while the appliance was off are compacted now, not in a minute.
+        self.compact_history();
         ctx.run_interval(Duration::from_secs(60), |act, _| {
             let r = &act.retention;
             match act
@@ -132,6 +156,7 @@ impl Actor for StoreActor {
                 Ok(n) => tracing::info!(removed = n, "alert log retention applied"),
                 Err(e) => tracing::error!(error = %e, "alert log retention failed"),
             }
+            act.compact_history();
             // Age limits apply even when nothing new arrives.
             act.dirty |= !act.queues.is_empty();
         });
@@ -215,5 +240,25 @@ impl Handler<QueryAlerts> for StoreActor {
     type Result = Result<Vec<Alert>, String>;
     fn handle(&mut self, msg: QueryAlerts, _: &mut Self::Context) -> Self::Result {
         self.store.alerts(&msg.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Closed minutes of every series of a shard, sent with each snapshot: merged into their hour
+/// records and flushed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveHistory(pub Vec<super::history::SeriesBuckets>);
+
+impl Handler<SaveHistory> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: SaveHistory, _: &mut Self::Context) {
+        if self.is_abandoned() || msg.0.is_empty() {
+            return;
+        }
+        let h = self.store.history();
+        match h.save(&msg.0).and_then(|_| self.store.flush()) {
+            Ok(_) => tracing::debug!(series = msg.0.len(), "history saved"),
+            Err(e) => tracing::error!(error = %e, "cannot save history"),
+        }
     }
 }

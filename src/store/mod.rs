@@ -3,12 +3,15 @@
 
 mod actor;
 mod durable;
+pub mod history;
 mod manifest;
 pub mod outbox;
 pub mod record;
 mod recovery;
 
-pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
+pub use actor::{
+    LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor, UpstreamQueue,
+};
 pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};
 
@@ -43,6 +46,7 @@ pub struct Store {
     /// `sync_file_range`, which neither flushes a drive's cache nor the file's size).
     sync: durable::Syncer,
     outbox: Outbox,
+    history: history::History,
     state: sled::Tree,
     alerts: sled::Tree,
     alert_keys: sled::Tree,
@@ -104,8 +108,10 @@ impl Store {
                 outbox.skip_to(m.outbox_seq);
             }
         }
+        let history = history::History::open(&db, damage.clone())?;
         Ok(Store {
             outbox,
+            history,
             alerts,
             alert_keys: db.open_tree("alert_keys")?,
             state,
@@ -120,6 +126,11 @@ impl Store {
     /// Records that could not be restored since start, per tree.
     pub fn damage(&self) -> std::sync::Arc<record::DamageLog> {
         self.damage.clone()
+    }
+
+    /// The downsampled history (shares this database; reads are safe from any thread).
+    pub fn history(&self) -> history::History {
+        self.history.clone()
     }
 
     /// The upstream outbox (shares this database).

@@ -17,6 +17,8 @@ pub enum Damaged {
     Tag(u8),
     #[error("checksum {stored:#010x} != {computed:#010x}")]
     Checksum { stored: u32, computed: u32 },
+    #[error("undecodable payload: {0}")]
+    Decode(String),
     #[error("{0} records of the last checkpoint missing (sled dropped them recovering its log)")]
     Missing(u64),
 }
