@@ -187,6 +187,22 @@ try {
   check(demo.every((p) => p.ink > 2000), `blank pump-3 charts: ${JSON.stringify(demo)}`);
   await page.screenshot({ path: path.join(out, "device-pump-3.png"), fullPage: true });
 
+  // 5b. History from sled: the last hour of the probe device, its alert marked in red.
+  await page.goto(`${base}/#/device/${encodeURIComponent(PROBE)}`);
+  await page.waitForSelector('.ranges button[data-range="1h"]', { timeout: T });
+  await page.click('.ranges button[data-range="1h"]');
+  await page.waitForFunction(() => document.querySelector(".u-legend")?.textContent.includes("mean (1 min)"), null, { timeout: T });
+  const footer = await page.textContent('.chart[data-metric="temp"] footer');
+  const buckets = Number((footer.match(/(\d+) buckets of 1 min/) || [])[1] || 0);
+  check(buckets >= 1, `no history buckets in the last hour: ${footer}`);
+  check(/[1-9]\d* alerts/.test(footer), `the alert is not counted in the range: ${footer}`);
+  const hist = (await pixels(page, '.chart[data-metric="temp"] .plot canvas'))[0];
+  check(hist.red > 10, `the alert is not marked on the history chart: ${JSON.stringify(hist)}`);
+  result.history_chart = { buckets, ...hist };
+  await page.screenshot({ path: path.join(out, "device-1h.png"), fullPage: true });
+  await page.click('.ranges button[data-range="live"]');
+  await page.waitForFunction(() => document.querySelector(".u-legend")?.textContent.includes("fired"), null, { timeout: T });
+
   // 6. The token was kept: a new page of the same browser shows the overview directly.
   const again = await ctx.newPage();
   await again.goto(base + "/", { waitUntil: "load" });

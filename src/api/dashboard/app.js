@@ -1,12 +1,15 @@
 // edgewatch dashboard: hash routes (#/, #/alerts, #/device/ID), state polled from /api, alerts live
 // from /ws. Asks once for the API token when the appliance requires one and keeps it in localStorage.
 
-import { sparkline, deviceChart } from "./charts.js";
+import { sparkline, deviceChart, historyChart } from "./charts.js";
 
 const TOKEN_KEY = "edgewatch.token";
 const POLL_MS = 2000;
 const STALE_MS = 30000;
 const ALERTS_KEPT = 500;
+/** The device page's time ranges: live (the in-memory ring) or history from sled. */
+const RANGES = { live: 0, "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3, "30d": 30 * 86400e3 };
+const HISTORY_REFRESH_MS = 30000;
 
 const state = {
   token: localStorage.getItem(TOKEN_KEY) || "",
@@ -21,6 +24,7 @@ const state = {
   timer: null,
   soon: null,
   ticking: false,
+  range: localStorage.getItem("edgewatch.range") || "live",
 };
 
 // ---------- small helpers ----------
@@ -416,18 +420,33 @@ function alertsView() {
   return view;
 }
 
-/** One device: a chart per metric (value, rolling mean, mean ± k·std, fired points), its alerts. */
+/** One device: a chart per metric (live: value, rolling mean, mean ± k·std, fired points; or the
+ * history of a range from sled: mean, min…max, alerts marked), its alerts. */
 function deviceView(id) {
-  const charts = new Map();
+  const charts = new Map(); // metric → chart of the range shown
+  let shown = null; // range the charts were drawn for
+  let fetched = 0; // when the history was last fetched
   const resize = new ResizeObserver(() => charts.forEach((c) => c.resize()));
+  if (!(state.range in RANGES)) state.range = "live";
+  const buttons = Object.keys(RANGES).map((r) =>
+    h("button", { type: "button", "data-range": r, onclick: () => pick(r) }, r),
+  );
   const root = h(
     "div",
     { class: "device-page" },
     h("nav", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / ", h("b", { id: "dev-name" }, id)),
     h("div", { class: "devhead" }, h("span", { class: "badge", id: "dev-health" }), h("span", { class: "muted", id: "dev-seen" })),
+    h("div", { class: "filters ranges", role: "group", "aria-label": "time range" }, buttons),
     h("div", { id: "charts", class: "charts" }),
     h("section", {}, h("h2", {}, "Alerts of this device"), h("div", { id: "alert-slot" })),
   );
+
+  function pick(r) {
+    state.range = r;
+    localStorage.setItem("edgewatch.range", r);
+    fetched = 0;
+    view.update().catch(fail);
+  }
 
   function chartCard(m) {
     const el = h(
@@ -441,7 +460,26 @@ function deviceView(id) {
     return el;
   }
 
-  return {
+  function clearCharts() {
+    charts.forEach((c) => c.destroy());
+    charts.clear();
+    for (const p of root.querySelectorAll(".plot")) p.replaceChildren();
+  }
+
+  /** The history of every metric over the range, and the device's alerts in it. */
+  async function loadHistory(d, span) {
+    const to = now();
+    const from = to - span;
+    const q = (m) =>
+      `/api/series?device=${encodeURIComponent(id)}&metric=${encodeURIComponent(m)}&from=${Math.floor(from)}&to=${Math.ceil(to)}`;
+    const [series, alerts] = await Promise.all([
+      Promise.all(d.metrics.map((m) => api(q(m.metric)))),
+      api(`/api/alerts?device=${encodeURIComponent(id)}&limit=1000`),
+    ]);
+    return { series, alerts: alerts.filter((a) => a.raised_at >= from && a.raised_at <= to) };
+  }
+
+  const view = {
     root,
     async update() {
       const d = state.devices.find((x) => x.device === id);
@@ -449,32 +487,64 @@ function deviceView(id) {
         $("#charts", root).replaceChildren(h("p", { class: "error" }, `Unknown device ${id}.`));
         return;
       }
+      for (const b of buttons) b.classList.toggle("active", b.dataset.range === state.range);
       const hl = health(d);
       const badge = $("#dev-health", root);
       badge.className = `badge ${hl.cls}`;
       badge.textContent = hl.text;
       $("#dev-seen", root).textContent = ` last sample ${fmtAge(d.last_seen == null ? null : now() - d.last_seen)}${d.registered ? " · registered automatically" : ""}`;
       this.alerts();
-      const held = await loadSeries(id);
-      for (const m of d.metrics) {
+      if (shown !== state.range) {
+        clearCharts();
+        shown = state.range;
+      }
+      const span = RANGES[state.range];
+      const held = span ? null : await loadSeries(id);
+      let hist = null;
+      if (span) {
+        if (Date.now() - fetched < HISTORY_REFRESH_MS) return;
+        fetched = Date.now();
+        hist = await loadHistory(d, span);
+        if (shown !== state.range) return; // another range was picked meanwhile
+      }
+      d.metrics.forEach((m, i) => {
         const el = root.querySelector(`article[data-metric="${CSS.escape(m.metric)}"]`) || chartCard(m);
         $(".stats", el).textContent =
           ` last ${fmtVal(m.last_value)} · mean ${fmtVal(m.mean)} · std ${fmtVal(m.std)} · min ${fmtVal(m.min)} · max ${fmtVal(m.max)}`;
+        el.classList.toggle("firing", m.firing.length > 0);
+        const firing = m.firing.length ? ` · FIRING: ${m.firing.map((a) => a.detector).join(", ")}` : "";
+        const plot = $(".plot", el);
+        const chart = charts.get(m.metric);
+        if (hist) {
+          const hs = hist.series[i];
+          const marks = hist.alerts.filter((a) => a.metric === m.metric);
+          $("footer", el).textContent =
+            `last ${state.range}: ${hs.ts.length} buckets of ${hs.resolution_ms >= 900000 ? "15 min" : "1 min"} (min, mean, max) · ${marks.length} alerts` + firing;
+          if (!hs.ts.length) {
+            if (chart) (chart.destroy(), charts.delete(m.metric));
+            plot.replaceChildren(h("p", { class: "muted empty" }, "No history in this range yet."));
+            return;
+          }
+          if (chart) chart.update(hs, marks);
+          else {
+            plot.replaceChildren();
+            charts.set(m.metric, historyChart(plot, hs, marks));
+            resize.observe(plot);
+          }
+          return;
+        }
         const s = held.get(m.metric);
         $("footer", el).textContent =
           `${m.total} samples · window ${m.window} · detectors ${m.detectors.join(", ") || "none"}` +
           (s ? ` · band: ${s.band === "zscore" ? "zscore baseline" : "statistics window"} ± ${s.k}σ · ${s.ts.length} points` : "") +
-          (m.firing.length ? ` · FIRING: ${m.firing.map((a) => a.detector).join(", ")}` : "");
-        el.classList.toggle("firing", m.firing.length > 0);
-        if (!s || !s.ts.length) continue;
-        const chart = charts.get(m.metric);
+          firing;
+        if (!s || !s.ts.length) return;
         if (chart) chart.update(s);
         else {
-          const plot = $(".plot", el);
           charts.set(m.metric, deviceChart(plot, s));
           resize.observe(plot);
         }
-      }
+      });
     },
     alerts() {
       $("#alert-slot", root).replaceChildren(alertList((a) => a.device === id, 50));
@@ -484,6 +554,7 @@ function deviceView(id) {
       charts.forEach((c) => c.destroy());
     },
   };
+  return view;
 }
 
 // ---------- routing and the refresh loop ----------
