@@ -198,20 +198,23 @@ fn series_prefix(device: &str, metric: &str, tier: u8) -> Vec<u8> {
     k
 }
 
-fn key(device: &str, metric: &str, tier: u8, start: Millis) -> Vec<u8> {
+/// `part` tells records of one hour apart: each save writes the minutes it brings as a record of
+/// their own (keyed by the first one's slot), so no record is rewritten as the hour fills.
+fn key(device: &str, metric: &str, tier: u8, start: Millis, part: u8) -> Vec<u8> {
     let mut k = series_prefix(device, metric, tier);
     k.extend_from_slice(&time_bytes(start));
+    k.push(part);
     k
 }
 
-/// (tier, record start) of a key; `None` for the meta key or a malformed one.
+/// (series prefix, tier, record start) of a key; `None` for the meta key or a malformed one.
 fn parse_key(k: &[u8]) -> Option<(&[u8], u8, Millis)> {
-    if k.len() < 13 {
+    if k.len() < 14 {
         return None;
     }
-    let (head, time) = k.split_at(k.len() - 8);
+    let (head, time) = k.split_at(k.len() - 9);
     let (prefix, tier) = head.split_at(head.len() - 1);
-    Some((prefix, tier[0], time_of(time)?))
+    Some((prefix, tier[0], time_of(&time[..8])?))
 }
 
 /// The history tree.
@@ -248,7 +251,8 @@ impl History {
         }
     }
 
-    /// Merges closed minutes into their hour records (one sled batch; the caller flushes).
+    /// Writes closed minutes as records of their hour (one sled batch; the caller flushes). A
+    /// record is only read and merged when the same key exists already (a minute split by a flush).
     pub fn save(&self, series: &[SeriesBuckets]) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut records = 0;
@@ -259,7 +263,8 @@ impl History {
             let mut i = 0;
             while i < s.minutes.len() {
                 let hour = s.minutes[i].0 - s.minutes[i].0.rem_euclid(HOUR);
-                let k = key(&s.device, &s.metric, TIER_MINUTE, hour);
+                let part = ((s.minutes[i].0 - hour) / MINUTE) as u8;
+                let k = key(&s.device, &s.metric, TIER_MINUTE, hour, part);
                 let mut rec = match self.tree.get(&k)? {
                     Some(v) => self.read(&k, &v).unwrap_or_default(),
                     None => Record::default(),
@@ -297,8 +302,9 @@ impl History {
         };
         let mut out = Vec::new();
         let first = from - from.rem_euclid(span);
-        let lo = key(device, metric, tier, first);
-        let hi = key(device, metric, tier, to);
+        let lo = key(device, metric, tier, first, 0);
+        let mut hi = series_prefix(device, metric, tier);
+        hi.extend_from_slice(&time_bytes(to));
         for kv in self.tree.range(lo..hi) {
             let (k, v) = kv?;
             let Some((_, _, start)) = parse_key(&k) else {
@@ -314,6 +320,9 @@ impl History {
                 }
             }
         }
+        // Parts of one hour may hold the same minute (split by a flush): in order, merged.
+        out.sort_by_key(|(t, _)| *t);
+        out = merge_sorted(out, Vec::new());
         if res == Resolution::Quarter {
             // Quarters not compacted yet are still minute records: fold them in.
             let minutes = self.query(device, metric, Resolution::Minute, from, to)?;
@@ -373,6 +382,7 @@ impl History {
             let mut dk = prefix.to_vec();
             dk.push(TIER_QUARTER);
             dk.extend_from_slice(&time_bytes(day));
+            dk.push(0);
             let at = match days.iter().position(|(key, _)| *key == dk) {
                 Some(i) => i,
                 None => {
@@ -575,5 +585,93 @@ mod tests {
             .query("d", "m", Resolution::Quarter, day0, day0 + DAY)
             .expect("gone")
             .is_empty());
+    }
+
+    fn io(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/io")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn dir_bytes(p: &std::path::Path) -> u64 {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The figures of docs/BENCHMARKS.md ("History in sled"): bytes written per hour at 400
+    /// series (6 snapshots an hour, one sled flush each) and disk per metric-month. Run with
+    /// `cargo test --lib history_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn history_cost() {
+        let series = 400;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(8 << 20)
+            .open()
+            .expect("sled");
+        let h = History::open(&db, Default::default()).expect("open");
+        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY;
+        let snapshot = |h: &History, from: Millis| {
+            let batch: Vec<SeriesBuckets> = (0..series)
+                .map(|i| SeriesBuckets {
+                    device: format!("dev{:04}", i / 4),
+                    metric: ["temp", "humidity", "pressure", "vibration"][i % 4].into(),
+                    minutes: (0..10)
+                        .map(|m| (from + m * MINUTE, b(20.0 + (m % 7) as f32)))
+                        .collect(),
+                })
+                .collect();
+            h.save(&batch).expect("save");
+            db.flush().expect("flush");
+        };
+        // Warm up one hour, then measure the second.
+        for k in 0..6 {
+            snapshot(&h, t0 + k * 10 * MINUTE);
+        }
+        let (w0, c0) = (io("write_bytes:"), io("wchar:"));
+        for k in 6..12 {
+            snapshot(&h, t0 + k * 10 * MINUTE);
+        }
+        let (w1, c1) = (io("write_bytes:"), io("wchar:"));
+        println!(
+            "history writes at {series} series, 10-minute snapshots: wchar {:.2} MB/h, write_bytes {:.2} MB/h",
+            (c1 - c0) as f64 / 1e6,
+            (w1 - w0) as f64 / 1e6
+        );
+        // A month: 48 h of minutes (72 h before the daily pass) and 28 more days of quarters.
+        for k in 12..(30 * 24 * 6) {
+            snapshot(&h, t0 + k * 10 * MINUTE);
+            if k % (24 * 6) == 0 {
+                h.compact(t0 + k * 10 * MINUTE, 2 * DAY, 30 * DAY)
+                    .expect("compact");
+            }
+        }
+        db.flush().expect("flush");
+        let held: u64 = h
+            .tree
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        println!(
+            "a month: {:.1} KB of records per metric, {:.1} KB on disk per metric (sled files)",
+            held as f64 / series as f64 / 1e3,
+            dir_bytes(dir.path()) as f64 / series as f64 / 1e3
+        );
     }
 }
