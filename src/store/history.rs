@@ -626,7 +626,7 @@ mod tests {
             .expect("sled");
         let h = History::open(&db, Default::default()).expect("open");
         let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY;
-        let snapshot = |h: &History, from: Millis| {
+        let snapshot = |h: &History, db: &sled::Db, from: Millis, series: usize| {
             let batch: Vec<SeriesBuckets> = (0..series)
                 .map(|i| SeriesBuckets {
                     device: format!("dev{:04}", i / 4),
@@ -641,11 +641,11 @@ mod tests {
         };
         // Warm up one hour, then measure the second.
         for k in 0..6 {
-            snapshot(&h, t0 + k * 10 * MINUTE);
+            snapshot(&h, &db, t0 + k * 10 * MINUTE, series);
         }
         let (w0, c0) = (io("write_bytes:"), io("wchar:"));
         for k in 6..12 {
-            snapshot(&h, t0 + k * 10 * MINUTE);
+            snapshot(&h, &db, t0 + k * 10 * MINUTE, series);
         }
         let (w1, c1) = (io("write_bytes:"), io("wchar:"));
         println!(
@@ -653,9 +653,20 @@ mod tests {
             (c1 - c0) as f64 / 1e6,
             (w1 - w0) as f64 / 1e6
         );
-        // A month: 48 h of minutes (72 h before the daily pass) and 28 more days of quarters.
-        for k in 12..(30 * 24 * 6) {
-            snapshot(&h, t0 + k * 10 * MINUTE);
+        // A month of 20 series in a fresh database: 48 h of minutes (up to 72 h before the daily
+        // pass) and 28 more days of quarters.
+        let series = 20;
+        drop(h);
+        drop(db);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .cache_capacity(8 << 20)
+            .open()
+            .expect("sled");
+        let h = History::open(&db, Default::default()).expect("open");
+        for k in 0..(30 * 24 * 6) {
+            snapshot(&h, &db, t0 + k * 10 * MINUTE, series);
             if k % (24 * 6) == 0 {
                 h.compact(t0 + k * 10 * MINUTE, 2 * DAY, 30 * DAY)
                     .expect("compact");
