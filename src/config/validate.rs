@@ -370,6 +370,12 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                     "must be between 16 and 1048576 bytes",
                 );
             }
+            validate_influx_only(
+                t.format == super::Format::Influx,
+                &t.device_tag,
+                t.influx_metric,
+                p,
+            )?;
             if let TcpMode::Server { max_clients: 0, .. } = t.mode {
                 return fail(at(p, &[key("max_clients")]), "must be at least 1");
             }
@@ -445,6 +451,29 @@ fn validate_mqtt_conn(c: &super::mqtt::Conn<'_>, p: &[Seg]) -> VResult<()> {
     Ok(())
 }
 
+/// `device_tag` and `influx_metric` mean something for Influx line protocol only.
+pub(super) fn validate_influx_only(
+    influx: bool,
+    device_tag: &Option<String>,
+    metric: super::MetricName,
+    p: &[Seg],
+) -> VResult<()> {
+    if influx {
+        if let Some(t) = device_tag {
+            check_name(at(p, &[key("device_tag")]), "tag name", t)?;
+        }
+        return Ok(());
+    }
+    let field = if device_tag.is_some() {
+        "device_tag"
+    } else if metric != super::MetricName::Auto {
+        "influx_metric"
+    } else {
+        return Ok(());
+    };
+    fail(at(p, &[key(field)]), "applies to format = \"influx\" only")
+}
+
 fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
     if min.as_ms() == 0 {
         return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
@@ -494,6 +523,12 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
         if s.ts.is_some() && s.value.is_none() {
             return fail(at(&sp, &[key("ts")]), "a `ts` path needs a `value` path");
         }
+        validate_influx_only(
+            s.format == MqttPayload::Influx,
+            &s.device_tag,
+            s.influx_metric,
+            &sp,
+        )?;
         if s.value.is_some() && s.format != MqttPayload::Json {
             return fail(
                 at(&sp, &[key("value")]),
