@@ -2,11 +2,13 @@
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 //! Over 600 lines because it is the whole schema in one place (each struct is a table of the file).
 
+mod ingest;
 mod interpolate;
 mod load;
 mod serial;
 mod validate;
 
+pub use ingest::UdpSource;
 pub use load::{load_file, parse_str, ConfigError};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
@@ -287,6 +289,7 @@ pub enum SourceConfig {
     Serial(SerialSource),
     Modbus(ModbusSource),
     Mqtt(mqtt::MqttSource),
+    Udp(UdpSource),
 }
 
 impl SourceConfig {
@@ -297,6 +300,7 @@ impl SourceConfig {
             SourceConfig::Serial(s) => &s.id,
             SourceConfig::Modbus(s) => &s.id,
             SourceConfig::Mqtt(s) => &s.id,
+            SourceConfig::Udp(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -306,6 +310,7 @@ impl SourceConfig {
             SourceConfig::Serial(_) => "serial",
             SourceConfig::Modbus(_) => "modbus",
             SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Udp(_) => "udp",
         }
     }
 }

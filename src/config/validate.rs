@@ -392,6 +392,7 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Serial(s) => super::serial::validate_serial(s, p)?,
         SourceConfig::Modbus(m) => super::serial::validate_modbus(m, p)?,
         SourceConfig::Mqtt(m) => validate_mqtt_source(m, p)?,
+        SourceConfig::Udp(u) => super::ingest::validate_udp(u, p)?,
     }
     Ok(())
 }
@@ -474,7 +475,7 @@ pub(super) fn validate_influx_only(
     fail(at(p, &[key(field)]), "applies to format = \"influx\" only")
 }
 
-fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
+pub(super) fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
     if min.as_ms() == 0 {
         return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
     }

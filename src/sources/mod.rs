@@ -11,6 +11,7 @@ pub mod route;
 pub(crate) mod serial;
 pub mod sim;
 pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,12 +82,14 @@ impl SourceActor {
             SourceConfig::Serial(c) => task(c, idx, router, &stats, serial::run),
             SourceConfig::Modbus(c) => task(c, idx, router, &stats, modbus::run),
             SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
+            SourceConfig::Udp(c) => task(c, idx, router, &stats, udp::run),
         };
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
             SourceConfig::Serial(s) => Retry::new(s.backoff_min.0, s.backoff_max.0),
             SourceConfig::Modbus(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
+            SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
             SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
