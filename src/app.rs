@@ -384,6 +384,7 @@ pub fn serve(
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
         let router = Router::new(senders);
+        let api_ingest = router.api_ingest();
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
         let mut reloader = crate::reload::Reloader::start(
             resolved_path,
@@ -402,6 +403,7 @@ pub fn serve(
                 store: store.clone(),
                 events,
                 token: resolved_token,
+                ingest: api_ingest,
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

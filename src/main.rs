@@ -347,6 +347,19 @@ fn print_summary(r: &config::Resolved) {
                 let topics: Vec<&str> = m.subscriptions.iter().map(|s| s.topic.as_str()).collect();
                 println!("  {:<16} mqtt {}  topics {}", m.id, m.url, topics.join(" "))
             }
+            SourceConfig::Udp(u) => println!(
+                "  {:<16} udp  {}  format {}  max datagram {} B",
+                u.id, u.listen, u.format, u.max_datagram
+            ),
+            SourceConfig::Http(h) => println!(
+                "  {:<16} http  {}  format {}  max body {} B",
+                h.id,
+                h.listen
+                    .map(|a| format!("http://{a}{}", h.path))
+                    .unwrap_or_else(|| "POST /api/ingest on the API listener".into()),
+                h.format,
+                h.max_body
+            ),
         }
     }
     for k in &c.sinks {

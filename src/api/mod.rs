@@ -30,6 +30,8 @@ pub struct ApiState {
     pub events: broadcast::Sender<Arc<Wire>>,
     /// When set, `/api/*` and `/ws` require it (`api.token_file`).
     pub token: Option<ApiToken>,
+    /// The http source without a listener of its own (`POST /api/ingest`).
+    pub ingest: crate::sources::http::ApiSlot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,7 @@ pub fn start(
                     .route("/devices/{id}", web::get().to(device))
                     .route("/devices/{id}/series", web::get().to(series))
                     .route("/alerts", web::get().to(alerts))
+                    .route("/ingest", web::post().to(ingest))
                     .default_service(web::to(api_not_found)),
             )
             .service(
@@ -106,6 +109,19 @@ pub fn start(
 async fn api_not_found(req: actix_web::HttpRequest) -> HttpResponse {
     HttpResponse::NotFound()
         .json(serde_json::json!({ "error": format!("not found: {}", req.path()) }))
+}
+
+async fn ingest(
+    req: actix_web::HttpRequest,
+    body: web::Payload,
+    s: web::Data<ApiState>,
+) -> HttpResponse {
+    match s.ingest.get() {
+        Some(i) => i.handle(&req, body).await,
+        None => HttpResponse::NotFound().json(serde_json::json!({
+            "error": "no http source without `listen` is configured, so nothing takes /api/ingest"
+        })),
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -8,7 +8,7 @@ mod load;
 mod serial;
 mod validate;
 
-pub use ingest::UdpSource;
+pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, parse_str, ConfigError};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
@@ -290,6 +290,7 @@ pub enum SourceConfig {
     Modbus(ModbusSource),
     Mqtt(mqtt::MqttSource),
     Udp(UdpSource),
+    Http(HttpSource),
 }
 
 impl SourceConfig {
@@ -301,6 +302,7 @@ impl SourceConfig {
             SourceConfig::Modbus(s) => &s.id,
             SourceConfig::Mqtt(s) => &s.id,
             SourceConfig::Udp(s) => &s.id,
+            SourceConfig::Http(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -311,6 +313,7 @@ impl SourceConfig {
             SourceConfig::Modbus(_) => "modbus",
             SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::Udp(_) => "udp",
+            SourceConfig::Http(_) => "http",
         }
     }
 }

@@ -159,6 +159,7 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
     }
 
     let mut source_ids = HashSet::new();
+    let mut on_api = false;
     for (i, s) in config.sources.iter().enumerate() {
         let p = vec![key("source"), Seg::Index(i)];
         check_name(at(&p, &[key("id")]), "source id", s.id())?;
@@ -169,6 +170,14 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
             );
         }
         validate_source(s, &p)?;
+        if let SourceConfig::Http(h) = s {
+            if h.listen.is_none() && std::mem::replace(&mut on_api, true) {
+                return fail(
+                    at(&p, &[key("listen")]),
+                    "only one http source can use the API listener (/api/ingest); give this one a `listen` address",
+                );
+            }
+        }
     }
 
     // Templates: resolve each once (this also rejects unknown references and cycles).
@@ -393,6 +402,7 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Modbus(m) => super::serial::validate_modbus(m, p)?,
         SourceConfig::Mqtt(m) => validate_mqtt_source(m, p)?,
         SourceConfig::Udp(u) => super::ingest::validate_udp(u, p)?,
+        SourceConfig::Http(h) => super::ingest::validate_http(h, p)?,
     }
     Ok(())
 }

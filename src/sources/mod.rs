@@ -4,6 +4,7 @@
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub(crate) mod backoff;
+pub mod http;
 pub mod intake;
 pub(crate) mod modbus;
 pub(crate) mod mqtt;
@@ -83,6 +84,7 @@ impl SourceActor {
             SourceConfig::Modbus(c) => task(c, idx, router, &stats, modbus::run),
             SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
             SourceConfig::Udp(c) => task(c, idx, router, &stats, udp::run),
+            SourceConfig::Http(c) => task(c, idx, router, &stats, http::run),
         };
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
@@ -90,6 +92,7 @@ impl SourceActor {
             SourceConfig::Modbus(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
+            SourceConfig::Http(h) => Retry::new(h.backoff_min.0, h.backoff_max.0),
             SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
