@@ -360,6 +360,14 @@ fn print_summary(r: &config::Resolved) {
                 h.format,
                 h.max_body
             ),
+            SourceConfig::Host(h) => println!(
+                "  {:<16} host  device {}  every {}  {} {}",
+                h.id,
+                h.device.as_deref().unwrap_or_default(),
+                h.interval,
+                h.proc_root.display(),
+                h.sys_root.display()
+            ),
         }
     }
     for k in &c.sinks {

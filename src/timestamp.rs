@@ -65,13 +65,20 @@ impl TsUnit {
     }
 
     /// An integer timestamp in this unit as unix ms (finer units truncated towards the past);
-    /// `None` when negative or out of range.
+    /// `None` when negative or out of range. Integer comparisons only: this is on the hot path.
     #[inline]
     pub fn ms_from_i64(self, v: i64) -> Option<Millis> {
         if v < 0 {
             return None;
         }
-        match self.resolve(v as f64) {
+        let unit = match self {
+            TsUnit::Auto if v < SECONDS_CUTOFF => return Some(v * 1000),
+            TsUnit::Auto if v < MICROS_CUTOFF => return Some(v),
+            TsUnit::Auto if v < NANOS_CUTOFF => TsUnit::Us,
+            TsUnit::Auto => TsUnit::Ns,
+            u => u,
+        };
+        match unit {
             TsUnit::S => v.checked_mul(1000),
             TsUnit::Us => Some(v / 1000),
             TsUnit::Ns => Some(v / 1_000_000),

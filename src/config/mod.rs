@@ -5,11 +5,13 @@
 mod ingest;
 mod interpolate;
 mod load;
+mod local;
 mod serial;
 mod validate;
 
 pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, parse_str, ConfigError};
+pub use local::HostSource;
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
@@ -291,6 +293,7 @@ pub enum SourceConfig {
     Mqtt(mqtt::MqttSource),
     Udp(UdpSource),
     Http(HttpSource),
+    Host(HostSource),
 }
 
 impl SourceConfig {
@@ -303,6 +306,7 @@ impl SourceConfig {
             SourceConfig::Mqtt(s) => &s.id,
             SourceConfig::Udp(s) => &s.id,
             SourceConfig::Http(s) => &s.id,
+            SourceConfig::Host(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -314,6 +318,7 @@ impl SourceConfig {
             SourceConfig::Mqtt(_) => "mqtt",
             SourceConfig::Udp(_) => "udp",
             SourceConfig::Http(_) => "http",
+            SourceConfig::Host(_) => "host",
         }
     }
 }

@@ -97,8 +97,9 @@ pub(super) fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
     Ok(())
 }
 
-pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
+pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
     check_name(vec![key("node_id")], "node_id", &config.node_id)?;
+    host_defaults(&mut config);
     if config.summary_interval.as_ms() < 100 {
         return fail(vec![key("summary_interval")], "must be at least 100ms");
     }
@@ -332,6 +333,34 @@ fn validate_upstream(u: &super::UpstreamConfig) -> VResult<()> {
     Ok(())
 }
 
+/// A host source's device is the node and its disk the data directory unless it says otherwise;
+/// with a `template` or `metrics`, that device is configured with them (unless a `[[device]]` names it).
+fn host_defaults(config: &mut Config) {
+    let mut add = Vec::new();
+    for s in &mut config.sources {
+        if let SourceConfig::Host(h) = s {
+            let device = h
+                .device
+                .get_or_insert_with(|| config.node_id.clone())
+                .clone();
+            h.disk_path.get_or_insert_with(|| config.data_dir.clone());
+            if h.template.is_some() || !h.metrics.is_empty() {
+                add.push(super::DeviceConfig {
+                    id: device,
+                    source: Some(h.id.clone()),
+                    template: h.template.clone(),
+                    metrics: h.metrics.clone(),
+                });
+            }
+        }
+    }
+    for d in add {
+        if !config.devices.iter().any(|x| x.id == d.id) {
+            config.devices.push(d);
+        }
+    }
+}
+
 fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
     match s {
         SourceConfig::Sim(sim) => {
@@ -403,6 +432,7 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Mqtt(m) => validate_mqtt_source(m, p)?,
         SourceConfig::Udp(u) => super::ingest::validate_udp(u, p)?,
         SourceConfig::Http(h) => super::ingest::validate_http(h, p)?,
+        SourceConfig::Host(h) => super::local::validate_host(h, p)?,
     }
     Ok(())
 }

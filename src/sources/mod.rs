@@ -4,6 +4,7 @@
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub(crate) mod backoff;
+pub mod host;
 pub mod http;
 pub mod intake;
 pub(crate) mod modbus;
@@ -85,6 +86,7 @@ impl SourceActor {
             SourceConfig::Mqtt(c) => task(c, idx, router, &stats, mqtt::run),
             SourceConfig::Udp(c) => task(c, idx, router, &stats, udp::run),
             SourceConfig::Http(c) => task(c, idx, router, &stats, http::run),
+            SourceConfig::Host(c) => task(c, idx, router, &stats, host::run),
         };
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
@@ -93,7 +95,7 @@ impl SourceActor {
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
             SourceConfig::Http(h) => Retry::new(h.backoff_min.0, h.backoff_max.0),
-            SourceConfig::Sim(_) => Retry::new(
+            SourceConfig::Host(_) | SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
             ),
