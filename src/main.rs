@@ -368,6 +368,15 @@ fn print_summary(r: &config::Resolved) {
                 h.proc_root.display(),
                 h.sys_root.display()
             ),
+            SourceConfig::File(f) => println!(
+                "  {:<16} file  {}  every {}{}",
+                f.id,
+                f.patterns().join(" "),
+                f.interval,
+                f.preset
+                    .map(|p| format!("  preset {p:?}").to_lowercase())
+                    .unwrap_or_default()
+            ),
         }
     }
     for k in &c.sinks {

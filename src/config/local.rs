@@ -60,3 +60,113 @@ pub(super) fn validate_host(h: &HostSource, p: &[Seg]) -> VResult<()> {
     }
     Ok(())
 }
+
+/// What a `file` source knows how to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilePreset {
+    /// 1-Wire DS18B20: `w1_slave` with its CRC line (`YES`) and `t=23125` (m°C).
+    Ds18b20,
+    /// Industrial I/O devices (BME280, DHT22, …): `in_temp`, `in_humidityrelative`, `in_pressure`.
+    Iio,
+    /// hwmon chips: `temp*_input`, `fan*_input`, `in*_input`.
+    Hwmon,
+}
+
+fn default_file_interval() -> Dur {
+    Dur::secs(10)
+}
+fn default_metric() -> String {
+    "value".into()
+}
+fn default_scale() -> f64 {
+    1.0
+}
+fn default_max_files() -> usize {
+    64
+}
+
+/// `[[source]] kind = "file"`: files matched by globs, polled every `interval`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    pub id: String,
+    #[serde(default)]
+    pub preset: Option<FilePreset>,
+    /// Glob patterns; a preset brings its own when absent.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default = "default_file_interval")]
+    pub interval: Dur,
+    /// Fixed device id; else from the part of the path the first wildcard matched (IIO and
+    /// hwmon: the chip's `name`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Without a preset: the metric name, a regex whose `value` group (else first group) is
+    /// the number (else the whole file is), and `value × scale + offset`.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    /// Most files (or device directories) read per poll.
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+}
+
+impl FileSource {
+    /// The patterns to poll: the configured ones, else the preset's.
+    pub fn patterns(&self) -> Vec<String> {
+        if !self.paths.is_empty() {
+            return self.paths.clone();
+        }
+        match self.preset {
+            Some(FilePreset::Ds18b20) => vec!["/sys/bus/w1/devices/28-*/w1_slave".into()],
+            Some(FilePreset::Iio) => vec!["/sys/bus/iio/devices/iio:device*".into()],
+            Some(FilePreset::Hwmon) => vec!["/sys/class/hwmon/hwmon*".into()],
+            None => Vec::new(),
+        }
+    }
+}
+
+pub(super) fn validate_file(f: &FileSource, p: &[Seg]) -> VResult<()> {
+    if f.interval.0 < std::time::Duration::from_millis(100) {
+        return fail(at(p, &[key("interval")]), "must be at least 100ms");
+    }
+    if f.preset.is_none() && f.paths.is_empty() {
+        return fail(
+            at(p, &[key("paths")]),
+            "give `paths` (glob patterns) or a `preset` (ds18b20, iio, hwmon)",
+        );
+    }
+    for (i, pat) in f.paths.iter().enumerate() {
+        if let Err(e) = glob::Pattern::new(pat) {
+            return fail(
+                at(p, &[key("paths"), Seg::Index(i)]),
+                format!("bad glob pattern: {e}"),
+            );
+        }
+    }
+    if f.preset.is_some() && f.regex.is_some() {
+        return fail(at(p, &[key("regex")]), "applies without a `preset` only");
+    }
+    if let Some(r) = &f.regex {
+        if let Err(e) = regex_lite::Regex::new(r) {
+            return fail(at(p, &[key("regex")]), format!("bad regex: {e}"));
+        }
+    }
+    check_name(at(p, &[key("metric")]), "metric name", &f.metric)?;
+    if let Some(d) = &f.device {
+        check_name(at(p, &[key("device")]), "device id", d)?;
+    }
+    if !(f.scale.is_finite() && f.offset.is_finite()) {
+        return fail(at(p, &[key("scale")]), "scale and offset must be finite");
+    }
+    if !(1..=4096).contains(&f.max_files) {
+        return fail(at(p, &[key("max_files")]), "must be between 1 and 4096");
+    }
+    Ok(())
+}

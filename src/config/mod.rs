@@ -11,7 +11,7 @@ mod validate;
 
 pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, parse_str, ConfigError};
-pub use local::HostSource;
+pub use local::{FilePreset, FileSource, HostSource};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
@@ -294,6 +294,7 @@ pub enum SourceConfig {
     Udp(UdpSource),
     Http(HttpSource),
     Host(HostSource),
+    File(FileSource),
 }
 
 impl SourceConfig {
@@ -307,6 +308,7 @@ impl SourceConfig {
             SourceConfig::Udp(s) => &s.id,
             SourceConfig::Http(s) => &s.id,
             SourceConfig::Host(s) => &s.id,
+            SourceConfig::File(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -319,6 +321,7 @@ impl SourceConfig {
             SourceConfig::Udp(_) => "udp",
             SourceConfig::Http(_) => "http",
             SourceConfig::Host(_) => "host",
+            SourceConfig::File(_) => "file",
         }
     }
 }

@@ -433,6 +433,7 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Udp(u) => super::ingest::validate_udp(u, p)?,
         SourceConfig::Http(h) => super::ingest::validate_http(h, p)?,
         SourceConfig::Host(h) => super::local::validate_host(h, p)?,
+        SourceConfig::File(f) => super::local::validate_file(f, p)?,
     }
     Ok(())
 }

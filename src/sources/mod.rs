@@ -4,6 +4,7 @@
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub(crate) mod backoff;
+pub mod file;
 pub mod host;
 pub mod http;
 pub mod intake;
@@ -87,6 +88,7 @@ impl SourceActor {
             SourceConfig::Udp(c) => task(c, idx, router, &stats, udp::run),
             SourceConfig::Http(c) => task(c, idx, router, &stats, http::run),
             SourceConfig::Host(c) => task(c, idx, router, &stats, host::run),
+            SourceConfig::File(c) => task(c, idx, router, &stats, file::run),
         };
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
@@ -95,7 +97,7 @@ impl SourceActor {
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
             SourceConfig::Http(h) => Retry::new(h.backoff_min.0, h.backoff_max.0),
-            SourceConfig::Host(_) | SourceConfig::Sim(_) => Retry::new(
+            SourceConfig::Host(_) | SourceConfig::File(_) | SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
             ),
