@@ -377,6 +377,15 @@ fn print_summary(r: &config::Resolved) {
                     .map(|p| format!("  preset {p:?}").to_lowercase())
                     .unwrap_or_default()
             ),
+            SourceConfig::Exec(x) => println!(
+                "  {:<16} exec  {}  {}  format {}",
+                x.id,
+                x.command.join(" "),
+                x.interval
+                    .map(|i| format!("every {i}, timeout {}", x.timeout))
+                    .unwrap_or_else(|| "long-running".into()),
+                x.format
+            ),
         }
     }
     for k in &c.sinks {

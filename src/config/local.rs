@@ -170,3 +170,90 @@ pub(super) fn validate_file(f: &FileSource, p: &[Seg]) -> VResult<()> {
     }
     Ok(())
 }
+
+fn default_exec_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_exec_backoff_min() -> Dur {
+    Dur::secs(1)
+}
+fn default_exec_backoff_max() -> Dur {
+    Dur::secs(60)
+}
+fn default_exec_format() -> crate::decode::Format {
+    crate::decode::Format::Json
+}
+
+/// `[[source]] kind = "exec"`: a command's stdout through a decoder, run every `interval` (with
+/// a timeout) or, without `interval`, kept running and read line by line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSource {
+    pub id: String,
+    /// Program and arguments (no shell: write `["sh", "-c", "…"]` for one).
+    pub command: Vec<String>,
+    /// Run every this long; absent: one long-running process, restarted with backoff.
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    /// A run that takes longer is killed with its process group.
+    #[serde(default = "default_exec_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_exec_format")]
+    pub format: crate::decode::Format,
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub ts_unit: crate::decode::TsUnit,
+    #[serde(default)]
+    pub device_tag: Option<String>,
+    #[serde(default)]
+    pub influx_metric: crate::decode::influx::MetricName,
+    #[serde(default = "super::default_max_frame")]
+    pub max_frame: usize,
+    /// Restart delay of the long-running process, doubling with jitter.
+    #[serde(default = "default_exec_backoff_min")]
+    pub backoff_min: Dur,
+    #[serde(default = "default_exec_backoff_max")]
+    pub backoff_max: Dur,
+}
+
+impl ExecSource {
+    pub fn settings(&self) -> crate::decode::Settings {
+        crate::decode::Settings {
+            device: self.device.clone(),
+            ts_unit: self.ts_unit,
+            device_tag: self.device_tag.clone(),
+            influx_metric: self.influx_metric,
+        }
+    }
+}
+
+pub(super) fn validate_exec(x: &ExecSource, p: &[Seg]) -> VResult<()> {
+    if x.command.first().is_none_or(|c| c.is_empty()) {
+        return fail(
+            at(p, &[key("command")]),
+            "needs a program, e.g. [\"/usr/local/bin/read-sensor\"]",
+        );
+    }
+    if x.interval
+        .is_some_and(|i| i.0 < std::time::Duration::from_millis(100))
+    {
+        return fail(at(p, &[key("interval")]), "must be at least 100ms");
+    }
+    if x.timeout.0.is_zero() {
+        return fail(at(p, &[key("timeout")]), "must be greater than 0");
+    }
+    if !(16..=1 << 20).contains(&x.max_frame) {
+        return fail(
+            at(p, &[key("max_frame")]),
+            "must be between 16 and 1048576 bytes",
+        );
+    }
+    super::validate::validate_influx_only(
+        x.format == crate::decode::Format::Influx,
+        &x.device_tag,
+        x.influx_metric,
+        p,
+    )?;
+    super::validate::validate_backoff(x.backoff_min, x.backoff_max, p)
+}

@@ -11,7 +11,7 @@ mod validate;
 
 pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, parse_str, ConfigError};
-pub use local::{FilePreset, FileSource, HostSource};
+pub use local::{ExecSource, FilePreset, FileSource, HostSource};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
@@ -295,6 +295,7 @@ pub enum SourceConfig {
     Http(HttpSource),
     Host(HostSource),
     File(FileSource),
+    Exec(ExecSource),
 }
 
 impl SourceConfig {
@@ -309,6 +310,7 @@ impl SourceConfig {
             SourceConfig::Http(s) => &s.id,
             SourceConfig::Host(s) => &s.id,
             SourceConfig::File(s) => &s.id,
+            SourceConfig::Exec(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -322,6 +324,7 @@ impl SourceConfig {
             SourceConfig::Http(_) => "http",
             SourceConfig::Host(_) => "host",
             SourceConfig::File(_) => "file",
+            SourceConfig::Exec(_) => "exec",
         }
     }
 }

@@ -434,6 +434,7 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Http(h) => super::ingest::validate_http(h, p)?,
         SourceConfig::Host(h) => super::local::validate_host(h, p)?,
         SourceConfig::File(f) => super::local::validate_file(f, p)?,
+        SourceConfig::Exec(x) => super::local::validate_exec(x, p)?,
     }
     Ok(())
 }

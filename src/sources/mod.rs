@@ -4,6 +4,7 @@
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub(crate) mod backoff;
+pub mod exec;
 pub mod file;
 pub mod host;
 pub mod http;
@@ -89,6 +90,7 @@ impl SourceActor {
             SourceConfig::Http(c) => task(c, idx, router, &stats, http::run),
             SourceConfig::Host(c) => task(c, idx, router, &stats, host::run),
             SourceConfig::File(c) => task(c, idx, router, &stats, file::run),
+            SourceConfig::Exec(c) => task(c, idx, router, &stats, exec::run),
         };
         let retry = match cfg {
             SourceConfig::Tcp(t) => Retry::new(t.backoff_min.0, t.backoff_max.0),
@@ -97,6 +99,7 @@ impl SourceActor {
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
             SourceConfig::Http(h) => Retry::new(h.backoff_min.0, h.backoff_max.0),
+            SourceConfig::Exec(x) => Retry::new(x.backoff_min.0, x.backoff_max.0),
             SourceConfig::Host(_) | SourceConfig::File(_) | SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
