@@ -1,7 +1,7 @@
 //! Decoder cost per frame: `cargo bench --bench decode`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edgewatch::decode::{decode, Format};
+use edgewatch::decode::{decode, Format, Opts};
 use edgewatch::model::{Millis, SampleSink};
 use std::hint::black_box;
 
@@ -53,6 +53,12 @@ const CASES: &[(&str, Format, &str)] = &[
         Format::Kv,
         "device=sensor-0042 metric=temperature value=22.125 ts=1763761234567",
     ),
+    (
+        // Telegraf-style: device from the measurement, nanosecond timestamp.
+        "influx",
+        Format::Influx,
+        "sensor-0042,site=roof temperature=22.125,humidity=41.5,pressure=1013.2 1763761234567000000",
+    ),
 ];
 
 fn bench_decode(c: &mut Criterion) {
@@ -61,10 +67,17 @@ fn bench_decode(c: &mut Criterion) {
     for &(name, format, frame) in CASES {
         let mut sink = CountSink::default();
         // Fail loudly on a broken fixture instead of timing the error path.
-        let n = decode(format, frame.as_bytes(), None, &mut sink).expect(name);
+        let n = decode(format, frame.as_bytes(), &Opts::default(), &mut sink).expect(name);
         assert!(n > 0, "{name}: no samples");
         group.bench_function(name, |b| {
-            b.iter(|| decode(format, black_box(frame.as_bytes()), None, &mut sink))
+            b.iter(|| {
+                decode(
+                    format,
+                    black_box(frame.as_bytes()),
+                    &Opts::default(),
+                    &mut sink,
+                )
+            })
         });
         black_box((sink.samples, sink.checksum));
     }

@@ -64,10 +64,7 @@ impl Bench {
             Intake::new(&router, 0, stats.clone(), Origin::Peer),
             4096,
             Delimiter::Newline,
-            Decoder::Format {
-                format: Format::Json,
-                device: None,
-            },
+            Decoder::format(Format::Json),
         );
         Bench {
             rt,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use edgewatch::analysis::shard::{Policies, ShardCore};
 use edgewatch::config::parse_str;
-use edgewatch::decode::{decode, Format};
+use edgewatch::decode::{decode, Format, Opts};
 use edgewatch::model::{Alert, Batch, Millis, SampleSink};
 use edgewatch::status::StatusBoard;
 
@@ -91,7 +91,7 @@ fn run(
             n += decode(
                 Format::Json,
                 black_box(l.as_bytes()),
-                None,
+                &Opts::default(),
                 &mut BatchSink(batch),
             )
             .unwrap_or(0);

@@ -385,6 +385,7 @@ pub fn serve(
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
         let router = Router::new(senders);
+        let api_ingest = router.api_ingest();
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
         let mut reloader = crate::reload::Reloader::start(
             resolved_path,
@@ -405,6 +406,7 @@ pub fn serve(
                 token: resolved_token,
                 history,
                 history_1m_max_age: cfg.store.history_1m_max_age.as_ms(),
+                ingest: api_ingest,
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

@@ -436,6 +436,45 @@ fn print_summary(r: &config::Resolved) {
                 let topics: Vec<&str> = m.subscriptions.iter().map(|s| s.topic.as_str()).collect();
                 println!("  {:<16} mqtt {}  topics {}", m.id, m.url, topics.join(" "))
             }
+            SourceConfig::Udp(u) => println!(
+                "  {:<16} udp  {}  format {}  max datagram {} B",
+                u.id, u.listen, u.format, u.max_datagram
+            ),
+            SourceConfig::Http(h) => println!(
+                "  {:<16} http  {}  format {}  max body {} B",
+                h.id,
+                h.listen
+                    .map(|a| format!("http://{a}{}", h.path))
+                    .unwrap_or_else(|| "POST /api/ingest on the API listener".into()),
+                h.format,
+                h.max_body
+            ),
+            SourceConfig::Host(h) => println!(
+                "  {:<16} host  device {}  every {}  {} {}",
+                h.id,
+                h.device.as_deref().unwrap_or_default(),
+                h.interval,
+                h.proc_root.display(),
+                h.sys_root.display()
+            ),
+            SourceConfig::File(f) => println!(
+                "  {:<16} file  {}  every {}{}",
+                f.id,
+                f.patterns().join(" "),
+                f.interval,
+                f.preset
+                    .map(|p| format!("  preset {p:?}").to_lowercase())
+                    .unwrap_or_default()
+            ),
+            SourceConfig::Exec(x) => println!(
+                "  {:<16} exec  {}  {}  format {}",
+                x.id,
+                x.command.join(" "),
+                x.interval
+                    .map(|i| format!("every {i}, timeout {}", x.timeout))
+                    .unwrap_or_else(|| "long-running".into()),
+                x.format
+            ),
         }
     }
     for k in &c.sinks {

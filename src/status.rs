@@ -84,7 +84,7 @@ impl SourceStats {
         }
     }
 
-    fn view(&self) -> SourceView {
+    pub(crate) fn view(&self) -> SourceView {
         SourceView {
             id: self.id.clone(),
             kind: self.kind,

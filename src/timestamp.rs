@@ -1,9 +1,10 @@
-//! Timestamps from text, the one parser for decoders and replay: unix time as a number (seconds
-//! below 10^11, else milliseconds) or a calendar time (RFC 3339, or `YYYY-MM-DD HH:MM:SS` in UTC).
+//! Timestamps from text, the one parser for decoders and replay: unix time as a number (in a
+//! configured `TsUnit`, or by magnitude: s, ms, µs, ns) or a calendar time (RFC 3339, or
+//! `YYYY-MM-DD HH:MM:SS` in UTC).
 
 use crate::model::Millis;
 
-/// Integer or float timestamps below this are seconds, at or above it milliseconds
+/// Integer or float timestamps below this are seconds, at or above it milliseconds or finer
 /// (10^11 s is the year 5138; 10^11 ms is 1973).
 pub const SECONDS_CUTOFF: i64 = 100_000_000_000;
 
@@ -20,33 +21,106 @@ pub enum TimestampError {
     Invalid(String),
 }
 
-/// Converts an integer timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms;
-/// `None` when negative.
-pub fn ms_from_i64(v: i64) -> Option<Millis> {
-    if v < 0 {
-        None
-    } else if v < SECONDS_CUTOFF {
-        Some(v * 1000)
-    } else {
-        Some(v)
+/// The unit of a numeric timestamp (`ts_unit` of a source). `Auto` goes by magnitude:
+/// below 10^11 seconds, below 10^14 milliseconds, below 10^17 microseconds, else nanoseconds
+/// (each boundary is the year 5138 in the smaller unit, so no real time is misread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TsUnit {
+    #[default]
+    Auto,
+    S,
+    Ms,
+    Us,
+    Ns,
+}
+
+/// `Auto`: values at or above this are microseconds.
+const MICROS_CUTOFF: i64 = 100_000_000_000_000;
+/// `Auto`: values at or above this are nanoseconds.
+const NANOS_CUTOFF: i64 = 100_000_000_000_000_000;
+
+impl TsUnit {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsUnit::Auto => "auto",
+            TsUnit::S => "s",
+            TsUnit::Ms => "ms",
+            TsUnit::Us => "us",
+            TsUnit::Ns => "ns",
+        }
+    }
+
+    /// The unit `Auto` takes for a non-negative value of this magnitude.
+    #[inline]
+    fn resolve(self, magnitude: f64) -> TsUnit {
+        match self {
+            TsUnit::Auto if magnitude < SECONDS_CUTOFF as f64 => TsUnit::S,
+            TsUnit::Auto if magnitude < MICROS_CUTOFF as f64 => TsUnit::Ms,
+            TsUnit::Auto if magnitude < NANOS_CUTOFF as f64 => TsUnit::Us,
+            TsUnit::Auto => TsUnit::Ns,
+            u => u,
+        }
+    }
+
+    /// An integer timestamp in this unit as unix ms (finer units truncated towards the past);
+    /// `None` when negative or out of range. Integer comparisons only: this is on the hot path.
+    #[inline]
+    pub fn ms_from_i64(self, v: i64) -> Option<Millis> {
+        if v < 0 {
+            return None;
+        }
+        let unit = match self {
+            TsUnit::Auto if v < SECONDS_CUTOFF => return Some(v * 1000),
+            TsUnit::Auto if v < MICROS_CUTOFF => return Some(v),
+            TsUnit::Auto if v < NANOS_CUTOFF => TsUnit::Us,
+            TsUnit::Auto => TsUnit::Ns,
+            u => u,
+        };
+        match unit {
+            TsUnit::S => v.checked_mul(1000),
+            TsUnit::Us => Some(v / 1000),
+            TsUnit::Ns => Some(v / 1_000_000),
+            TsUnit::Ms | TsUnit::Auto => Some(v),
+        }
+    }
+
+    /// A finite float timestamp in this unit as unix ms, rounded; `None` when negative or
+    /// beyond the range of `Millis`.
+    #[inline]
+    pub fn ms_from_f64(self, v: f64) -> Option<Millis> {
+        let ms = match self.resolve(v) {
+            TsUnit::S => v * 1000.0,
+            TsUnit::Us => v / 1000.0,
+            TsUnit::Ns => v / 1_000_000.0,
+            TsUnit::Ms | TsUnit::Auto => v,
+        }
+        .round();
+        // 2^63 is exactly representable; anything at or above it does not fit an i64.
+        if (0.0..9_223_372_036_854_775_808.0).contains(&ms) {
+            Some(ms as Millis)
+        } else {
+            None
+        }
     }
 }
 
-/// Converts a finite float timestamp (seconds below `SECONDS_CUTOFF`, else ms) to unix ms,
-/// rounded; `None` when negative or beyond the range of `Millis`.
+impl std::fmt::Display for TsUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An integer timestamp of unknown unit (`TsUnit::Auto`) as unix ms; `None` when negative.
+pub fn ms_from_i64(v: i64) -> Option<Millis> {
+    TsUnit::Auto.ms_from_i64(v)
+}
+
+/// A finite float timestamp of unknown unit (`TsUnit::Auto`) as unix ms, rounded; `None` when
+/// negative or beyond the range of `Millis`.
 pub fn ms_from_f64(v: f64) -> Option<Millis> {
-    let ms = if v < SECONDS_CUTOFF as f64 {
-        v * 1000.0
-    } else {
-        v
-    }
-    .round();
-    // 2^63 is exactly representable; anything at or above it does not fit an i64.
-    if (0.0..9_223_372_036_854_775_808.0).contains(&ms) {
-        Some(ms as Millis)
-    } else {
-        None
-    }
+    TsUnit::Auto.ms_from_f64(v)
 }
 
 /// A number as unix time (integer first, then float), trimmed; `None` when it is not a number.
@@ -114,6 +188,84 @@ mod tests {
         assert!(matches!(parse("1e300"), Err(TimestampError::OutOfRange(_))));
         assert!(parse("NaN").is_err());
         assert_eq!(parse(""), Err(TimestampError::Empty));
+    }
+
+    #[test]
+    fn units_explicit_and_by_magnitude() {
+        // The same instant in every unit: each reads back as T, with `auto` and with its unit.
+        let forms = [
+            (TsUnit::S, 1_396_828_800i64),
+            (TsUnit::Ms, 1_396_828_800_000),
+            (TsUnit::Us, 1_396_828_800_000_000),
+            (TsUnit::Ns, 1_396_828_800_000_000_000),
+        ];
+        for (unit, v) in forms {
+            assert_eq!(unit.ms_from_i64(v), Some(T), "{unit} {v}");
+            assert_eq!(TsUnit::Auto.ms_from_i64(v), Some(T), "auto {v}");
+            assert_eq!(unit.ms_from_f64(v as f64), Some(T), "{unit} {v} as float");
+            assert_eq!(
+                TsUnit::Auto.ms_from_f64(v as f64),
+                Some(T),
+                "auto {v} float"
+            );
+        }
+        // Finer units truncate integers, round floats.
+        assert_eq!(
+            TsUnit::Ns.ms_from_i64(1_396_828_800_123_999_999),
+            Some(T + 123)
+        );
+        assert_eq!(TsUnit::Us.ms_from_i64(1_396_828_800_123_999), Some(T + 123));
+        assert_eq!(TsUnit::S.ms_from_f64(1_396_828_800.1234), Some(T + 123));
+        // An explicit unit wins over the magnitude: small values are not taken for seconds.
+        assert_eq!(TsUnit::Ms.ms_from_i64(5), Some(5));
+        assert_eq!(TsUnit::Ns.ms_from_i64(5_000_000), Some(5));
+        assert_eq!(TsUnit::Auto.ms_from_i64(5), Some(5_000));
+        // The auto boundaries.
+        assert_eq!(
+            TsUnit::Auto.ms_from_i64(99_999_999_999),
+            Some(99_999_999_999_000)
+        );
+        assert_eq!(
+            TsUnit::Auto.ms_from_i64(100_000_000_000),
+            Some(100_000_000_000)
+        );
+        assert_eq!(
+            TsUnit::Auto.ms_from_i64(99_999_999_999_999),
+            Some(99_999_999_999_999)
+        );
+        assert_eq!(
+            TsUnit::Auto.ms_from_i64(100_000_000_000_000),
+            Some(100_000_000_000)
+        );
+        assert_eq!(
+            TsUnit::Auto.ms_from_i64(i64::MAX),
+            Some(i64::MAX / 1_000_000)
+        );
+        // Negative or overflowing.
+        assert_eq!(TsUnit::Ns.ms_from_i64(-1), None);
+        assert_eq!(TsUnit::S.ms_from_i64(i64::MAX / 10), None);
+        assert_eq!(TsUnit::S.ms_from_f64(1e300), None);
+        assert_eq!(TsUnit::Ms.ms_from_f64(-0.6), None);
+    }
+
+    #[test]
+    fn unit_names_as_in_the_config() {
+        #[derive(serde::Deserialize)]
+        struct W {
+            u: TsUnit,
+        }
+        for (text, unit) in [
+            ("auto", TsUnit::Auto),
+            ("s", TsUnit::S),
+            ("ms", TsUnit::Ms),
+            ("us", TsUnit::Us),
+            ("ns", TsUnit::Ns),
+        ] {
+            let w: W = toml::from_str(&format!("u = \"{text}\"")).expect(text);
+            assert_eq!(w.u, unit);
+            assert_eq!(unit.to_string(), text);
+        }
+        assert!(toml::from_str::<W>("u = \"µs\"").is_err());
     }
 
     #[test]

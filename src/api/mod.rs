@@ -35,6 +35,8 @@ pub struct ApiState {
     pub history: Option<crate::store::history::History>,
     /// `store.history_1m_max_age` in ms: how far back 1-minute buckets reach.
     pub history_1m_max_age: i64,
+    /// The http source without a listener of its own (`POST /api/ingest`).
+    pub ingest: crate::sources::http::ApiSlot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub fn start(
                     .route("/devices/{id}/series", web::get().to(series))
                     .route("/alerts", web::get().to(alerts))
                     .route("/series", web::get().to(history::series))
+                    .route("/ingest", web::post().to(ingest))
                     .default_service(web::to(api_not_found)),
             )
             .service(
@@ -112,6 +115,19 @@ pub fn start(
 async fn api_not_found(req: actix_web::HttpRequest) -> HttpResponse {
     HttpResponse::NotFound()
         .json(serde_json::json!({ "error": format!("not found: {}", req.path()) }))
+}
+
+async fn ingest(
+    req: actix_web::HttpRequest,
+    body: web::Payload,
+    s: web::Data<ApiState>,
+) -> HttpResponse {
+    match s.ingest.get() {
+        Some(i) => i.handle(&req, body).await,
+        None => HttpResponse::NotFound().json(serde_json::json!({
+            "error": "no http source without `listen` is configured, so nothing takes /api/ingest"
+        })),
+    }
 }
 
 async fn healthz() -> HttpResponse {

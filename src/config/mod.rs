@@ -2,12 +2,16 @@
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 //! Over 600 lines because it is the whole schema in one place (each struct is a table of the file).
 
+mod ingest;
 mod interpolate;
 mod load;
+mod local;
 mod serial;
 mod validate;
 
+pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, load_file_all, parse_str, ConfigError};
+pub use local::{ExecSource, FilePreset, FileSource, HostSource};
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
@@ -28,7 +32,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::decode::Format;
+pub use crate::decode::influx::MetricName;
+pub use crate::decode::{Format, TsUnit};
 
 /// A duration written as a human string: "500ms", "30s", "5m", "1h 30m".
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -307,6 +312,11 @@ pub enum SourceConfig {
     Serial(SerialSource),
     Modbus(ModbusSource),
     Mqtt(mqtt::MqttSource),
+    Udp(UdpSource),
+    Http(HttpSource),
+    Host(HostSource),
+    File(FileSource),
+    Exec(ExecSource),
 }
 
 impl SourceConfig {
@@ -317,6 +327,11 @@ impl SourceConfig {
             SourceConfig::Serial(s) => &s.id,
             SourceConfig::Modbus(s) => &s.id,
             SourceConfig::Mqtt(s) => &s.id,
+            SourceConfig::Udp(s) => &s.id,
+            SourceConfig::Http(s) => &s.id,
+            SourceConfig::Host(s) => &s.id,
+            SourceConfig::File(s) => &s.id,
+            SourceConfig::Exec(s) => &s.id,
         }
     }
     pub fn kind(&self) -> &'static str {
@@ -326,6 +341,11 @@ impl SourceConfig {
             SourceConfig::Serial(_) => "serial",
             SourceConfig::Modbus(_) => "modbus",
             SourceConfig::Mqtt(_) => "mqtt",
+            SourceConfig::Udp(_) => "udp",
+            SourceConfig::Http(_) => "http",
+            SourceConfig::Host(_) => "host",
+            SourceConfig::File(_) => "file",
+            SourceConfig::Exec(_) => "exec",
         }
     }
 }
@@ -459,11 +479,29 @@ pub struct TcpSource {
     pub id: String,
     pub mode: TcpMode,
     pub format: Format,
+    /// Unit of numeric timestamps (`auto` by magnitude).
+    pub ts_unit: TsUnit,
+    /// `format = "influx"`: the tag naming the device.
+    pub device_tag: Option<String>,
+    /// `format = "influx"`: how metric names are formed.
+    pub influx_metric: MetricName,
     /// Longest accepted frame in bytes; longer ones are counted and skipped.
     pub max_frame: usize,
     /// Reconnect (client) and restart backoff.
     pub backoff_min: Dur,
     pub backoff_max: Dur,
+}
+
+impl TcpSource {
+    /// The decoder settings of this source's frames.
+    pub fn settings(&self) -> crate::decode::Settings {
+        crate::decode::Settings {
+            device: None,
+            ts_unit: self.ts_unit,
+            device_tag: self.device_tag.clone(),
+            influx_metric: self.influx_metric,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for TcpSource {
@@ -481,7 +519,7 @@ mod tcp_wire {
 
     use super::{
         default_backoff_max, default_backoff_min, default_format, default_max_clients,
-        default_max_frame, Dur, Format, TcpMode, TcpSource,
+        default_max_frame, Dur, Format, MetricName, TcpMode, TcpSource, TsUnit,
     };
 
     #[derive(Deserialize)]
@@ -500,6 +538,12 @@ mod tcp_wire {
         max_clients: usize,
         #[serde(default = "default_format")]
         format: Format,
+        #[serde(default)]
+        ts_unit: TsUnit,
+        #[serde(default)]
+        device_tag: Option<String>,
+        #[serde(default)]
+        influx_metric: MetricName,
         #[serde(default = "default_max_frame")]
         max_frame: usize,
         #[serde(default = "default_backoff_min")]
@@ -515,6 +559,12 @@ mod tcp_wire {
         connect: String,
         #[serde(default = "default_format")]
         format: Format,
+        #[serde(default)]
+        ts_unit: TsUnit,
+        #[serde(default)]
+        device_tag: Option<String>,
+        #[serde(default)]
+        influx_metric: MetricName,
         #[serde(default = "default_max_frame")]
         max_frame: usize,
         #[serde(default = "default_backoff_min")]
@@ -568,6 +618,9 @@ mod tcp_wire {
                     max_clients: s.max_clients,
                 },
                 format: s.format,
+                ts_unit: s.ts_unit,
+                device_tag: s.device_tag,
+                influx_metric: s.influx_metric,
                 max_frame: s.max_frame,
                 backoff_min: s.backoff_min,
                 backoff_max: s.backoff_max,
@@ -576,6 +629,9 @@ mod tcp_wire {
                 id: c.id,
                 mode: TcpMode::Client { connect: c.connect },
                 format: c.format,
+                ts_unit: c.ts_unit,
+                device_tag: c.device_tag,
+                influx_metric: c.influx_metric,
                 max_frame: c.max_frame,
                 backoff_min: c.backoff_min,
                 backoff_max: c.backoff_max,

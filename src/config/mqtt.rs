@@ -34,6 +34,8 @@ pub enum MqttPayload {
     Csv,
     /// key=value lines as on TCP (device from the topic when the line has none).
     Kv,
+    /// Influx line protocol, one point per line (device: `device_tag`, the topic, or the measurement).
+    Influx,
 }
 
 /// One subscription of an MQTT source.
@@ -60,6 +62,15 @@ pub struct MqttSubscription {
     /// Fixed metric name when the topic has no `{metric}`.
     #[serde(default)]
     pub metric: Option<String>,
+    /// Unit of numeric timestamps (`auto` by magnitude).
+    #[serde(default)]
+    pub ts_unit: crate::decode::TsUnit,
+    /// `format = "influx"`: the tag naming the device.
+    #[serde(default)]
+    pub device_tag: Option<String>,
+    /// `format = "influx"`: how metric names are formed.
+    #[serde(default)]
+    pub influx_metric: crate::decode::influx::MetricName,
 }
 
 /// `[[source]] kind = "mqtt"`: subscribe to a broker.

@@ -164,6 +164,15 @@ pub struct SerialSource {
     /// `format = "columns"`: metric name of each field (`_` skips one, `ts` is the time).
     #[serde(default)]
     pub columns: Option<Vec<String>>,
+    /// Unit of numeric timestamps (`auto` by magnitude).
+    #[serde(default)]
+    pub ts_unit: crate::decode::TsUnit,
+    /// `format = "influx"`: the tag naming the device.
+    #[serde(default)]
+    pub device_tag: Option<String>,
+    /// `format = "influx"`: how metric names are formed.
+    #[serde(default)]
+    pub influx_metric: crate::decode::influx::MetricName,
     /// Device id for frames that carry none (required for `columns`).
     #[serde(default)]
     pub device: Option<String>,
@@ -445,6 +454,12 @@ fn check_backoff(min: Dur, max: Dur, p: &[Seg]) -> VResult<()> {
 
 pub(super) fn validate_serial(s: &SerialSource, p: &[Seg]) -> VResult<()> {
     check_port(&s.port(), p, true)?;
+    super::validate::validate_influx_only(
+        s.format == SerialFormat::Frame(Format::Influx),
+        &s.device_tag,
+        s.influx_metric,
+        p,
+    )?;
     if !(16..=1 << 20).contains(&s.max_frame) {
         return fail(
             at(p, &[key("max_frame")]),
@@ -725,7 +740,7 @@ mod tests {
         assert!(e.contains("(field `source[0].columns[1]`)"), "{e}");
         let e = err(&format!("{SERIAL}path = \"/dev/x\"\nformat = \"xml\"\n"));
         assert!(
-            e.contains("unknown variant `xml`, expected one of `json`, `csv`, `kv`, or `columns`"),
+            e.contains("unknown variant `xml`, expected one of `json`, `csv`, `kv`, `influx`, or `columns`"),
             "{e}"
         );
         assert!(e.starts_with("t.toml:6:1:"), "{e}");

@@ -97,8 +97,9 @@ pub(super) fn check_name(path: Vec<Seg>, what: &str, s: &str) -> VResult<()> {
     Ok(())
 }
 
-pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
+pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
     check_name(vec![key("node_id")], "node_id", &config.node_id)?;
+    host_defaults(&mut config);
     if config.summary_interval.as_ms() < 100 {
         return fail(vec![key("summary_interval")], "must be at least 100ms");
     }
@@ -171,6 +172,7 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
     }
 
     let mut source_ids = HashSet::new();
+    let mut on_api = false;
     for (i, s) in config.sources.iter().enumerate() {
         let p = vec![key("source"), Seg::Index(i)];
         check_name(at(&p, &[key("id")]), "source id", s.id())?;
@@ -181,6 +183,14 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
             );
         }
         validate_source(s, &p)?;
+        if let SourceConfig::Http(h) = s {
+            if h.listen.is_none() && std::mem::replace(&mut on_api, true) {
+                return fail(
+                    at(&p, &[key("listen")]),
+                    "only one http source can use the API listener (/api/ingest); give this one a `listen` address",
+                );
+            }
+        }
     }
 
     // Templates: resolve each once (this also rejects unknown references and cycles).
@@ -335,6 +345,34 @@ fn validate_upstream(u: &super::UpstreamConfig) -> VResult<()> {
     Ok(())
 }
 
+/// A host source's device is the node and its disk the data directory unless it says otherwise;
+/// with a `template` or `metrics`, that device is configured with them (unless a `[[device]]` names it).
+fn host_defaults(config: &mut Config) {
+    let mut add = Vec::new();
+    for s in &mut config.sources {
+        if let SourceConfig::Host(h) = s {
+            let device = h
+                .device
+                .get_or_insert_with(|| config.node_id.clone())
+                .clone();
+            h.disk_path.get_or_insert_with(|| config.data_dir.clone());
+            if h.template.is_some() || !h.metrics.is_empty() {
+                add.push(super::DeviceConfig {
+                    id: device,
+                    source: Some(h.id.clone()),
+                    template: h.template.clone(),
+                    metrics: h.metrics.clone(),
+                });
+            }
+        }
+    }
+    for d in add {
+        if !config.devices.iter().any(|x| x.id == d.id) {
+            config.devices.push(d);
+        }
+    }
+}
+
 fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
     match s {
         SourceConfig::Sim(sim) => {
@@ -382,6 +420,12 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                     "must be between 16 and 1048576 bytes",
                 );
             }
+            validate_influx_only(
+                t.format == super::Format::Influx,
+                &t.device_tag,
+                t.influx_metric,
+                p,
+            )?;
             if let TcpMode::Server { max_clients: 0, .. } = t.mode {
                 return fail(at(p, &[key("max_clients")]), "must be at least 1");
             }
@@ -398,6 +442,11 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
         SourceConfig::Serial(s) => super::serial::validate_serial(s, p)?,
         SourceConfig::Modbus(m) => super::serial::validate_modbus(m, p)?,
         SourceConfig::Mqtt(m) => validate_mqtt_source(m, p)?,
+        SourceConfig::Udp(u) => super::ingest::validate_udp(u, p)?,
+        SourceConfig::Http(h) => super::ingest::validate_http(h, p)?,
+        SourceConfig::Host(h) => super::local::validate_host(h, p)?,
+        SourceConfig::File(f) => super::local::validate_file(f, p)?,
+        SourceConfig::Exec(x) => super::local::validate_exec(x, p)?,
     }
     Ok(())
 }
@@ -457,7 +506,30 @@ fn validate_mqtt_conn(c: &super::mqtt::Conn<'_>, p: &[Seg]) -> VResult<()> {
     Ok(())
 }
 
-fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
+/// `device_tag` and `influx_metric` mean something for Influx line protocol only.
+pub(super) fn validate_influx_only(
+    influx: bool,
+    device_tag: &Option<String>,
+    metric: super::MetricName,
+    p: &[Seg],
+) -> VResult<()> {
+    if influx {
+        if let Some(t) = device_tag {
+            check_name(at(p, &[key("device_tag")]), "tag name", t)?;
+        }
+        return Ok(());
+    }
+    let field = if device_tag.is_some() {
+        "device_tag"
+    } else if metric != super::MetricName::Auto {
+        "influx_metric"
+    } else {
+        return Ok(());
+    };
+    fail(at(p, &[key(field)]), "applies to format = \"influx\" only")
+}
+
+pub(super) fn validate_backoff(min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
     if min.as_ms() == 0 {
         return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
     }
@@ -506,6 +578,12 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
         if s.ts.is_some() && s.value.is_none() {
             return fail(at(&sp, &[key("ts")]), "a `ts` path needs a `value` path");
         }
+        validate_influx_only(
+            s.format == MqttPayload::Influx,
+            &s.device_tag,
+            s.influx_metric,
+            &sp,
+        )?;
         if s.value.is_some() && s.format != MqttPayload::Json {
             return fail(
                 at(&sp, &[key("value")]),

@@ -6,7 +6,7 @@
 //! column named `ts` carries the sample time (unix seconds or ms, as everywhere).
 
 use super::{
-    check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError,
+    check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError, TsUnit,
     MAX_SAMPLES_PER_FRAME,
 };
 use crate::model::SampleSink;
@@ -24,6 +24,7 @@ pub fn decode<S: AsRef<str>>(
     frame: &str,
     columns: &[S],
     device: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let frame = frame.trim_ascii();
@@ -49,7 +50,7 @@ pub fn decode<S: AsRef<str>>(
             continue;
         }
         if column == TS {
-            ts = Some(parse_ts(field)?);
+            ts = Some(parse_ts(field, unit)?);
             continue;
         }
         if samples.len() >= MAX_SAMPLES_PER_FRAME {
@@ -105,7 +106,7 @@ mod tests {
         Vec<super::super::test_util::Rec>,
     ) {
         let mut s = VecSink::default();
-        let r = decode(frame, cols, Some("bench-1"), &mut s);
+        let r = decode(frame, cols, Some("bench-1"), TsUnit::Auto, &mut s);
         (r, s.0)
     }
 
@@ -216,7 +217,7 @@ mod tests {
         ) {
             let cols: Vec<String> = ["a", "ts", "_", "b", "c", "d"][..ncols].iter().map(|c| c.to_string()).collect();
             let mut s = VecSink::default();
-            match decode(&text, &cols, Some("d"), &mut s) {
+            match decode(&text, &cols, Some("d"), TsUnit::Auto, &mut s) {
                 Ok(n) => {
                     proptest::prop_assert_eq!(n, s.0.len());
                     proptest::prop_assert!(n <= ncols);
@@ -230,7 +231,7 @@ mod tests {
     fn device_is_required() {
         let mut s = VecSink::default();
         assert_eq!(
-            decode("1", &["a"], None, &mut s),
+            decode("1", &["a"], None, TsUnit::Auto, &mut s),
             Err(DecodeError::MissingField("device"))
         );
     }

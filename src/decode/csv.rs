@@ -1,17 +1,20 @@
 //! CSV frames: `device,metric,value[,ts]`, one sample per line; fields trimmed, no quoting.
 //! A header line naming exactly those columns (any case) is skipped.
 
-use super::{check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError};
+use super::{
+    check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError, TsUnit,
+};
 use crate::model::SampleSink;
 use std::borrow::Cow;
 
 const HEADER: [&str; 4] = ["device", "metric", "value", "ts"];
 
 /// Decodes one CSV record. An empty device field falls back to `default_device`; an empty
-/// `ts` field means no timestamp.
+/// `ts` field means no timestamp; a numeric one is read in `unit`.
 pub fn decode(
     frame: &str,
     default_device: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let frame = frame.trim_ascii();
@@ -54,7 +57,7 @@ pub fn decode(
     let ts = if ts.is_empty() {
         None
     } else {
-        Some(parse_ts(ts)?)
+        Some(parse_ts(ts, unit)?)
     };
     let mut samples = Collected::new();
     samples.push((Cow::Borrowed(metric), value));
@@ -69,7 +72,7 @@ mod tests {
 
     fn ok(frame: &str, default_device: Option<&str>) -> Vec<(String, String, Option<i64>, f64)> {
         let mut s = VecSink::default();
-        let n = decode(frame, default_device, &mut s)
+        let n = decode(frame, default_device, TsUnit::Auto, &mut s)
             .unwrap_or_else(|e| panic!("{frame:?} failed: {e}"));
         assert_eq!(n, s.0.len());
         s.0
@@ -77,7 +80,7 @@ mod tests {
 
     fn err(frame: &str, default_device: Option<&str>) -> DecodeError {
         let mut s = VecSink::default();
-        let e = decode(frame, default_device, &mut s).expect_err(frame);
+        let e = decode(frame, default_device, TsUnit::Auto, &mut s).expect_err(frame);
         assert!(s.0.is_empty(), "{frame:?} pushed {:?}", s.0);
         e
     }
@@ -114,8 +117,14 @@ mod tests {
     #[test]
     fn header_is_skipped() {
         let mut s = VecSink::default();
-        assert_eq!(decode("device,metric,value,ts", None, &mut s), Ok(0));
-        assert_eq!(decode("Device, METRIC ,Value", None, &mut s), Ok(0));
+        assert_eq!(
+            decode("device,metric,value,ts", None, TsUnit::Auto, &mut s),
+            Ok(0)
+        );
+        assert_eq!(
+            decode("Device, METRIC ,Value", None, TsUnit::Auto, &mut s),
+            Ok(0)
+        );
         assert!(s.0.is_empty());
         // Not exactly the header: a data line whose value is not a number.
         assert_eq!(
@@ -174,10 +183,10 @@ mod tests {
             DecodeError::NonFinite { field: "ts".into() }
         );
         assert_eq!(
-            err("d1,t,1,99999999999999999999", None),
+            err("d1,t,1,99999999999999999999999999", None),
             DecodeError::BadNumber {
                 field: "ts".into(),
-                text: "99999999999999999999".into()
+                text: "99999999999999999999999999".into()
             }
         );
         assert!(matches!(
@@ -202,7 +211,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut s = VecSink::default();
-            match super::super::decode(super::super::Format::Csv, &bytes, None, &mut s) {
+            match super::super::decode(super::super::Format::Csv, &bytes, &super::super::Opts::device(None), &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -211,7 +220,7 @@ mod tests {
         #[test]
         fn csv_like_text_never_panics(text in "[a-z0-9., \t\\-eE]{0,60}") {
             let mut s = VecSink::default();
-            match decode(&text, Some("d"), &mut s) {
+            match decode(&text, Some("d"), TsUnit::Auto, &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -229,7 +238,7 @@ mod tests {
                 None => format!("{device},{metric},{value}"),
             };
             let mut s = VecSink::default();
-            prop_assert_eq!(decode(&line, None, &mut s), Ok(1));
+            prop_assert_eq!(decode(&line, None, TsUnit::Auto, &mut s), Ok(1));
             prop_assert_eq!(s.0, vec![rec(&device, &metric, ts, value)]);
         }
     }

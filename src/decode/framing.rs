@@ -473,7 +473,12 @@ mod tests {
         let mut oversize = 0;
         for c in chunks {
             f.feed(c, |r| match r {
-                Ok(frame) => results.push(decode(format, frame, Some("dflt"), &mut sink)),
+                Ok(frame) => results.push(decode(
+                    format,
+                    frame,
+                    &super::super::Opts::device(Some("dflt")),
+                    &mut sink,
+                )),
                 Err(_) => oversize += 1,
             });
         }
@@ -538,7 +543,7 @@ mod tests {
                 if l.len() > 64 {
                     oversize += 1;
                 } else {
-                    results.push(decode(format, l.as_bytes(), Some("dflt"), &mut direct));
+                    results.push(decode(format, l.as_bytes(), &super::super::Opts::device(Some("dflt")), &mut direct));
                 }
             }
             prop_assert_eq!(whole, (direct, results, oversize));

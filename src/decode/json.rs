@@ -23,21 +23,23 @@
 //! the serde visitor must accept exactly the same shapes, so both live here.
 
 use super::{
-    bad_number, check_finite, check_name, emit, ms_from_f64, ms_from_i64, parse_ts, parse_value,
-    resolve_device, Collected, DecodeError, MAX_NAME_LEN, MAX_SAMPLES_PER_FRAME,
+    bad_number, check_finite, check_name, emit, parse_ts, parse_value, resolve_device, Collected,
+    DecodeError, TsUnit, MAX_NAME_LEN, MAX_SAMPLES_PER_FRAME,
 };
 use crate::model::{Millis, SampleSink};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
-/// Decodes one JSON object frame; see the module docs for the accepted shapes.
+/// Decodes one JSON object frame; see the module docs for the accepted shapes. Numeric
+/// timestamps are read in `unit`.
 pub fn decode(
     frame: &str,
     default_device: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
-    decode_with(frame, default_device, None, out)
+    decode_with(frame, default_device, None, unit, out)
 }
 
 /// Like `decode`; a `value` without a `metric` field takes `default_metric` (e.g. from an MQTT
@@ -46,6 +48,7 @@ pub fn decode_with(
     frame: &str,
     default_device: Option<&str>,
     default_metric: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let frame = frame.trim_ascii();
@@ -56,7 +59,7 @@ pub fn decode_with(
     if !scan(frame, &mut parsed) {
         parsed = parse_serde(frame)?;
     }
-    finish(&mut parsed, default_device, default_metric, out)
+    finish(&mut parsed, default_device, default_metric, unit, out)
 }
 
 /// Parses a (trimmed, non-empty) frame with serde.
@@ -81,6 +84,7 @@ fn finish(
     parsed: &mut Parsed<'_>,
     default_device: Option<&str>,
     default_metric: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let Parsed {
@@ -126,7 +130,7 @@ fn finish(
     }
     let ts = match ts.take() {
         None | Some(Num::Null) => None,
-        Some(n) => Some(num_to_ts(n)?),
+        Some(n) => Some(num_to_ts(n, unit)?),
     };
     if let Some((metric, value)) = &main {
         out.push(device, metric, ts, *value);
@@ -186,17 +190,19 @@ fn num_to_value(field: &str, n: Num<'_>) -> Result<f64, DecodeError> {
     }
 }
 
-fn num_to_ts(n: Num<'_>) -> Result<Millis, DecodeError> {
+fn num_to_ts(n: Num<'_>, unit: TsUnit) -> Result<Millis, DecodeError> {
     match n {
-        Num::Int(v) => ms_from_i64(v).ok_or_else(|| bad_number("ts", &v.to_string())),
+        Num::Int(v) => unit
+            .ms_from_i64(v)
+            .ok_or_else(|| bad_number("ts", &v.to_string())),
         Num::UInt(v) => i64::try_from(v)
             .ok()
-            .and_then(ms_from_i64)
+            .and_then(|v| unit.ms_from_i64(v))
             .ok_or_else(|| bad_number("ts", &v.to_string())),
-        Num::Float(v) => {
-            ms_from_f64(check_finite("ts", v)?).ok_or_else(|| bad_number("ts", &format!("{v:?}")))
-        }
-        Num::Text(s) => parse_ts(&s),
+        Num::Float(v) => unit
+            .ms_from_f64(check_finite("ts", v)?)
+            .ok_or_else(|| bad_number("ts", &format!("{v:?}"))),
+        Num::Text(s) => parse_ts(&s, unit),
         Num::Null => Err(bad_number("ts", "null")),
     }
 }
@@ -891,7 +897,7 @@ mod tests {
 
     fn ok(frame: &str, default_device: Option<&str>) -> Vec<(String, String, Option<i64>, f64)> {
         let mut s = VecSink::default();
-        let n = decode(frame, default_device, &mut s)
+        let n = decode(frame, default_device, TsUnit::Auto, &mut s)
             .unwrap_or_else(|e| panic!("{frame:?} failed: {e}"));
         assert_eq!(n, s.0.len());
         s.0
@@ -900,7 +906,7 @@ mod tests {
     /// Decodes a frame that must fail, and checks nothing was pushed.
     fn err(frame: &str, default_device: Option<&str>) -> DecodeError {
         let mut s = VecSink::default();
-        let e = decode(frame, default_device, &mut s).expect_err(frame);
+        let e = decode(frame, default_device, TsUnit::Auto, &mut s).expect_err(frame);
         assert!(s.0.is_empty(), "{frame:?} pushed {:?}", s.0);
         e
     }
@@ -945,6 +951,40 @@ mod tests {
         assert_eq!(f(r#"" 1763761234567.6 ""#), Some(1_763_761_234_568));
         assert_eq!(f("null"), None);
         assert_eq!(ok(r#"{"device":"d","v":1}"#, None)[0].2, None);
+        // Microseconds and nanoseconds (found by magnitude) were read as milliseconds before.
+        assert_eq!(f("1763761234567890"), Some(1_763_761_234_567));
+        assert_eq!(f("1763761234567890123"), Some(1_763_761_234_567));
+        assert_eq!(f(r#""1763761234567890123""#), Some(1_763_761_234_567));
+    }
+
+    #[test]
+    fn a_configured_unit_is_applied_by_both_parsers() {
+        // The scanner takes the first frame, serde the second (an escaped key), alike.
+        for frame in [
+            r#"{"device":"d","v":1,"ts":1763761234567890}"#,
+            r#"{"device":"d","\u0076":1,"ts":1763761234567890}"#,
+        ] {
+            let mut s = VecSink::default();
+            decode(frame, None, TsUnit::Us, &mut s).expect(frame);
+            assert_eq!(s.0[0].2, Some(1_763_761_234_567), "{frame}");
+        }
+        let at = |unit, ts: &str| {
+            let mut s = VecSink::default();
+            let frame = format!(r#"{{"device":"d","v":1,"ts":{ts}}}"#);
+            decode(&frame, None, unit, &mut s).map(|_| s.0[0].2)
+        };
+        // Small values in an explicit unit are not taken for seconds.
+        assert_eq!(at(TsUnit::Ms, "1500"), Ok(Some(1500)));
+        assert_eq!(at(TsUnit::Auto, "1500"), Ok(Some(1_500_000)));
+        assert_eq!(
+            at(TsUnit::Ns, "1763761234567890123.0"),
+            Ok(Some(1_763_761_234_568))
+        );
+        assert_eq!(at(TsUnit::S, "1763761234.5"), Ok(Some(1_763_761_234_500)));
+        assert_eq!(
+            at(TsUnit::S, "9223372036854776"),
+            Err(bad("ts", "9223372036854776"))
+        );
     }
 
     #[test]
@@ -1312,7 +1352,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut s = VecSink::default();
-            match super::super::decode(super::super::Format::Json, &bytes, Some("d"), &mut s) {
+            match super::super::decode(super::super::Format::Json, &bytes, &super::super::Opts::device(Some("d")), &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -1321,7 +1361,7 @@ mod tests {
         #[test]
         fn json_like_text_never_panics(text in r#"[{}\[\]":,0-9a-z.\-eE \\u]{0,80}"#) {
             let mut s = VecSink::default();
-            match decode(&text, None, &mut s) {
+            match decode(&text, None, TsUnit::Auto, &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -1345,7 +1385,7 @@ mod tests {
             }
             let text = serde_json::Value::Object(obj.clone()).to_string();
             let mut s = VecSink::default();
-            let r = decode(&text, None, &mut s);
+            let r = decode(&text, None, TsUnit::Auto, &mut s);
             let want_ts = ts.map(|t| if t < 100_000_000_000 { t * 1000 } else { t });
             let want: Vec<_> = obj
                 .iter()
@@ -1384,7 +1424,13 @@ mod tests {
         if frame.is_empty() {
             return Ok(0);
         }
-        finish(&mut parse_serde(frame)?, default_device, None, out)
+        finish(
+            &mut parse_serde(frame)?,
+            default_device,
+            None,
+            TsUnit::Auto,
+            out,
+        )
     }
 
     /// A bit-exact, comparable rendering of a number (`-0.0` differs from `0.0`).
@@ -1434,7 +1480,7 @@ mod tests {
             }
         }
         let (mut a, mut b) = (VecSink::default(), VecSink::default());
-        let got = decode(frame, default_device, &mut a);
+        let got = decode(frame, default_device, TsUnit::Auto, &mut a);
         let want = decode_serde_only(frame, default_device, &mut b);
         prop_assert_eq!(&got, &want, "{:?}", frame);
         prop_assert_eq!(bits(&a.0), bits(&b.0), "{:?}", frame);
@@ -1770,7 +1816,7 @@ mod tests {
                 .unwrap_or_default();
             if parse_fast(&frame).is_some() {
                 fast += 1;
-                if decode(&frame, Some("dflt"), &mut VecSink::default()).is_ok() {
+                if decode(&frame, Some("dflt"), TsUnit::Auto, &mut VecSink::default()).is_ok() {
                     emitted += 1;
                 }
             }

@@ -5,16 +5,17 @@
 //! other key is a metric and its value must be a number.
 
 use super::{
-    check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError,
+    check_name, emit, parse_ts, parse_value, resolve_device, Collected, DecodeError, TsUnit,
     MAX_SAMPLES_PER_FRAME,
 };
 use crate::model::SampleSink;
 use std::borrow::Cow;
 
-/// Decodes one key=value frame.
+/// Decodes one key=value frame; a numeric `ts` is read in `unit`.
 pub fn decode(
     frame: &str,
     default_device: Option<&str>,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     let frame = frame.trim_ascii();
@@ -73,7 +74,7 @@ pub fn decode(
     if samples.len() > MAX_SAMPLES_PER_FRAME {
         return Err(DecodeError::TooManyFields);
     }
-    let ts = ts.map(parse_ts).transpose()?;
+    let ts = ts.map(|t| parse_ts(t, unit)).transpose()?;
     Ok(emit(out, device, ts, &samples))
 }
 
@@ -85,7 +86,7 @@ mod tests {
 
     fn ok(frame: &str, default_device: Option<&str>) -> Vec<(String, String, Option<i64>, f64)> {
         let mut s = VecSink::default();
-        let n = decode(frame, default_device, &mut s)
+        let n = decode(frame, default_device, TsUnit::Auto, &mut s)
             .unwrap_or_else(|e| panic!("{frame:?} failed: {e}"));
         assert_eq!(n, s.0.len());
         s.0
@@ -93,7 +94,7 @@ mod tests {
 
     fn err(frame: &str, default_device: Option<&str>) -> DecodeError {
         let mut s = VecSink::default();
-        let e = decode(frame, default_device, &mut s).expect_err(frame);
+        let e = decode(frame, default_device, TsUnit::Auto, &mut s).expect_err(frame);
         assert!(s.0.is_empty(), "{frame:?} pushed {:?}", s.0);
         e
     }
@@ -269,7 +270,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut s = VecSink::default();
-            match super::super::decode(super::super::Format::Kv, &bytes, Some("d"), &mut s) {
+            match super::super::decode(super::super::Format::Kv, &bytes, &super::super::Opts::device(Some("d")), &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -278,7 +279,7 @@ mod tests {
         #[test]
         fn kv_like_text_never_panics(text in "[a-z0-9=., \t\\-]{0,60}") {
             let mut s = VecSink::default();
-            match decode(&text, None, &mut s) {
+            match decode(&text, None, TsUnit::Auto, &mut s) {
                 Ok(n) => prop_assert_eq!(n, s.0.len()),
                 Err(_) => prop_assert!(s.0.is_empty()),
             }
@@ -304,7 +305,7 @@ mod tests {
             let want_ts = ts.map(|t| if t < 100_000_000_000 { t * 1000 } else { t });
             let want: Vec<_> = metrics.iter().map(|(k, v)| rec(&device, k, want_ts, *v)).collect();
             let mut s = VecSink::default();
-            let r = decode(&line, None, &mut s);
+            let r = decode(&line, None, TsUnit::Auto, &mut s);
             if want.is_empty() {
                 prop_assert_eq!(r, Err(DecodeError::NoValues));
             } else {

@@ -1,9 +1,11 @@
-//! Frame decoders: turn one input frame (a JSON object, a CSV record or key=value pairs) into samples.
+//! Frame decoders: turn one input frame (a JSON object, a CSV record, key=value pairs or an Influx
+//! line protocol point) into samples.
 //! Pure code without I/O; `framing` cuts byte streams into frames, the per-format modules parse them.
 
 pub mod columns;
 pub(crate) mod csv;
 pub mod framing;
+pub mod influx;
 pub(crate) mod json;
 pub(crate) mod kv;
 pub(crate) mod path;
@@ -19,6 +21,8 @@ pub enum Format {
     Json,
     Csv,
     Kv,
+    /// Influx line protocol.
+    Influx,
 }
 
 impl Format {
@@ -27,6 +31,51 @@ impl Format {
             Format::Json => "json",
             Format::Csv => "csv",
             Format::Kv => "kv",
+            Format::Influx => "influx",
+        }
+    }
+}
+
+/// What a decoder is told besides the frame; cheap to copy, built per message where the
+/// default device varies (MQTT topics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Opts<'a> {
+    /// Device of frames that name none.
+    pub device: Option<&'a str>,
+    /// Unit of numeric timestamps (Influx: the precision).
+    pub ts_unit: TsUnit,
+    /// Influx line protocol only: where device and metric names come from.
+    pub influx: influx::Mapping<'a>,
+}
+
+impl<'a> Opts<'a> {
+    /// Defaults with a default device.
+    pub fn device(device: Option<&'a str>) -> Self {
+        Opts {
+            device,
+            ..Opts::default()
+        }
+    }
+}
+
+/// The owned form of `Opts`, as a source keeps it from its config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub device: Option<String>,
+    pub ts_unit: TsUnit,
+    pub device_tag: Option<String>,
+    pub influx_metric: influx::MetricName,
+}
+
+impl Settings {
+    pub fn opts(&self) -> Opts<'_> {
+        Opts {
+            device: self.device.as_deref(),
+            ts_unit: self.ts_unit,
+            influx: influx::Mapping {
+                device_tag: self.device_tag.as_deref(),
+                metric: self.influx_metric,
+            },
         }
     }
 }
@@ -41,8 +90,7 @@ impl fmt::Display for Format {
 pub const MAX_NAME_LEN: usize = 128;
 /// Most samples one frame may carry.
 pub const MAX_SAMPLES_PER_FRAME: usize = 256;
-pub use crate::timestamp::SECONDS_CUTOFF;
-pub(crate) use crate::timestamp::{ms_from_f64, ms_from_i64};
+pub use crate::timestamp::{TsUnit, SECONDS_CUTOFF};
 
 /// Why a frame was rejected. The message is meant to be logged as the reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,6 +105,8 @@ pub enum DecodeError {
     Kv(String),
     #[error("invalid column frame: {0}")]
     Columns(String),
+    #[error("invalid line protocol: {0}")]
+    Influx(String),
     #[error("missing field `{0}`")]
     MissingField(&'static str),
     #[error("duplicate field `{0}`")]
@@ -89,14 +139,16 @@ pub enum DecodeError {
 pub fn decode(
     format: Format,
     frame: &[u8],
-    default_device: Option<&str>,
+    opts: &Opts<'_>,
     out: &mut impl crate::model::SampleSink,
 ) -> Result<usize, DecodeError> {
     let text = std::str::from_utf8(frame).map_err(|_| DecodeError::NotUtf8)?;
+    let (device, unit) = (opts.device, opts.ts_unit);
     match format {
-        Format::Json => json::decode(text, default_device, out),
-        Format::Csv => csv::decode(text, default_device, out),
-        Format::Kv => kv::decode(text, default_device, out),
+        Format::Json => json::decode(text, device, unit, out),
+        Format::Csv => csv::decode(text, device, unit, out),
+        Format::Kv => kv::decode(text, device, unit, out),
+        Format::Influx => influx::decode(text, device, opts.influx, unit, out),
     }
 }
 
@@ -183,15 +235,15 @@ pub(crate) fn parse_value(field: &str, text: &str) -> Result<f64, DecodeError> {
     check_finite(field, v)
 }
 
-/// Parses a numeric timestamp from text (surrounding whitespace allowed): an integer, else a float.
-/// Calendar times are `crate::timestamp::calendar`'s.
-pub(crate) fn parse_ts(text: &str) -> Result<Millis, DecodeError> {
+/// Parses a numeric timestamp in `unit` from text (surrounding whitespace allowed): an integer,
+/// else a float. Calendar times are `crate::timestamp::calendar`'s.
+pub(crate) fn parse_ts(text: &str, unit: TsUnit) -> Result<Millis, DecodeError> {
     let t = text.trim();
     let ms = match t.parse::<i64>() {
-        Ok(v) => ms_from_i64(v),
+        Ok(v) => unit.ms_from_i64(v),
         Err(_) => {
             let v: f64 = t.parse().map_err(|_| bad_number("ts", text))?;
-            ms_from_f64(check_finite("ts", v)?)
+            unit.ms_from_f64(check_finite("ts", v)?)
         }
     };
     ms.ok_or_else(|| bad_number("ts", text))
@@ -235,6 +287,8 @@ mod tests {
         assert_eq!(w.f, Format::Json);
         let w: W = serde_json::from_str(r#"{"f":"csv"}"#).unwrap();
         assert_eq!(w.f, Format::Csv);
+        let w: W = serde_json::from_str(r#"{"f":"influx"}"#).unwrap();
+        assert_eq!(w.f, Format::Influx);
         assert!(serde_json::from_str::<W>(r#"{"f":"Json"}"#).is_err());
         assert_eq!(Format::Csv.to_string(), "csv");
     }
@@ -245,29 +299,32 @@ mod tests {
         let n = decode(
             Format::Json,
             br#"{"device":"d1","metric":"t","value":1}"#,
-            None,
+            &Opts::default(),
             &mut s,
         )
         .unwrap();
         assert_eq!(n, 1);
-        assert_eq!(decode(Format::Csv, b"d2,t,2", None, &mut s), Ok(1));
-        assert_eq!(decode(Format::Kv, b"device=d3 t=3", None, &mut s), Ok(1));
+        let none = Opts::default();
+        assert_eq!(decode(Format::Csv, b"d2,t,2", &none, &mut s), Ok(1));
+        assert_eq!(decode(Format::Kv, b"device=d3 t=3", &none, &mut s), Ok(1));
+        assert_eq!(decode(Format::Influx, b"d4 t=4", &none, &mut s), Ok(1));
         assert_eq!(
             s.0,
             vec![
                 rec("d1", "t", None, 1.0),
                 rec("d2", "t", None, 2.0),
-                rec("d3", "t", None, 3.0)
+                rec("d3", "t", None, 3.0),
+                rec("d4", "t", None, 4.0)
             ]
         );
     }
 
     #[test]
     fn invalid_utf8_is_rejected_for_every_format() {
-        for f in [Format::Json, Format::Csv, Format::Kv] {
+        for f in [Format::Json, Format::Csv, Format::Kv, Format::Influx] {
             let mut s = VecSink::default();
             assert_eq!(
-                decode(f, b"d1,t,\xff\xfe", Some("x"), &mut s),
+                decode(f, b"d1,t,\xff\xfe", &Opts::device(Some("x")), &mut s),
                 Err(DecodeError::NotUtf8)
             );
             assert!(s.0.is_empty());
@@ -276,16 +333,17 @@ mod tests {
 
     #[test]
     fn blank_frames_are_ok_zero() {
-        for f in [Format::Json, Format::Csv, Format::Kv] {
+        for f in [Format::Json, Format::Csv, Format::Kv, Format::Influx] {
             let mut s = VecSink::default();
-            assert_eq!(decode(f, b"", None, &mut s), Ok(0));
-            assert_eq!(decode(f, b" \t\r ", None, &mut s), Ok(0));
+            assert_eq!(decode(f, b"", &Opts::default(), &mut s), Ok(0));
+            assert_eq!(decode(f, b" \t\r ", &Opts::default(), &mut s), Ok(0));
             assert!(s.0.is_empty());
         }
     }
 
     #[test]
     fn timestamps_seconds_ms_and_bounds() {
+        let parse_ts = |t| parse_ts(t, TsUnit::Auto);
         assert_eq!(parse_ts("1763761234"), Ok(1_763_761_234_000));
         assert_eq!(parse_ts("1763761234.5"), Ok(1_763_761_234_500));
         assert_eq!(parse_ts("1763761234567"), Ok(1_763_761_234_567));
@@ -311,8 +369,29 @@ mod tests {
             parse_ts("inf"),
             Err(DecodeError::NonFinite { field: "ts".into() })
         );
-        assert_eq!(parse_ts("9223372036854775807"), Ok(i64::MAX));
-        assert!(parse_ts("9223372036854775808").is_err());
+        // Beyond 10^17 a value is nanoseconds.
+        assert_eq!(parse_ts("9223372036854775807"), Ok(9_223_372_036_854));
+        assert_eq!(parse_ts("9223372036854775808"), Ok(9_223_372_036_855));
+    }
+
+    #[test]
+    fn every_format_applies_the_unit() {
+        let ns = Opts {
+            ts_unit: TsUnit::Ns,
+            ..Opts::device(Some("d"))
+        };
+        let frames: [(Format, &[u8]); 4] = [
+            (Format::Json, br#"{"t":1,"ts":1500000000}"#),
+            (Format::Csv, b"d,t,1,1500000000"),
+            (Format::Kv, b"t=1 ts=1500000000"),
+            (Format::Influx, b"d t=1 1500000000"),
+        ];
+        for (f, frame) in frames {
+            let mut s = VecSink::default();
+            decode(f, frame, &ns, &mut s).expect("decodes");
+            // Taken for seconds without the unit.
+            assert_eq!(s.0[0].2, Some(1500), "{f}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::DecodeError;
-use super::{check_finite, check_name, ms_from_f64, ms_from_i64, parse_ts, parse_value, shorten};
+use super::{check_finite, check_name, parse_ts, parse_value, shorten, TsUnit};
 use crate::model::{Millis, SampleSink};
 
 /// A dotted path into a JSON document: object keys, or array indices for arrays.
@@ -52,6 +52,7 @@ pub fn decode(
     ts: Option<&FieldPath>,
     device: &str,
     metric: &str,
+    unit: TsUnit,
     out: &mut impl SampleSink,
 ) -> Result<usize, DecodeError> {
     check_name("device", device)?;
@@ -69,27 +70,29 @@ pub fn decode(
         Some(p) => match p.get(&doc) {
             None => return Err(DecodeError::MissingPath(shorten(p.as_str()))),
             Some(Value::Null) => None,
-            Some(t) => Some(timestamp(p.as_str(), t)?),
+            Some(t) => Some(timestamp(p.as_str(), t, unit)?),
         },
     };
     out.push(device, metric, ts, v);
     Ok(1)
 }
 
-/// A JSON timestamp: integer or float seconds/milliseconds (as `ts` everywhere), or an RFC 3339 string.
-fn timestamp(field: &str, t: &Value) -> Result<Millis, DecodeError> {
+/// A JSON timestamp: an integer or float in `unit` (as `ts` everywhere), or an RFC 3339 string.
+fn timestamp(field: &str, t: &Value, unit: TsUnit) -> Result<Millis, DecodeError> {
     let bad = || DecodeError::BadTimestamp {
         field: shorten(field),
         text: shorten(&t.to_string()),
     };
     match t {
         Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => ms_from_i64(i),
-            (None, Some(f)) if f.is_finite() => ms_from_f64(f),
+            (Some(i), _) => unit.ms_from_i64(i),
+            (None, Some(f)) if f.is_finite() => unit.ms_from_f64(f),
             _ => None,
         }
         .ok_or_else(bad),
-        Value::String(s) => parse_ts(s).or_else(|_| crate::timestamp::calendar(s).ok_or_else(bad)),
+        Value::String(s) => {
+            parse_ts(s, unit).or_else(|_| crate::timestamp::calendar(s).ok_or_else(bad))
+        }
         _ => Err(bad()),
     }
 }
@@ -108,17 +111,43 @@ mod tests {
         let mut s = VecSink::default();
         let f = br#"{"reading":{"temp":21.5},"time":1763761234}"#;
         assert_eq!(
-            decode(f, &p("reading.temp"), Some(&p("time")), "d", "t", &mut s),
+            decode(
+                f,
+                &p("reading.temp"),
+                Some(&p("time")),
+                "d",
+                "t",
+                TsUnit::Auto,
+                &mut s
+            ),
             Ok(1)
         );
         let f = br#"{"reading":{"temp":"22"},"time":1763761234567}"#;
-        decode(f, &p("reading.temp"), Some(&p("time")), "d", "t", &mut s).expect("ms");
+        decode(
+            f,
+            &p("reading.temp"),
+            Some(&p("time")),
+            "d",
+            "t",
+            TsUnit::Auto,
+            &mut s,
+        )
+        .expect("ms");
         let f = br#"{"r":[1,{"v":3}],"time":"2025-11-21T21:40:34.567Z"}"#;
-        decode(f, &p("r.1.v"), Some(&p("time")), "d", "t", &mut s).expect("rfc3339");
+        decode(
+            f,
+            &p("r.1.v"),
+            Some(&p("time")),
+            "d",
+            "t",
+            TsUnit::Auto,
+            &mut s,
+        )
+        .expect("rfc3339");
         let f = br#"{"v":4,"time":"2025-11-21T22:40:34.567+01:00"}"#;
-        decode(f, &p("v"), Some(&p("time")), "d", "t", &mut s).expect("offset");
+        decode(f, &p("v"), Some(&p("time")), "d", "t", TsUnit::Auto, &mut s).expect("offset");
         let f = br#"{"v":5}"#;
-        decode(f, &p("v"), None, "d", "t", &mut s).expect("no ts");
+        decode(f, &p("v"), None, "d", "t", TsUnit::Auto, &mut s).expect("no ts");
         assert_eq!(
             s.0,
             vec![
@@ -141,6 +170,7 @@ mod tests {
                 Some(&p("ts")),
                 "d",
                 "t",
+                TsUnit::Auto,
                 &mut VecSink::default(),
             )
         };
@@ -161,7 +191,7 @@ mod tests {
             Err(DecodeError::BadNumber { .. })
         ));
         assert!(matches!(e(b"{not json"), Err(DecodeError::Json(_))));
-        assert!(decode(b"{}", &p("x"), None, "", "t", &mut s).is_err());
+        assert!(decode(b"{}", &p("x"), None, "", "t", TsUnit::Auto, &mut s).is_err());
         assert!(FieldPath::parse("a..b").is_err());
         assert!(s.0.is_empty());
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::route::{Closed, Router, RoutingSink};
 use crate::decode::framing::{Delimiter, LineFramer};
-use crate::decode::{self, DecodeError, Format};
+use crate::decode::{self, DecodeError, Format, Settings, TsUnit};
 use crate::model::{now_ms, SampleSink};
 use crate::status::{RateLimitedLog, SourceStats};
 
@@ -154,27 +154,38 @@ impl Intake {
 /// How a byte-stream source turns one frame into samples.
 #[derive(Debug, Clone)]
 pub enum Decoder {
-    /// One of the frame formats (`json`, `csv`, `kv`), with a default device.
-    Format {
-        format: Format,
-        device: Option<String>,
-    },
+    /// One of the frame formats (`json`, `csv`, `kv`, `influx`), with a default device, the
+    /// timestamp unit and the Influx name mapping.
+    Format { format: Format, settings: Settings },
     /// Bare values mapped to configured metric names (serial `format = "columns"`).
     Columns {
         columns: Vec<String>,
         device: Option<String>,
+        ts_unit: TsUnit,
     },
 }
 
 impl Decoder {
+    /// A frame format with default settings.
+    pub fn format(format: Format) -> Self {
+        Decoder::Format {
+            format,
+            settings: Settings::default(),
+        }
+    }
+
     pub fn decode(&self, frame: &[u8], out: &mut impl SampleSink) -> Result<usize, DecodeError> {
         match self {
-            Decoder::Format { format, device } => {
-                decode::decode(*format, frame, device.as_deref(), out)
+            Decoder::Format { format, settings } => {
+                decode::decode(*format, frame, &settings.opts(), out)
             }
-            Decoder::Columns { columns, device } => {
+            Decoder::Columns {
+                columns,
+                device,
+                ts_unit,
+            } => {
                 let text = std::str::from_utf8(frame).map_err(|_| DecodeError::NotUtf8)?;
-                decode::columns::decode(text, columns, device.as_deref(), out)
+                decode::columns::decode(text, columns, device.as_deref(), *ts_unit, out)
             }
         }
     }
@@ -323,10 +334,7 @@ mod tests {
     }
 
     fn csv() -> Decoder {
-        Decoder::Format {
-            format: Format::Csv,
-            device: None,
-        }
+        Decoder::format(Format::Csv)
     }
 
     #[tokio::test]
@@ -388,6 +396,7 @@ mod tests {
             Decoder::Columns {
                 columns: vec!["t".into(), "h".into()],
                 device: Some("probe".into()),
+                ts_unit: TsUnit::Auto,
             },
         );
         f.intake.set_from("/dev/ttyUSB0");

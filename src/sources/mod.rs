@@ -4,6 +4,10 @@
 //! A source kind is one file (+ its config struct); all of them feed an `intake::Intake`.
 
 pub(crate) mod backoff;
+pub mod exec;
+pub mod file;
+pub mod host;
+pub mod http;
 pub mod intake;
 pub(crate) mod modbus;
 pub(crate) mod mqtt;
@@ -11,6 +15,7 @@ pub mod route;
 pub(crate) mod serial;
 pub mod sim;
 pub(crate) mod tcp;
+pub(crate) mod udp;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -72,6 +77,11 @@ pub(crate) fn factory(
         SourceConfig::Serial(c) => task(c, idx, router, stats, serial::run),
         SourceConfig::Modbus(c) => task(c, idx, router, stats, modbus::run),
         SourceConfig::Mqtt(c) => task(c, idx, router, stats, mqtt::run),
+        SourceConfig::Udp(c) => task(c, idx, router, stats, udp::run),
+        SourceConfig::Http(c) => task(c, idx, router, stats, http::run),
+        SourceConfig::Host(c) => task(c, idx, router, stats, host::run),
+        SourceConfig::File(c) => task(c, idx, router, stats, file::run),
+        SourceConfig::Exec(c) => task(c, idx, router, stats, exec::run),
     }
 }
 
@@ -97,7 +107,10 @@ impl SourceActor {
             SourceConfig::Serial(s) => Retry::new(s.backoff_min.0, s.backoff_max.0),
             SourceConfig::Modbus(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
             SourceConfig::Mqtt(m) => Retry::new(m.backoff_min.0, m.backoff_max.0),
-            SourceConfig::Sim(_) => Retry::new(
+            SourceConfig::Udp(u) => Retry::new(u.backoff_min.0, u.backoff_max.0),
+            SourceConfig::Http(h) => Retry::new(h.backoff_min.0, h.backoff_max.0),
+            SourceConfig::Exec(x) => Retry::new(x.backoff_min.0, x.backoff_max.0),
+            SourceConfig::Host(_) | SourceConfig::File(_) | SourceConfig::Sim(_) => Retry::new(
                 std::time::Duration::from_millis(200),
                 std::time::Duration::from_secs(10),
             ),

@@ -17,6 +17,8 @@ pub struct Ingest {
 #[derive(Clone, Debug)]
 pub struct Router {
     shards: Vec<mpsc::Sender<Ingest>>,
+    /// Where an http source without a listener of its own plugs into the API (`/api/ingest`).
+    api_ingest: super::http::ApiSlot,
 }
 
 /// The shards are gone: the appliance is shutting down.
@@ -36,7 +38,15 @@ pub fn shard_of(device: &str, shards: usize) -> usize {
 
 impl Router {
     pub fn new(shards: Vec<mpsc::Sender<Ingest>>) -> Self {
-        Router { shards }
+        Router {
+            shards,
+            api_ingest: super::http::ApiSlot::default(),
+        }
+    }
+
+    /// The API's `/api/ingest` slot, shared by the API and the http source that fills it.
+    pub fn api_ingest(&self) -> super::http::ApiSlot {
+        self.api_ingest.clone()
     }
 
     pub fn shards(&self) -> usize {
@@ -116,6 +126,44 @@ impl RoutingSink {
                 .map_err(|_| Closed)?;
         }
         Ok(())
+    }
+}
+
+impl RoutingSink {
+    /// Sends every non-empty batch only once every shard concerned has room for it: all or
+    /// nothing (an HTTP request is answered 204 only when all its samples are in). Dropping
+    /// the future while it waits sends nothing; the batches stay here (`discard` drops them).
+    pub async fn send_all(&mut self) -> Result<(), Closed> {
+        let RoutingSink {
+            router,
+            source,
+            batches,
+            unsynced_pushed,
+            ..
+        } = self;
+        let mut permits = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            if !b.is_empty() {
+                permits.push((i, router.shards[i].reserve().await.map_err(|_| Closed)?));
+            }
+        }
+        crate::clock::count_unsynced(std::mem::take(unsynced_pushed));
+        for (i, permit) in permits {
+            let b = &mut batches[i];
+            let batch = std::mem::replace(b, Batch::with_capacity(b.len()));
+            permit.send(Ingest {
+                source: *source,
+                batch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops the pending samples (a request that was refused); returns how many were dropped.
+    pub fn discard(&mut self) -> u64 {
+        self.batches.iter_mut().for_each(Batch::clear);
+        self.unsynced_pushed = 0;
+        self.take_pushed()
     }
 }
 

@@ -44,11 +44,17 @@ fn decoder(cfg: &SerialSource) -> Decoder {
     match cfg.format {
         SerialFormat::Frame(format) => Decoder::Format {
             format,
-            device: cfg.device.clone(),
+            settings: crate::decode::Settings {
+                device: cfg.device.clone(),
+                ts_unit: cfg.ts_unit,
+                device_tag: cfg.device_tag.clone(),
+                influx_metric: cfg.influx_metric,
+            },
         },
         SerialFormat::Columns => Decoder::Columns {
             columns: cfg.columns.clone().unwrap_or_default(),
             device: cfg.device.clone(),
+            ts_unit: cfg.ts_unit,
         },
     }
 }

@@ -44,7 +44,7 @@ fn framed(cfg: &TcpSource, idx: u16, router: &Router, stats: &Arc<SourceStats>) 
         Delimiter::Newline,
         Decoder::Format {
             format: cfg.format,
-            device: None,
+            settings: cfg.settings(),
         },
     )
 }
@@ -218,6 +218,31 @@ mod tests {
         let e = parse("connect = \"hub:9000\"\n").expect_err("connect without mode");
         assert!(e.starts_with("t.toml:5:1: unknown field `connect`"), "{e}");
         assert!(e.contains("mode = \"client\""), "{e}");
+    }
+
+    #[test]
+    fn decoder_settings_in_either_mode() {
+        use crate::decode::{influx::MetricName, TsUnit};
+        let text = "node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\nmode = \"client\"\nconnect = \"h:1\"\nformat = \"influx\"\nts_unit = \"us\"\ndevice_tag = \"host\"\ninflux_metric = \"field\"\n";
+        let r = parse_str(text, std::path::Path::new("t.toml")).expect("valid");
+        let SourceConfig::Tcp(t) = &r.config.sources[0] else {
+            panic!("not tcp")
+        };
+        let s = t.settings();
+        assert_eq!(
+            (s.ts_unit, s.device_tag.as_deref(), s.influx_metric),
+            (TsUnit::Us, Some("host"), MetricName::Field)
+        );
+        let e = parse("listen = \"127.0.0.1:1\"\nts_unit = \"sec\"\n").expect_err("bad unit");
+        assert!(
+            e.contains("unknown variant `sec`") && e.contains("`ms`") && e.contains("ts_unit"),
+            "{e}"
+        );
+        let e = parse("listen = \"127.0.0.1:1\"\ndevice_tag = \"host\"\n").expect_err("json");
+        assert!(
+            e.contains("applies to format = \"influx\" only") && e.contains("source[0].device_tag"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rumqttc::QoS;
 use super::topic::{Captures, Pattern};
 use crate::config::{MqttPayload, MqttSubscription};
 use crate::decode::path::FieldPath;
-use crate::decode::{check_name, json, parse_value, DecodeError, Format};
+use crate::decode::{check_name, json, parse_value, DecodeError, Format, Opts, Settings};
 use crate::model::SampleSink;
 
 /// A subscription ready to use.
@@ -20,6 +20,8 @@ pub struct Sub {
     pub ts: Option<FieldPath>,
     pub device: Option<String>,
     pub metric: Option<String>,
+    /// Timestamp unit and Influx mapping (its `device` is unused: the topic's or `device` is).
+    pub settings: Settings,
 }
 
 impl Sub {
@@ -39,6 +41,12 @@ impl Sub {
             ts: s.ts.as_deref().map(FieldPath::parse).transpose()?,
             device: s.device.clone(),
             metric: s.metric.clone(),
+            settings: Settings {
+                device: None,
+                ts_unit: s.ts_unit,
+                device_tag: s.device_tag.clone(),
+                influx_metric: s.influx_metric,
+            },
         })
     }
 }
@@ -76,6 +84,10 @@ fn decode_one(
 ) -> Result<usize, DecodeError> {
     let device = c.device.or(s.device.as_deref());
     let metric = c.metric.or(s.metric.as_deref());
+    let opts = Opts {
+        device,
+        ..s.settings.opts()
+    };
     let named = || -> Result<(&str, &str), DecodeError> {
         let d = device.ok_or(DecodeError::MissingField("device"))?;
         let m = metric.ok_or(DecodeError::MissingField("metric"))?;
@@ -86,7 +98,7 @@ fn decode_one(
     match (s.format, &s.value) {
         (MqttPayload::Json, Some(value)) => {
             let (d, m) = named()?;
-            crate::decode::path::decode(payload, value, s.ts.as_ref(), d, m, out)
+            crate::decode::path::decode(payload, value, s.ts.as_ref(), d, m, opts.ts_unit, out)
         }
         (MqttPayload::Number, _) => {
             let (d, m) = named()?;
@@ -97,21 +109,21 @@ fn decode_one(
         }
         (MqttPayload::Json, None) => {
             let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
-            match json::decode_with(text, device, metric, out)? {
+            match json::decode_with(text, device, metric, opts.ts_unit, out)? {
                 0 => Err(DecodeError::NoValues),
                 n => Ok(n),
             }
         }
-        (MqttPayload::Csv | MqttPayload::Kv, _) => {
-            let f = if s.format == MqttPayload::Csv {
-                Format::Csv
-            } else {
-                Format::Kv
+        (MqttPayload::Csv | MqttPayload::Kv | MqttPayload::Influx, _) => {
+            let f = match s.format {
+                MqttPayload::Csv => Format::Csv,
+                MqttPayload::Kv => Format::Kv,
+                _ => Format::Influx,
             };
             // Several lines may share one message; lines before a bad one are kept.
             let mut n = 0;
             for line in payload.split(|b| *b == b'\n') {
-                n += crate::decode::decode(f, line, device, out)?;
+                n += crate::decode::decode(f, line, &opts, out)?;
             }
             if n == 0 {
                 return Err(DecodeError::NoValues);
@@ -135,6 +147,9 @@ mod tests {
             ts: ts.map(Into::into),
             device: None,
             metric: None,
+            ts_unit: Default::default(),
+            device_tag: None,
+            influx_metric: Default::default(),
         })
         .expect("compile")
     }
@@ -153,6 +168,8 @@ mod tests {
             sub("multi/{device}", MqttPayload::Json, None, None),
             sub("csv/{device}", MqttPayload::Csv, None, None),
             sub("kv/{device}", MqttPayload::Kv, None, None),
+            sub("influx/{device}", MqttPayload::Influx, None, None),
+            sub("telegraf/#", MqttPayload::Influx, None, None),
         ];
         let mut s = VecSink::default();
         let mut d = |t: &str, p: &[u8]| decode(&subs, t, p, &mut s);
@@ -174,6 +191,12 @@ mod tests {
         );
         assert_eq!(d("csv/d5", b"d5,temp,7\nd6,temp,8\n"), Ok(2));
         assert_eq!(d("kv/d7", b"temp=9 hum=10"), Ok(2));
+        // Influx: the topic names the device; without one, the measurement does.
+        assert_eq!(
+            d("influx/d8", b"env temp=11,on=true 1763761234567000000\n"),
+            Ok(2)
+        );
+        assert_eq!(d("telegraf/x", b"d9 temp=12i"), Ok(1));
         assert_eq!(
             s.0,
             vec![
@@ -186,6 +209,9 @@ mod tests {
                 rec("d6", "temp", None, 8.0),
                 rec("d7", "temp", None, 9.0),
                 rec("d7", "hum", None, 10.0),
+                rec("d8", "env.temp", Some(1_763_761_234_567), 11.0),
+                rec("d8", "env.on", Some(1_763_761_234_567), 1.0),
+                rec("d9", "temp", None, 12.0),
             ]
         );
     }
