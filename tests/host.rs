@@ -85,8 +85,11 @@ fn host_metrics_reach_the_api_and_the_shipped_detectors_fire() {
     assert_eq!(by("undervoltage")["severity"], "critical");
     assert_eq!(by("hot_cpu")["metric"], "cpu.temp_c");
     assert_eq!(by("hot_cpu")["value"], 85.062);
-    // The disk of a test machine is not nearly full: that detector stays quiet.
-    assert!(!alerts.to_string().contains("disk_nearly_full"), "{alerts}");
+    // disk_nearly_full follows the real filesystem of the data directory (> 90 % used).
+    let disk = by("disk_nearly_full");
+    if !disk.is_null() {
+        assert!(disk["value"].as_f64().unwrap_or(0.0) > 90.0, "{disk}");
+    }
     let devices = ew.poll("/api/devices", Duration::from_secs(10), |v| {
         v.to_string().contains("disk.write_bytes_per_s")
     });
