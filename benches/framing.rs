@@ -58,7 +58,13 @@ fn bench_framing(c: &mut Criterion) {
     let frame = "22.125,41.5,1013.2,OK,1763761234567";
     let mut sink = CountSink::default();
     assert_eq!(
-        edgewatch::decode::columns::decode(frame, &columns, Some("bench-1"), &mut sink),
+        edgewatch::decode::columns::decode(
+            frame,
+            &columns,
+            Some("bench-1"),
+            edgewatch::decode::TsUnit::Auto,
+            &mut sink
+        ),
         Ok(3)
     );
     group.bench_function("columns", |b| {
@@ -67,6 +73,7 @@ fn bench_framing(c: &mut Criterion) {
                 black_box(frame),
                 &columns,
                 Some("bench-1"),
+                edgewatch::decode::TsUnit::Auto,
                 &mut sink,
             )
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use edgewatch::decode::framing::{Delimiter, LineFramer};
-use edgewatch::decode::{decode, Format};
+use edgewatch::decode::{decode, Format, Opts};
 use edgewatch::model::now_ms;
 use edgewatch::sources::intake::{Decoder, Framed, Intake, Origin};
 use edgewatch::sources::route::{Ingest, Router, RoutingSink};
@@ -93,7 +93,7 @@ impl Bench {
         let (mut accepted, mut rejected) = (0u64, 0u64);
         self.framer.feed(black_box(&self.data), |frame| {
             let reason = match frame {
-                Ok(line) => match decode(Format::Json, line, None, sink) {
+                Ok(line) => match decode(Format::Json, line, &Opts::default(), sink) {
                     Ok(0) => return,
                     Ok(_) => {
                         accepted += 1;

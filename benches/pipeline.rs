@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgewatch::analysis::shard::{Policies, ShardCore};
 use edgewatch::config::parse_str;
-use edgewatch::decode::{decode, Format};
+use edgewatch::decode::{decode, Format, Opts};
 use edgewatch::model::{Batch, Millis, SampleSink};
 use edgewatch::status::StatusBoard;
 
@@ -67,7 +67,12 @@ fn bench_pipeline(c: &mut Criterion) {
     for _ in 0..4 {
         batch.clear();
         for l in &lines {
-            let _ = decode(Format::Json, l.as_bytes(), None, &mut BatchSink(&mut batch));
+            let _ = decode(
+                Format::Json,
+                l.as_bytes(),
+                &Opts::default(),
+                &mut BatchSink(&mut batch),
+            );
         }
         core.ingest(0, &batch, 0, &mut alerts);
     }
@@ -81,7 +86,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 let _ = decode(
                     Format::Json,
                     black_box(l.as_bytes()),
-                    None,
+                    &Opts::default(),
                     &mut BatchSink(&mut batch),
                 );
             }

@@ -215,7 +215,7 @@ mod tests {
             Some(T + 123)
         );
         assert_eq!(TsUnit::Us.ms_from_i64(1_396_828_800_123_999), Some(T + 123));
-        assert_eq!(TsUnit::S.ms_from_f64(1_396_828_800.1234), Some(T + 123));
+        assert_eq!(TsUnit::S.ms_from_f64(1_396_828_800.123_4), Some(T + 123));
         // An explicit unit wins over the magnitude: small values are not taken for seconds.
         assert_eq!(TsUnit::Ms.ms_from_i64(5), Some(5));
         assert_eq!(TsUnit::Ns.ms_from_i64(5_000_000), Some(5));
