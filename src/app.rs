@@ -282,13 +282,17 @@ pub fn serve(
     // `[[sink]]`: each gets its own outbox in the store.
     let mut sink_parts = Vec::new();
     for k in &cfg.sinks {
-        let crate::config::SinkConfig::Mqtt(m) = k;
         let outbox = store
-            .named_outbox(&format!("mqtt_{}", m.id))
-            .with_context(|| format!("cannot open the outbox of sink {:?}", m.id))?;
-        let (queue, feed) = consumer::feed(outbox, budget(&m.budget), false, &cfg.node_id);
+            .named_outbox(&k.outbox_name())
+            .with_context(|| format!("cannot open the outbox of sink {:?}", k.id()))?;
+        let (queue, feed) = consumer::feed(
+            outbox,
+            budget(k.budget()),
+            k.outbox_summaries(),
+            &cfg.node_id,
+        );
         queues.push(queue);
-        sink_parts.push((m.clone(), feed));
+        sink_parts.push((k.clone(), feed));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -312,7 +316,7 @@ pub fn serve(
             upstream: sender.as_ref().map(|(_, f)| (f.stats.clone(), f.outbox.clone())),
             sinks: sink_parts
                 .iter()
-                .map(|(m, f)| (m.id.clone(), f.stats.clone(), f.outbox.clone()))
+                .map(|(k, f)| (k.id().to_string(), f.stats.clone(), f.outbox.clone()))
                 .collect(),
             store: Default::default(),
         });
@@ -329,9 +333,9 @@ pub fn serve(
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
         let mut sinks = Vec::new();
-        for (m, feed) in sink_parts {
-            let id = m.id.clone();
-            let sink = crate::sinks::mqtt::Sink::new(m, cfg.node_id.clone(), events.subscribe())
+        for (k, feed) in sink_parts {
+            let id = k.id().to_string();
+            let sink = crate::sinks::Built::new(k, &cfg.node_id, &events)
                 .with_context(|| format!("sink {id:?}"))?;
             sinks.push((sink, feed));
         }
@@ -415,8 +419,7 @@ pub fn serve(
         );
 
         for (sink, feed) in sinks {
-            tracing::info!(sink = %sink.cfg.id, url = %sink.cfg.url, "publishing alerts to an MQTT broker");
-            tokio::spawn(crate::sinks::mqtt::run(sink, feed));
+            sink.spawn(feed);
         }
         if let Some((sender, feed)) = sender {
             tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");
