@@ -267,8 +267,12 @@ pub fn serve(
             } else {
                 None
             };
-            let (queue, feed) =
-                consumer::feed(store.outbox(), budget(&u.budget), true, &cfg.node_id);
+            let (queue, feed) = consumer::feed(
+                store.outbox(),
+                budget(&u.budget),
+                crate::store::SummaryFeed::Upstream,
+                &cfg.node_id,
+            );
             queues.push(queue);
             let sender = upstream::client::Upstream {
                 cfg: u.clone(),
@@ -288,7 +292,11 @@ pub fn serve(
         let (queue, feed) = consumer::feed(
             outbox,
             budget(k.budget()),
-            k.outbox_summaries(),
+            if k.outbox_summaries() {
+                crate::store::SummaryFeed::Every
+            } else {
+                crate::store::SummaryFeed::None
+            },
             &cfg.node_id,
         );
         queues.push(queue);

@@ -26,6 +26,7 @@ pub(crate) struct Msg {
     #[serde(rename = "type")]
     pub kind: String,
     pub node: String,
+    pub seq: u64,
     pub id: String,
     pub device: String,
     pub metric: String,
@@ -136,7 +137,7 @@ pub struct Session {
     batch: usize,
     resend: Duration,
     generator: Option<String>,
-    /// Firing alerts by id: the queued JSON of their `firing` message.
+    /// Firing alerts by device, metric and detector: the queued JSON of their `firing` message.
     firing: BTreeMap<String, Vec<u8>>,
     next_resend: tokio::time::Instant,
 }
@@ -244,12 +245,16 @@ impl consumer::Session for Session {
             if m.kind != "alert" {
                 continue;
             }
+            // Keyed like Alertmanager's identity (one firing alert per device, metric and
+            // detector): a new firing replaces one whose resolution a kill -9 lost with the
+            // shard's state, and any later transition of that detector ends it.
+            let key = format!("{}\u{1f}{}\u{1f}{}", m.device, m.metric, m.detector);
             if m.state == "firing" {
-                self.outbox.keep(&m.id, &json)?;
-                self.firing.insert(m.id, json);
+                self.outbox.keep(&key, &json)?;
+                self.firing.insert(key, json);
             } else {
-                self.outbox.forget(&m.id)?;
-                self.firing.remove(&m.id);
+                self.outbox.forget(&key)?;
+                self.firing.remove(&key);
             }
         }
         Ok(n)

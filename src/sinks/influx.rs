@@ -50,7 +50,7 @@ impl Influx {
         let (url, auth) = match cfg.api {
             InfluxApi::V1 => {
                 let mut u = format!(
-                    "{base}/write?precision=ms&db={}",
+                    "{base}/write?precision=ns&db={}",
                     query_escape(cfg.database.as_deref().unwrap_or_default())
                 );
                 if let Some(rp) = &cfg.retention_policy {
@@ -66,7 +66,7 @@ impl Influx {
             }
             InfluxApi::V2 => {
                 let u = format!(
-                    "{base}/api/v2/write?precision=ms&org={}&bucket={}",
+                    "{base}/api/v2/write?precision=ns&org={}&bucket={}",
                     query_escape(cfg.org.as_deref().unwrap_or_default()),
                     query_escape(cfg.bucket.as_deref().unwrap_or_default())
                 );
@@ -167,6 +167,15 @@ fn head(out: &mut String, prefix: &str, name: &str, tags: &[(&str, &str)]) {
     }
 }
 
+const NS_PER_MS: i64 = 1_000_000;
+
+/// A point's time in ns: the event's millisecond plus its outbox seq below the millisecond. Two
+/// transitions of one series in the same millisecond stay two points (InfluxDB keys points by
+/// series and time), and a message sent again after a failure lands on the same point (idempotent).
+fn unique_ns(ms: i64, seq: u64) -> i64 {
+    ms.saturating_mul(NS_PER_MS) + (seq % NS_PER_MS as u64) as i64
+}
+
 #[derive(Deserialize)]
 struct SummaryMsg {
     #[serde(default)]
@@ -198,7 +207,7 @@ pub fn encode(out: &mut String, prefix: &str, node: &str, json: &[u8]) {
                 .float("last", e.last)
                 .int("total", e.total as i64)
                 .int("interval_ms", s.summary.interval_ms as i64);
-            let _ = writeln!(out, " {}", s.summary.ts);
+            let _ = writeln!(out, " {}", s.summary.ts.saturating_mul(NS_PER_MS));
         }
         return;
     }
@@ -233,7 +242,7 @@ pub fn encode(out: &mut String, prefix: &str, node: &str, json: &[u8]) {
             } else {
                 m.resolved_at.unwrap_or(m.ts)
             };
-            let _ = writeln!(out, " {at}");
+            let _ = writeln!(out, " {}", unique_ns(at, m.seq));
         }
         "gap" => {
             head(out, prefix, "gap", &[("node", node), ("lane", &m.lane)]);
@@ -242,7 +251,7 @@ pub fn encode(out: &mut String, prefix: &str, node: &str, json: &[u8]) {
                 .int("from", m.from as i64)
                 .int("to", m.to as i64)
                 .string("reason", &m.reason);
-            let _ = writeln!(out, " {}", crate::model::now_ms());
+            let _ = writeln!(out, " {}", unique_ns(crate::model::now_ms(), m.seq));
         }
         _ => {}
     }
@@ -346,14 +355,14 @@ mod tests {
         encode(&mut out, "edgewatch_", "other", s);
         assert_eq!(
             out,
-            "edgewatch_summary,node=n\\ 1,device=d\\,1,metric=t\\=x count=3i,mean=1.5,std=0.5,min=1.0,max=2.0,last=2.0,total=30i,interval_ms=1000i 5000\n"
+            "edgewatch_summary,node=n\\ 1,device=d\\,1,metric=t\\=x count=3i,mean=1.5,std=0.5,min=1.0,max=2.0,last=2.0,total=30i,interval_ms=1000i 5000000000\n"
         );
         out.clear();
         let a = br#"{"type":"alert","v":1,"node":"n","seq":3,"id":"a1","device":"d","metric":"t","detector":"zscore","severity":"warning","state":"firing","ts":900,"value":9.0,"score":7.0,"anomaly":0.8,"raised_at":1000,"message":"say \"hi\""}"#;
         encode(&mut out, "e_", "n", a);
         assert_eq!(
             out,
-            "e_alert,node=n,device=d,metric=t,detector=zscore,severity=warning firing=1i,state=\"firing\",value=9.0,score=7.0,anomaly=0.8,sample_ts=900i,message=\"say \\\"hi\\\"\",id=\"a1\" 1000\n"
+            "e_alert,node=n,device=d,metric=t,detector=zscore,severity=warning firing=1i,state=\"firing\",value=9.0,score=7.0,anomaly=0.8,sample_ts=900i,message=\"say \\\"hi\\\"\",id=\"a1\" 1000000003\n"
         );
         assert_eq!(query_escape("a b&c"), "a%20b%26c");
     }

@@ -8,7 +8,9 @@ pub mod outbox;
 pub mod record;
 mod recovery;
 
-pub use actor::{LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, UpstreamQueue};
+pub use actor::{
+    LogAlerts, QueryAlerts, QueueSummary, SaveSnapshot, StoreActor, SummaryFeed, UpstreamQueue,
+};
 pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};
 
