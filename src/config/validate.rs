@@ -774,6 +774,23 @@ mod tests {
     }
 
     #[test]
+    fn push_sink_mistakes_are_located() {
+        let e = err("node_id = \"n\"\n[[sink]]\nkind = \"webhook\"\nid = \"h\"\nurl = \"http://x/\"\ntemplate = \"{{devise}}\"\n");
+        assert!(e.starts_with("c.toml:6:"), "{e}");
+        assert!(e.contains("unknown placeholder {{devise}}"), "{e}");
+        let e =
+            err("node_id = \"n\"\n[[sink]]\nkind = \"influxdb\"\nid = \"i\"\nurl = \"http://x\"\n");
+        assert!(e.contains("needs a database"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[[sink]]\nkind = \"alertmanager\"\nid = \"a\"\nurl = \"x:9093\"\n",
+        );
+        assert!(e.starts_with("c.toml:5:"), "{e}");
+        assert!(e.contains("http://"), "{e}");
+        let e = err("node_id = \"n\"\n[[sink]]\nkind = \"alertmanager\"\nid = \"a\"\nurl = \"http://x\"\nresend = \"1s\"\n");
+        assert!(e.contains("resend"), "{e}");
+    }
+
+    #[test]
     fn zero_window_is_located() {
         let e = err("node_id = \"n\"\n[template.t]\nwindow = 0\n");
         assert!(e.starts_with("c.toml:3:1: window must be between"), "{e}");

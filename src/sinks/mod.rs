@@ -17,7 +17,7 @@ use crate::protocol::Wire;
 
 /// One `[[sink]]`, built at start-up (secrets and certificates read), ready to run.
 pub enum Built {
-    Mqtt(mqtt::Sink),
+    Mqtt(Box<mqtt::Sink>),
     Alertmanager(alertmanager::Alertmanager),
     Webhook(webhook::Webhook),
     Influx(influx::Influx),
@@ -38,9 +38,11 @@ impl Built {
         events: &broadcast::Sender<Arc<Wire>>,
     ) -> Result<Self, BuildError> {
         Ok(match k {
-            SinkConfig::Mqtt(m) => {
-                Built::Mqtt(mqtt::Sink::new(m, node.into(), events.subscribe())?)
-            }
+            SinkConfig::Mqtt(m) => Built::Mqtt(Box::new(mqtt::Sink::new(
+                m,
+                node.into(),
+                events.subscribe(),
+            )?)),
             SinkConfig::Alertmanager(a) => {
                 Built::Alertmanager(alertmanager::Alertmanager::new(a, node.into())?)
             }
@@ -54,7 +56,7 @@ impl Built {
         match self {
             Built::Mqtt(s) => {
                 tracing::info!(sink = %s.cfg.id, url = %s.cfg.url, "publishing alerts to an MQTT broker");
-                tokio::spawn(mqtt::run(s, feed));
+                tokio::spawn(mqtt::run(*s, feed));
             }
             Built::Alertmanager(s) => {
                 tracing::info!(sink = %s.id(), "sending alerts to Alertmanager");
