@@ -267,8 +267,12 @@ pub fn serve(
             } else {
                 None
             };
-            let (queue, feed) =
-                consumer::feed(store.outbox(), budget(&u.budget), true, &cfg.node_id);
+            let (queue, feed) = consumer::feed(
+                store.outbox(),
+                budget(&u.budget),
+                crate::store::SummaryFeed::Upstream,
+                &cfg.node_id,
+            );
             queues.push(queue);
             let sender = upstream::client::Upstream {
                 cfg: u.clone(),
@@ -282,13 +286,21 @@ pub fn serve(
     // `[[sink]]`: each gets its own outbox in the store.
     let mut sink_parts = Vec::new();
     for k in &cfg.sinks {
-        let crate::config::SinkConfig::Mqtt(m) = k;
         let outbox = store
-            .named_outbox(&format!("mqtt_{}", m.id))
-            .with_context(|| format!("cannot open the outbox of sink {:?}", m.id))?;
-        let (queue, feed) = consumer::feed(outbox, budget(&m.budget), false, &cfg.node_id);
+            .named_outbox(&k.outbox_name())
+            .with_context(|| format!("cannot open the outbox of sink {:?}", k.id()))?;
+        let (queue, feed) = consumer::feed(
+            outbox,
+            budget(k.budget()),
+            if k.outbox_summaries() {
+                crate::store::SummaryFeed::Every
+            } else {
+                crate::store::SummaryFeed::None
+            },
+            &cfg.node_id,
+        );
         queues.push(queue);
-        sink_parts.push((m.clone(), feed));
+        sink_parts.push((k.clone(), feed));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -312,7 +324,7 @@ pub fn serve(
             upstream: sender.as_ref().map(|(_, f)| (f.stats.clone(), f.outbox.clone())),
             sinks: sink_parts
                 .iter()
-                .map(|(m, f)| (m.id.clone(), f.stats.clone(), f.outbox.clone()))
+                .map(|(k, f)| (k.id().to_string(), f.stats.clone(), f.outbox.clone()))
                 .collect(),
             store: Default::default(),
         });
@@ -330,9 +342,9 @@ pub fn serve(
 
         let (events, _) = broadcast::channel(cfg.api.ws_buffer);
         let mut sinks = Vec::new();
-        for (m, feed) in sink_parts {
-            let id = m.id.clone();
-            let sink = crate::sinks::mqtt::Sink::new(m, cfg.node_id.clone(), events.subscribe())
+        for (k, feed) in sink_parts {
+            let id = k.id().to_string();
+            let sink = crate::sinks::Built::new(k, &cfg.node_id, &events)
                 .with_context(|| format!("sink {id:?}"))?;
             sinks.push((sink, feed));
         }
@@ -420,8 +432,7 @@ pub fn serve(
         );
 
         for (sink, feed) in sinks {
-            tracing::info!(sink = %sink.cfg.id, url = %sink.cfg.url, "publishing alerts to an MQTT broker");
-            tokio::spawn(crate::sinks::mqtt::run(sink, feed));
+            sink.spawn(feed);
         }
         if let Some((sender, feed)) = sender {
             tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");

@@ -12,7 +12,7 @@ use crate::analysis::actor::{Alerts, TakeSummary};
 use crate::model::{now_ms, AlertState, Summary};
 use crate::protocol::Wire;
 use crate::status::StatusBoard;
-use crate::store::{LogAlerts, QueueSummary, StoreActor};
+use crate::store::{LogAlerts, QueueSummary, StoreActor, SummaryFeed};
 use crate::upstream::merge::SummaryMerger;
 
 pub struct Hub {
@@ -52,9 +52,11 @@ impl Hub {
         if let Some((_, merger)) = &mut self.upstream {
             merger.add(&s);
         }
-        let _ = self
-            .tx
-            .send(Arc::new(Wire::summary(&self.node, Arc::new(s))));
+        let s = Arc::new(s);
+        // Outboxes that take every summary (InfluxDB); the store skips it when none does.
+        self.store
+            .do_send(QueueSummary(s.clone(), SummaryFeed::Every));
+        let _ = self.tx.send(Arc::new(Wire::summary(&self.node, s)));
     }
 }
 
@@ -92,7 +94,8 @@ impl Actor for Hub {
             ctx.run_interval(*every, |act, _| {
                 if let Some((every, merger)) = &mut act.upstream {
                     if let Some(s) = merger.take(now_ms(), every.as_millis() as u64) {
-                        act.store.do_send(QueueSummary(Arc::new(s)));
+                        act.store
+                            .do_send(QueueSummary(Arc::new(s), SummaryFeed::Upstream));
                     }
                 }
             });

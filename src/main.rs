@@ -478,11 +478,13 @@ fn print_summary(r: &config::Resolved) {
         }
     }
     for k in &c.sinks {
-        let config::SinkConfig::Mqtt(m) = k;
-        println!(
-            "sink {:<11} mqtt {}  alerts to {}",
-            m.id, m.url, m.alert_topic
-        );
+        match k {
+            config::SinkConfig::Mqtt(m) => println!(
+                "sink {:<11} mqtt {}  alerts to {}",
+                m.id, m.url, m.alert_topic
+            ),
+            _ => println!("sink {:<11} {} {}", k.id(), k.kind(), k.url()),
+        }
     }
     println!("devices ({}):", r.devices.len());
     for (id, d) in &r.devices {

@@ -15,6 +15,9 @@ need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py; skipped, saying why, without ../shared)
 need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser)
+need prometheus-alertmanager prometheus-alertmanager  # tests/push.rs, tests/fleet_push.rs: the alertmanager sink
+need influxd influxdb        # tests/push.rs, tests/fleet_push.rs: the influxdb sink (v1 API)
+need victoria-metrics victoria-metrics  # tests/push.rs: the influxdb sink's v2 write API
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -17,10 +17,12 @@ pub use serial::{
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
 };
 pub(crate) mod mqtt;
+pub(crate) mod push;
 
 /// One detector as written in the file (`type`-tagged; each kind's fields in its own file).
 pub use crate::analysis::detector::DetectorConfig;
 pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig};
+pub use push::{AlertmanagerSink, InfluxApi, InfluxSink, WebhookSink};
 pub use validate::{default_detectors, DEFAULT_EWMA_ALPHA, DEFAULT_WINDOW};
 pub use validate::{MetricPolicy, Resolved};
 
@@ -118,7 +120,8 @@ pub struct Config {
     /// Where alerts and summaries are forwarded (durable outbox, acknowledgements).
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
-    /// Further places alerts and summaries go (`kind = "mqtt"`).
+    /// Further places alerts and summaries go (`kind = "mqtt"`, `"alertmanager"`, `"webhook"`,
+    /// `"influxdb"`).
     #[serde(default, rename = "sink")]
     pub sinks: Vec<SinkConfig>,
 }

@@ -120,6 +120,60 @@ pub struct MqttSource {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SinkConfig {
     Mqtt(MqttSink),
+    Alertmanager(super::push::AlertmanagerSink),
+    Webhook(super::push::WebhookSink),
+    Influxdb(super::push::InfluxSink),
+}
+
+impl SinkConfig {
+    /// The sink's `id` (names its outbox).
+    pub fn id(&self) -> &str {
+        match self {
+            SinkConfig::Mqtt(m) => &m.id,
+            SinkConfig::Alertmanager(a) => &a.id,
+            SinkConfig::Webhook(w) => &w.id,
+            SinkConfig::Influxdb(i) => &i.id,
+        }
+    }
+
+    /// The `kind` as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Mqtt(_) => "mqtt",
+            SinkConfig::Alertmanager(_) => "alertmanager",
+            SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::Influxdb(_) => "influxdb",
+        }
+    }
+
+    /// Where it delivers to.
+    pub fn url(&self) -> &str {
+        match self {
+            SinkConfig::Mqtt(m) => &m.url,
+            SinkConfig::Alertmanager(a) => &a.url,
+            SinkConfig::Webhook(w) => &w.url,
+            SinkConfig::Influxdb(i) => &i.url,
+        }
+    }
+
+    pub fn budget(&self) -> &OutboxBudget {
+        match self {
+            SinkConfig::Mqtt(m) => &m.budget,
+            SinkConfig::Alertmanager(a) => &a.budget,
+            SinkConfig::Webhook(w) => &w.budget,
+            SinkConfig::Influxdb(i) => &i.budget,
+        }
+    }
+
+    /// Whether summaries go through its outbox (alerts and gap notices always do).
+    pub fn outbox_summaries(&self) -> bool {
+        matches!(self, SinkConfig::Influxdb(_))
+    }
+
+    /// Name of its outbox in the store; the MQTT sink's predates the other kinds.
+    pub fn outbox_name(&self) -> String {
+        format!("{}_{}", self.kind(), self.id())
+    }
 }
 
 fn default_alert_topic() -> String {

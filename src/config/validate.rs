@@ -159,16 +159,50 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
     }
     let mut sink_ids = HashSet::new();
     for (i, k) in config.sinks.iter().enumerate() {
-        let super::SinkConfig::Mqtt(m) = k;
         let p = vec![key("sink"), Seg::Index(i)];
-        check_name(at(&p, &[key("id")]), "sink id", &m.id)?;
-        if !sink_ids.insert(&m.id) {
+        check_name(at(&p, &[key("id")]), "sink id", k.id())?;
+        if !sink_ids.insert(k.id()) {
             return fail(
                 at(&p, &[key("id")]),
-                format!("duplicate sink id {:?}", m.id),
+                format!("duplicate sink id {:?}", k.id()),
             );
         }
-        validate_mqtt_sink(m, &p)?;
+        match k {
+            super::SinkConfig::Mqtt(m) => validate_mqtt_sink(m, &p)?,
+            super::SinkConfig::Alertmanager(a) => {
+                validate_http_sink(&a.url, a.backoff_min, a.backoff_max, &p)?;
+                if a.batch == 0 {
+                    return fail(at(&p, &[key("batch")]), "must be at least 1");
+                }
+                if a.resend_interval.0 < std::time::Duration::from_secs(1) {
+                    return fail(at(&p, &[key("resend_interval")]), "must be at least 1s");
+                }
+            }
+            super::SinkConfig::Webhook(w) => {
+                validate_http_sink(&w.url, w.backoff_min, w.backoff_max, &p)?;
+                if let Some(t) = &w.template {
+                    if let Err(e) = crate::sinks::webhook::check_template(t) {
+                        return fail(at(&p, &[key("template")]), e);
+                    }
+                }
+            }
+            super::SinkConfig::Influxdb(x) => {
+                validate_http_sink(&x.url, x.backoff_min, x.backoff_max, &p)?;
+                if x.batch == 0 {
+                    return fail(at(&p, &[key("batch")]), "must be at least 1");
+                }
+                match x.api {
+                    super::InfluxApi::V1 if x.database.is_none() => {
+                        return fail(at(&p, &[key("database")]), "api = \"v1\" needs a database");
+                    }
+                    super::InfluxApi::V2 if x.org.is_none() || x.bucket.is_none() => {
+                        let f = if x.org.is_none() { "org" } else { "bucket" };
+                        return fail(at(&p, &[key(f)]), "api = \"v2\" needs org and bucket");
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     let mut source_ids = HashSet::new();
@@ -615,6 +649,13 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
     Ok(())
 }
 
+fn validate_http_sink(url: &str, min: super::Dur, max: super::Dur, p: &[Seg]) -> VResult<()> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return fail(at(p, &[key("url")]), "must start with http:// or https://");
+    }
+    validate_backoff(min, max, p)
+}
+
 fn validate_mqtt_sink(m: &super::MqttSink, p: &[Seg]) -> VResult<()> {
     validate_mqtt_conn(&m.conn(), p)?;
     validate_backoff(m.backoff_min, m.backoff_max, p)?;
@@ -820,6 +861,23 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("(field `device[0].source`)"), "{e}");
+    }
+
+    #[test]
+    fn push_sink_mistakes_are_located() {
+        let e = err("node_id = \"n\"\n[[sink]]\nkind = \"webhook\"\nid = \"h\"\nurl = \"http://x/\"\ntemplate = \"{{devise}}\"\n");
+        assert!(e.starts_with("c.toml:6:"), "{e}");
+        assert!(e.contains("unknown placeholder {{devise}}"), "{e}");
+        let e =
+            err("node_id = \"n\"\n[[sink]]\nkind = \"influxdb\"\nid = \"i\"\nurl = \"http://x\"\n");
+        assert!(e.contains("needs a database"), "{e}");
+        let e = err(
+            "node_id = \"n\"\n[[sink]]\nkind = \"alertmanager\"\nid = \"a\"\nurl = \"x:9093\"\n",
+        );
+        assert!(e.starts_with("c.toml:5:"), "{e}");
+        assert!(e.contains("http://"), "{e}");
+        let e = err("node_id = \"n\"\n[[sink]]\nkind = \"alertmanager\"\nid = \"a\"\nurl = \"http://x\"\nresend = \"1s\"\n");
+        assert!(e.contains("resend"), "{e}");
     }
 
     #[test]

@@ -160,7 +160,12 @@ pub struct Feed {
 
 /// Makes both ends of one consumer's outbox: the store's (append, budget, announce) and the
 /// consumer's.
-pub fn feed(outbox: Outbox, budget: Budget, summaries: bool, node: &str) -> (UpstreamQueue, Feed) {
+pub fn feed(
+    outbox: Outbox,
+    budget: Budget,
+    summaries: crate::store::SummaryFeed,
+    node: &str,
+) -> (UpstreamQueue, Feed) {
     let (tx, rx) = watch::channel(0);
     let stats = Arc::new(DeliveryStats::new(rx.clone()));
     let queue = UpstreamQueue {
@@ -385,7 +390,12 @@ mod tests {
             max_age_ms: 1 << 40,
             alert_max_bytes: 1 << 30,
         };
-        let (queue, feed) = super::feed(outbox.clone(), budget, true, "n");
+        let (queue, feed) = super::feed(
+            outbox.clone(),
+            budget,
+            crate::store::SummaryFeed::Upstream,
+            "n",
+        );
         for _ in 0..3 {
             outbox
                 .append(Lane::Alert, 0, |s| format!("{{\"seq\":{s}}}").into_bytes())

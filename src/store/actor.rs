@@ -22,8 +22,8 @@ const OUTBOX_FLUSH: Duration = Duration::from_millis(500);
 /// messages, and the budget.
 pub struct UpstreamQueue {
     pub outbox: Outbox,
-    /// Whether summaries are queued too (else alerts and gap notices only).
-    pub summaries: bool,
+    /// Which summaries are queued too (alerts and gap notices always are).
+    pub summaries: SummaryFeed,
     pub node: String,
     pub budget: Budget,
     /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
@@ -123,9 +123,15 @@ impl StoreActor {
         }
     }
 
-    fn queue(&mut self, lane: Lane, build: impl Fn(&str, u64) -> String) {
+    /// Appends to every queue that takes `lane` (for summaries: the queues fed `which`).
+    fn queue(
+        &mut self,
+        lane: Lane,
+        which: Option<SummaryFeed>,
+        build: impl Fn(&str, u64) -> String,
+    ) {
         for u in &self.queues {
-            if lane == Lane::Summary && !u.summaries {
+            if lane == Lane::Summary && Some(u.summaries) != which {
                 continue;
             }
             let node = u.node.as_str();
@@ -189,15 +195,28 @@ impl Handler<LogAlerts> for StoreActor {
             if let Err(e) = self.store.log_alert(a) {
                 tracing::error!(error = %e, alert = %a.id, "cannot write alert log");
             }
-            self.queue(Lane::Alert, |node, seq| alert_json(node, Some(seq), a));
+            self.queue(Lane::Alert, None, |node, seq| {
+                alert_json(node, Some(seq), a)
+            });
         }
     }
 }
 
-/// Queue a summary for upstream.
+/// Which summaries a consumer's outbox takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryFeed {
+    /// None (alerts and gap notices only).
+    None,
+    /// One merged summary per upstream interval.
+    Upstream,
+    /// Every summary of the local `summary_interval` (e.g. InfluxDB).
+    Every,
+}
+
+/// Queue a summary for the consumers fed `.1`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct QueueSummary(pub Arc<Summary>);
+pub struct QueueSummary(pub Arc<Summary>, pub SummaryFeed);
 
 impl Handler<QueueSummary> for StoreActor {
     type Result = ();
@@ -205,7 +224,7 @@ impl Handler<QueueSummary> for StoreActor {
         if self.is_abandoned() {
             return;
         }
-        self.queue(Lane::Summary, |node, seq| {
+        self.queue(Lane::Summary, Some(msg.1), |node, seq| {
             summary_json(node, Some(seq), &msg.0)
         });
     }

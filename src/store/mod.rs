@@ -10,7 +10,8 @@ pub mod record;
 mod recovery;
 
 pub use actor::{
-    LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor, UpstreamQueue,
+    LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor, SummaryFeed,
+    UpstreamQueue,
 };
 pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};

@@ -56,6 +56,9 @@ struct Inner {
     lost: std::sync::Mutex<(Vec<Gap>, u64, Option<Damaged>)>,
 }
 
+/// Key prefix of records kept beside the queue in the meta tree.
+const KEEP: &[u8] = b"keep/";
+
 /// Value layout: sealed (`record::seal`) created_at (i64 BE, 8 bytes) + JSON.
 const HEADER: usize = 8;
 
@@ -211,6 +214,39 @@ impl Outbox {
     }
 
     /// The last seq issued so far.
+    /// Keeps a small record beside the queue (e.g. the alerts an Alertmanager sink must re-send
+    /// while they fire), sealed like the queued messages; durable after the store's next flush.
+    pub fn keep(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = [KEEP, name.as_bytes()].concat();
+        let v = record::seal(&k, value);
+        self.inner.meta.insert(k, v)?;
+        Ok(())
+    }
+
+    /// Drops a record kept by [`Outbox::keep`].
+    pub fn forget(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.meta.remove([KEEP, name.as_bytes()].concat())?;
+        Ok(())
+    }
+
+    /// Every kept record, by name; a damaged one is removed and skipped.
+    pub fn kept(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.meta.scan_prefix(KEEP) {
+            let (k, v) = kv?;
+            match record::open(&k, &v) {
+                Ok(p) => out.push((
+                    String::from_utf8_lossy(&k[KEEP.len()..]).into_owned(),
+                    p.to_vec(),
+                )),
+                Err(_) => {
+                    self.inner.meta.remove(&k)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.inner.next_seq.load(Relaxed).saturating_sub(1)
     }

@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod pty;
 pub mod receiver;
+pub mod servers;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
