@@ -383,6 +383,7 @@ pub fn serve(
         drop(saved);
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
+        let queues = senders.iter().map(|tx| tx.downgrade()).collect();
         let router = Router::new(senders);
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
         let mut reloader = crate::reload::Reloader::start(
@@ -402,6 +403,9 @@ pub fn serve(
                 store: store.clone(),
                 events,
                 token: resolved_token,
+                metrics: cfg.api.metrics.clone(),
+                queues,
+                data_dir: Some(cfg.data_dir.clone()),
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod dashboard;
+pub mod metrics;
 mod ws;
 
 use std::net::SocketAddr;
@@ -30,6 +31,13 @@ pub struct ApiState {
     pub events: broadcast::Sender<Arc<Wire>>,
     /// When set, `/api/*` and `/ws` require it (`api.token_file`).
     pub token: Option<ApiToken>,
+    /// `[api.metrics]`: what `/metrics` exposes.
+    pub metrics: crate::config::MetricsConfig,
+    /// The analysis shards' queues, for their depth on `/metrics` (weak: the API never keeps
+    /// a queue open at shutdown).
+    pub queues: Vec<tokio::sync::mpsc::WeakSender<crate::sources::route::Ingest>>,
+    /// The store's directory, for its size on `/metrics`.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +81,12 @@ pub fn start(
                     .error_handler(|e, _| ApiError::BadRequest(format!("bad query: {e}")).into()),
             )
             .route("/healthz", web::get().to(healthz))
+            .service(
+                web::resource("/metrics")
+                    .wrap(from_fn(auth::require_token))
+                    .wrap(Compress::default())
+                    .route(web::get().to(metrics::handle)),
+            )
             .service(
                 web::scope("/api")
                     .wrap(from_fn(auth::require_token))
