@@ -15,6 +15,9 @@ need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py; skipped, saying why, without ../shared)
 need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser)
+need prometheus prometheus   # tests/prometheus.rs: scrapes /metrics, receives remote write
+need promtool prometheus     # tests/prometheus.rs: `promtool check metrics` on the exposition
+need victoria-metrics victoria-metrics  # tests/remote_write.rs: a second remote-write receiver
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
