@@ -281,8 +281,20 @@ pub fn serve(
     };
     // `[[sink]]`: each gets its own outbox in the store.
     let mut sink_parts = Vec::new();
+    let mut remote_write_parts = Vec::new();
     for k in &cfg.sinks {
-        let crate::config::SinkConfig::Mqtt(m) = k;
+        let m = match k {
+            crate::config::SinkConfig::Mqtt(m) => m,
+            crate::config::SinkConfig::PrometheusRemoteWrite(r) => {
+                let outbox = store
+                    .named_outbox(&format!("remote_write_{}", r.id))
+                    .with_context(|| format!("cannot open the outbox of sink {:?}", r.id))?;
+                let (queue, feed) = consumer::feed(outbox, budget(&r.budget), true, &cfg.node_id);
+                queues.push(queue);
+                remote_write_parts.push((r.clone(), feed));
+                continue;
+            }
+        };
         let outbox = store
             .named_outbox(&format!("mqtt_{}", m.id))
             .with_context(|| format!("cannot open the outbox of sink {:?}", m.id))?;
@@ -313,6 +325,11 @@ pub fn serve(
             sinks: sink_parts
                 .iter()
                 .map(|(m, f)| (m.id.clone(), f.stats.clone(), f.outbox.clone()))
+                .chain(
+                    remote_write_parts
+                        .iter()
+                        .map(|(r, f)| (r.id.clone(), f.stats.clone(), f.outbox.clone())),
+                )
                 .collect(),
             store: Default::default(),
         });
@@ -421,6 +438,11 @@ pub fn serve(
         for (sink, feed) in sinks {
             tracing::info!(sink = %sink.cfg.id, url = %sink.cfg.url, "publishing alerts to an MQTT broker");
             tokio::spawn(crate::sinks::mqtt::run(sink, feed));
+        }
+        for (r, feed) in remote_write_parts {
+            tracing::info!(sink = %r.id, url = %r.url, "writing series to a Prometheus remote-write receiver");
+            let sink = crate::sinks::remote_write::Sink::new(r, cfg.node_id.clone());
+            tokio::spawn(crate::sinks::remote_write::run(sink, feed));
         }
         if let Some((sender, feed)) = sender {
             tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");

@@ -350,11 +350,16 @@ fn print_summary(r: &config::Resolved) {
         }
     }
     for k in &c.sinks {
-        let config::SinkConfig::Mqtt(m) = k;
-        println!(
-            "sink {:<11} mqtt {}  alerts to {}",
-            m.id, m.url, m.alert_topic
-        );
+        match k {
+            config::SinkConfig::Mqtt(m) => println!(
+                "sink {:<11} mqtt {}  alerts to {}",
+                m.id, m.url, m.alert_topic
+            ),
+            config::SinkConfig::PrometheusRemoteWrite(r) => println!(
+                "sink {:<11} prometheus_remote_write {}  summaries and alerts as series",
+                r.id, r.url
+            ),
+        }
     }
     println!("devices ({}):", r.devices.len());
     for (id, d) in &r.devices {

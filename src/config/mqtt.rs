@@ -109,6 +109,18 @@ pub struct MqttSource {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SinkConfig {
     Mqtt(MqttSink),
+    #[serde(rename = "prometheus_remote_write")]
+    PrometheusRemoteWrite(crate::sinks::remote_write::Config),
+}
+
+impl SinkConfig {
+    /// The sink's `id` (names its outbox).
+    pub fn id(&self) -> &str {
+        match self {
+            SinkConfig::Mqtt(m) => &m.id,
+            SinkConfig::PrometheusRemoteWrite(r) => &r.id,
+        }
+    }
 }
 
 fn default_alert_topic() -> String {

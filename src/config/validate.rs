@@ -146,16 +146,19 @@ pub(super) fn validate(config: Config, path: PathBuf) -> VResult<Resolved> {
     }
     let mut sink_ids = HashSet::new();
     for (i, k) in config.sinks.iter().enumerate() {
-        let super::SinkConfig::Mqtt(m) = k;
         let p = vec![key("sink"), Seg::Index(i)];
-        check_name(at(&p, &[key("id")]), "sink id", &m.id)?;
-        if !sink_ids.insert(&m.id) {
-            return fail(
-                at(&p, &[key("id")]),
-                format!("duplicate sink id {:?}", m.id),
-            );
+        let id = k.id();
+        check_name(at(&p, &[key("id")]), "sink id", id)?;
+        if !sink_ids.insert(id) {
+            return fail(at(&p, &[key("id")]), format!("duplicate sink id {id:?}"));
         }
-        validate_mqtt_sink(m, &p)?;
+        match k {
+            super::SinkConfig::Mqtt(m) => validate_mqtt_sink(m, &p)?,
+            super::SinkConfig::PrometheusRemoteWrite(r) => {
+                r.check().or_else(|(f, msg)| fail(at(&p, &[key(f)]), msg))?;
+                validate_backoff(r.backoff_min, r.backoff_max, &p)?;
+            }
+        }
     }
 
     let mut source_ids = HashSet::new();

@@ -3,3 +3,4 @@
 
 pub mod consumer;
 pub mod mqtt;
+pub mod remote_write;
