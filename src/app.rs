@@ -358,7 +358,13 @@ pub fn serve(
             events.clone(),
             store.clone(),
             status.clone(),
-            cfg.upstream.as_ref().map(|u| u.summary_interval.0),
+            // Summaries go to the outboxes (merged per interval): upstream's interval, else the
+            // local one when a sink wants them (prometheus_remote_write).
+            cfg.upstream.as_ref().map(|u| u.summary_interval.0).or(cfg
+                .sinks
+                .iter()
+                .any(|k| matches!(k, crate::config::SinkConfig::PrometheusRemoteWrite(_)))
+                .then_some(cfg.summary_interval.0)),
         )
         .start();
         // Damage is never silent: raised as internal alerts (device = the node id).

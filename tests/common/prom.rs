@@ -119,6 +119,8 @@ impl Victoria {
             .arg(format!("-storageDataPath={}", self.data.display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
             .arg("-search.latencyOffset=0s")
+            // Points repeated by at-least-once delivery (same series and timestamp) count once.
+            .arg("-dedup.minScrapeInterval=1ms")
             .arg("-loggerLevel=ERROR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -142,8 +144,16 @@ impl Victoria {
         }
     }
 
+    /// Stops it gracefully (SIGTERM: it flushes its in-memory rows; SIGKILL would lose them).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
