@@ -54,8 +54,15 @@ enum Command {
     },
     /// Follow an appliance's live stream: one line per alert or summary.
     Tail {
-        /// The appliance, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing).
-        url: String,
+        /// Appliances, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing), and/or
+        /// MQTT brokers their MQTT sinks publish to, e.g. mqtt://broker:1883; several are followed
+        /// at once, each line then starting with the node's name.
+        #[arg(required = true, num_args = 1..)]
+        urls: Vec<String>,
+        /// MQTT topic to follow on brokers (repeatable; default: the MQTT sink's alert, summary
+        /// and status topics of every node).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
         /// Bearer token, when the appliance's API requires one (or set EDGEWATCH_TOKEN).
         #[arg(long, env = "EDGEWATCH_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -166,7 +173,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Tail {
-            url,
+            urls,
+            topics,
             token,
             device,
             kind,
@@ -180,7 +188,8 @@ fn main() -> ExitCode {
                 _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             };
             let opts = edgewatch::tail::TailOptions {
-                url,
+                urls,
+                topics,
                 token,
                 device,
                 kind,
