@@ -156,7 +156,7 @@ fn three_nodes_on_one_prometheus_and_one_broker() {
 
     // Prometheus: scraped series, remote-written summaries and alerts, per node.
     let t = Duration::from_secs(40);
-    for i in 0..NODES {
+    for (i, api) in apis.iter().enumerate() {
         let node = format!("pi-{i}");
         let sel = format!("{{node=\"{node}\",device=\"press-{i}\",metric=\"temp\"}}");
         let last = prom.wait(&format!("edgewatch_series_last{sel}"), t, |r| r.len() == 1);
@@ -178,7 +178,7 @@ fn three_nodes_on_one_prometheus_and_one_broker() {
             "{r:?}"
         );
         prom.wait(
-            &format!("up{{instance=\"127.0.0.1:{}\"}}", apis[i]),
+            &format!("up{{instance=\"127.0.0.1:{api}\"}}"),
             t,
             |r| r.len() == 1 && value(&r[0]) == 1.0,
         );

@@ -180,7 +180,7 @@ fn family<'e>(
     kind: MetricType,
 ) -> Result<Family<'e>, fmt::Error> {
     Ok(Family {
-        enc: enc.encode_descriptor(name, help, None, kind.clone())?,
+        enc: enc.encode_descriptor(name, help, None, kind)?,
         kind,
     })
 }
