@@ -177,11 +177,9 @@ fn three_nodes_on_one_prometheus_and_one_broker() {
             1,
             "{r:?}"
         );
-        prom.wait(
-            &format!("up{{instance=\"127.0.0.1:{api}\"}}"),
-            t,
-            |r| r.len() == 1 && value(&r[0]) == 1.0,
-        );
+        prom.wait(&format!("up{{instance=\"127.0.0.1:{api}\"}}"), t, |r| {
+            r.len() == 1 && value(&r[0]) == 1.0
+        });
     }
 
     // Every query of the Grafana dashboard parses and returns data (rates need a few scrapes).
