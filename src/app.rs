@@ -354,6 +354,8 @@ pub fn serve(
             events.clone(),
             store.clone(),
             status.clone(),
+            // Merged summaries for the upstream at its interval; push sinks that want summaries
+            // (influxdb, prometheus_remote_write) get every local one (`SummaryFeed::Every`).
             cfg.upstream.as_ref().map(|u| u.summary_interval.0),
         )
         .start();
@@ -396,6 +398,7 @@ pub fn serve(
         drop(saved);
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
+        let queues = senders.iter().map(|tx| tx.downgrade()).collect();
         let router = Router::new(senders);
         let api_ingest = router.api_ingest();
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
@@ -419,6 +422,9 @@ pub fn serve(
                 history,
                 history_1m_max_age: cfg.store.history_1m_max_age.as_ms(),
                 ingest: api_ingest,
+                metrics: cfg.api.metrics.clone(),
+                queues,
+                data_dir: Some(cfg.data_dir.clone()),
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

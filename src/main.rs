@@ -54,8 +54,15 @@ enum Command {
     },
     /// Follow an appliance's live stream: one line per alert or summary.
     Tail {
-        /// The appliance, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing).
-        url: String,
+        /// Appliances, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing), and/or
+        /// MQTT brokers their MQTT sinks publish to, e.g. mqtt://broker:1883; several are followed
+        /// at once, each line then starting with the node's name.
+        #[arg(required = true, num_args = 1..)]
+        urls: Vec<String>,
+        /// MQTT topic to follow on brokers (repeatable; default: the MQTT sink's alert, summary
+        /// and status topics of every node).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
         /// Bearer token, when the appliance's API requires one (or set EDGEWATCH_TOKEN).
         #[arg(long, env = "EDGEWATCH_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -197,7 +204,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Tail {
-            url,
+            urls,
+            topics,
             token,
             device,
             kind,
@@ -211,7 +219,8 @@ fn main() -> ExitCode {
                 _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
             };
             let opts = edgewatch::tail::TailOptions {
-                url,
+                urls,
+                topics,
                 token,
                 device,
                 kind,
@@ -482,6 +491,10 @@ fn print_summary(r: &config::Resolved) {
             config::SinkConfig::Mqtt(m) => println!(
                 "sink {:<11} mqtt {}  alerts to {}",
                 m.id, m.url, m.alert_topic
+            ),
+            config::SinkConfig::PrometheusRemoteWrite(r) => println!(
+                "sink {:<11} prometheus_remote_write {}  summaries and alerts as series",
+                r.id, r.url
             ),
             _ => println!("sink {:<11} {} {}", k.id(), k.kind(), k.url()),
         }

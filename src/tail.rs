@@ -1,5 +1,6 @@
-//! `edgewatch tail`: follows an appliance's `/ws` stream (local or remote) and prints one readable
-//! line per event, coloured on a terminal; reconnects by itself when the appliance restarts.
+//! `edgewatch tail`: follows appliances' `/ws` streams (one or several URLs) and MQTT brokers that
+//! the MQTT sink publishes to (`mqtt://broker`), one readable line per event (with the node name
+//! when following several), coloured on a terminal; reconnects by itself.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -25,7 +26,10 @@ pub enum TailError {
 
 /// What to follow and how to print it.
 pub struct TailOptions {
-    pub url: String,
+    /// `ws://`/`wss://` appliances (`http://` is taken as `ws://`) and `mqtt://`/`mqtts://` brokers.
+    pub urls: Vec<String>,
+    /// MQTT topics to follow on brokers (the MQTT sink's default topics when empty).
+    pub topics: Vec<String>,
     pub token: Option<String>,
     pub device: Option<String>,
     pub kind: Option<String>,
@@ -63,29 +67,200 @@ fn encode(s: &str) -> String {
     out
 }
 
-/// Follows the stream until `count` events were printed, or forever.
+/// Topics of the MQTT sink's defaults: alerts, summaries and birth/Last Will of every node.
+pub const DEFAULT_TOPICS: [&str; 3] = [
+    "edgewatch/+/alerts/#",
+    "edgewatch/+/summary",
+    "edgewatch/+/status",
+];
+
+/// Follows every URL until `count` events were printed (over all of them), or forever.
 pub async fn run(opts: TailOptions) -> Result<(), TailError> {
-    let url = stream_url(&opts.url, opts.device.as_deref(), opts.kind.as_deref());
-    let connector = if url.starts_with("wss://") {
-        let cfg =
-            crate::upstream::tls::client_config(None).map_err(|e| TailError::Tls(e.to_string()))?;
-        Some(Connector::Rustls(cfg))
-    } else {
-        None
-    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(1024);
+    let many = opts.urls.len() > 1 || opts.urls.iter().any(|u| is_mqtt(u));
+    let mut tasks = Vec::new();
+    for url in &opts.urls {
+        if is_mqtt(url) {
+            let topics = if opts.topics.is_empty() {
+                DEFAULT_TOPICS.iter().map(|t| t.to_string()).collect()
+            } else {
+                opts.topics.clone()
+            };
+            let mqtt = mqtt_options(url)?;
+            tasks.push(tokio::spawn(follow_mqtt(
+                url.clone(),
+                mqtt,
+                topics,
+                tx.clone(),
+            )));
+        } else {
+            let ws = url
+                .strip_prefix("http://")
+                .map(|r| format!("ws://{r}"))
+                .or_else(|| url.strip_prefix("https://").map(|r| format!("wss://{r}")))
+                .unwrap_or_else(|| url.clone());
+            let url = stream_url(&ws, opts.device.as_deref(), opts.kind.as_deref());
+            url.as_str()
+                .into_client_request()
+                .map_err(|e| TailError::Url(url.clone(), e.to_string()))?;
+            let connector = if url.starts_with("wss://") {
+                let cfg = crate::upstream::tls::client_config(None)
+                    .map_err(|e| TailError::Tls(e.to_string()))?;
+                Some(Connector::Rustls(cfg))
+            } else {
+                None
+            };
+            tasks.push(tokio::spawn(follow_ws(
+                url,
+                opts.token.clone(),
+                connector,
+                tx.clone(),
+            )));
+        }
+    }
+    drop(tx);
+    let _abort = AbortOnDrop(tasks);
     let mut printed = 0u64;
-    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     let stdout = std::io::stdout();
+    while let Some(mut v) = rx.recv().await {
+        if !keep(&mut v, opts.device.as_deref(), opts.kind.as_deref()) {
+            continue;
+        }
+        let Some(mut line) = format_event(&v, opts.color) else {
+            continue;
+        };
+        if many {
+            let node = v["node"].as_str().unwrap_or("?");
+            line = format!(
+                "{} {line}",
+                paint(opts.color, Style::new().bold(), &format!("[{node}]"))
+            );
+        }
+        let mut out = stdout.lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return Ok(()); // stdout closed (e.g. piped into head)
+        }
+        printed += 1;
+        if opts.count.is_some_and(|c| printed >= c) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn is_mqtt(url: &str) -> bool {
+    url.starts_with("mqtt://") || url.starts_with("mqtts://")
+}
+
+/// The `device`/`type` filters for events that did not pass a server-side filter (MQTT).
+fn keep(v: &mut Value, device: Option<&str>, kind: Option<&str>) -> bool {
+    let t = v["type"].as_str().unwrap_or("");
+    if kind.is_some_and(|k| k != t) {
+        return false;
+    }
+    let Some(d) = device else {
+        return true;
+    };
+    match t {
+        "alert" => v["device"] == d,
+        "summary" => {
+            if let Some(a) = v["devices"].as_array_mut() {
+                a.retain(|e| e["device"] == d);
+                !a.is_empty()
+            } else {
+                false
+            }
+        }
+        _ => true,
+    }
+}
+
+fn mqtt_options(url: &str) -> Result<rumqttc::MqttOptions, TailError> {
+    let conn = crate::config::mqtt::Conn {
+        url,
+        client_id: None,
+        username: None,
+        password_file: None,
+        password_env: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
+        keep_alive: crate::config::Dur::secs(30),
+        clean_session: true,
+        max_packet_size: 1024 * 1024,
+    };
+    let id = format!("edgewatch-tail-{}", std::process::id());
+    crate::mqtt::options(&conn, &id).map_err(|e| TailError::Url(url.to_string(), e.to_string()))
+}
+
+async fn follow_mqtt(
+    url: String,
+    opts: rumqttc::MqttOptions,
+    topics: Vec<String>,
+    tx: tokio::sync::mpsc::Sender<Value>,
+) {
+    use rumqttc::{AsyncClient, Event, Packet, QoS};
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    let (client, mut el) = AsyncClient::new(opts, 64);
     loop {
-        let mut req = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| TailError::Url(url.clone(), e.to_string()))?;
-        if let Some(t) = &opts.token {
-            let v = format!("Bearer {t}").parse().map_err(|_| {
-                TailError::Url(url.clone(), "the token is not a valid header value".into())
-            })?;
-            req.headers_mut().insert(AUTHORIZATION, v);
+        match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                eprintln!("connected to {url}");
+                backoff.reset();
+                for t in &topics {
+                    if let Err(e) = client.try_subscribe(t, QoS::AtLeastOnce) {
+                        eprintln!("cannot subscribe to {t}: {e}");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                    if tx.send(v).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("cannot follow {url}: {e}");
+                // rumqttc reconnects on the next poll without waiting of its own.
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+async fn follow_ws(
+    url: String,
+    token: Option<String>,
+    connector: Option<Connector>,
+    tx: tokio::sync::mpsc::Sender<Value>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
+    loop {
+        let Ok(mut req) = url.as_str().into_client_request() else {
+            return; // checked before the task started
+        };
+        if let Some(t) = &token {
+            match format!("Bearer {t}").parse() {
+                Ok(v) => {
+                    req.headers_mut().insert(AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    eprintln!("{url}: the token is not a valid header value");
+                    return;
+                }
+            }
         }
         match tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector.clone())
             .await
@@ -99,19 +274,10 @@ pub async fn run(opts: TailOptions) -> Result<(), TailError> {
                         Ok(Message::Close(_)) | Err(_) => break,
                         Ok(_) => continue,
                     };
-                    let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                        continue;
-                    };
-                    let Some(line) = format_event(&v, opts.color) else {
-                        continue;
-                    };
-                    let mut out = stdout.lock();
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                        return Ok(()); // stdout closed (e.g. piped into head)
-                    }
-                    printed += 1;
-                    if opts.count.is_some_and(|c| printed >= c) {
-                        return Ok(());
+                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                        if tx.send(v).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 eprintln!("disconnected from {url}; reconnecting");
@@ -195,6 +361,12 @@ pub fn format_event(v: &Value, color: bool) -> Option<String> {
             }
             Some(line)
         }
+        "status" => Some(format!(
+            "{} {} {}",
+            time_of(None),
+            paint(color, Style::new().dimmed(), "status  "),
+            s("state")
+        )),
         _ => None,
     }
 }

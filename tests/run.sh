@@ -18,6 +18,9 @@ need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser
 need prometheus-alertmanager prometheus-alertmanager  # tests/push.rs, tests/fleet_push.rs: the alertmanager sink
 need influxd influxdb        # tests/push.rs, tests/fleet_push.rs: the influxdb sink (v1 API)
 need victoria-metrics victoria-metrics  # tests/push.rs: the influxdb sink's v2 write API
+need prometheus prometheus   # tests/prometheus.rs: scrapes /metrics, receives remote write
+need promtool prometheus     # tests/prometheus.rs: `promtool check metrics` on the exposition
+need victoria-metrics victoria-metrics  # tests/remote_write.rs: a second remote-write receiver
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

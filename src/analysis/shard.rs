@@ -127,6 +127,9 @@ pub struct MetricView {
     pub last_value: Option<f64>,
     pub last_ts: Option<Millis>,
     pub total: u64,
+    /// Highest anomaly score (0..1, 0.5 at the firing threshold) of the detectors' latest
+    /// verdicts.
+    pub anomaly: f64,
     pub detectors: Vec<String>,
     pub firing: Vec<Alert>,
 }
@@ -583,6 +586,11 @@ impl ShardCore {
                         last_value: m.last.map(|l| l.1),
                         last_ts: m.last.map(|l| l.0),
                         total: m.total,
+                        anomaly: m
+                            .detectors
+                            .iter()
+                            .map(|d| d.last_anomaly)
+                            .fold(0.0, f64::max),
                         detectors: m.detectors.iter().map(|d| d.name.to_string()).collect(),
                         firing: m
                             .detectors

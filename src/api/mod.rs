@@ -4,6 +4,7 @@
 mod auth;
 mod dashboard;
 mod history;
+pub mod metrics;
 mod ws;
 
 use std::net::SocketAddr;
@@ -37,6 +38,13 @@ pub struct ApiState {
     pub history_1m_max_age: i64,
     /// The http source without a listener of its own (`POST /api/ingest`).
     pub ingest: crate::sources::http::ApiSlot,
+    /// `[api.metrics]`: what `/metrics` exposes.
+    pub metrics: crate::config::MetricsConfig,
+    /// The analysis shards' queues, for their depth on `/metrics` (weak: the API never keeps
+    /// a queue open at shutdown).
+    pub queues: Vec<tokio::sync::mpsc::WeakSender<crate::sources::route::Ingest>>,
+    /// The store's directory, for its size on `/metrics`.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +88,12 @@ pub fn start(
                     .error_handler(|e, _| ApiError::BadRequest(format!("bad query: {e}")).into()),
             )
             .route("/healthz", web::get().to(healthz))
+            .service(
+                web::resource("/metrics")
+                    .wrap(from_fn(auth::require_token))
+                    .wrap(Compress::default())
+                    .route(web::get().to(metrics::handle)),
+            )
             .service(
                 web::scope("/api")
                     .wrap(from_fn(auth::require_token))

@@ -146,6 +146,9 @@ pub struct ApiConfig {
     /// none: the API is open. Read at start-up (see `Resolved::api_token`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `GET /metrics` (Prometheus exposition).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl Default for ApiConfig {
@@ -154,8 +157,39 @@ impl Default for ApiConfig {
             listen: default_listen(),
             ws_buffer: default_ws_buffer(),
             token_file: None,
+            metrics: MetricsConfig::default(),
         }
     }
+}
+
+/// `[api.metrics]`: what `GET /metrics` exposes besides the appliance's own health.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-series metrics (labels node/device/metric): last value, window mean/std, anomaly
+    /// score, samples total, firing alerts. Off: only the appliance's health.
+    #[serde(default = "default_true")]
+    pub per_series: bool,
+    /// At most this many device/metric series are exposed; the rest are left out and counted
+    /// (`edgewatch_metrics_series_omitted`).
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            per_series: true,
+            max_series: default_max_series(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_series() -> usize {
+    2_000
 }
 
 fn default_cache() -> u64 {
@@ -204,9 +238,6 @@ impl Default for StoreConfig {
     }
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_history_1m() -> Dur {
     Dur(std::time::Duration::from_secs(48 * 3600))
 }

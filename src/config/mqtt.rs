@@ -123,6 +123,8 @@ pub enum SinkConfig {
     Alertmanager(super::push::AlertmanagerSink),
     Webhook(super::push::WebhookSink),
     Influxdb(super::push::InfluxSink),
+    #[serde(rename = "prometheus_remote_write")]
+    PrometheusRemoteWrite(crate::sinks::remote_write::Config),
 }
 
 impl SinkConfig {
@@ -133,6 +135,7 @@ impl SinkConfig {
             SinkConfig::Alertmanager(a) => &a.id,
             SinkConfig::Webhook(w) => &w.id,
             SinkConfig::Influxdb(i) => &i.id,
+            SinkConfig::PrometheusRemoteWrite(r) => &r.id,
         }
     }
 
@@ -143,6 +146,7 @@ impl SinkConfig {
             SinkConfig::Alertmanager(_) => "alertmanager",
             SinkConfig::Webhook(_) => "webhook",
             SinkConfig::Influxdb(_) => "influxdb",
+            SinkConfig::PrometheusRemoteWrite(_) => "prometheus_remote_write",
         }
     }
 
@@ -153,6 +157,7 @@ impl SinkConfig {
             SinkConfig::Alertmanager(a) => &a.url,
             SinkConfig::Webhook(w) => &w.url,
             SinkConfig::Influxdb(i) => &i.url,
+            SinkConfig::PrometheusRemoteWrite(r) => &r.url,
         }
     }
 
@@ -162,12 +167,16 @@ impl SinkConfig {
             SinkConfig::Alertmanager(a) => &a.budget,
             SinkConfig::Webhook(w) => &w.budget,
             SinkConfig::Influxdb(i) => &i.budget,
+            SinkConfig::PrometheusRemoteWrite(r) => &r.budget,
         }
     }
 
     /// Whether summaries go through its outbox (alerts and gap notices always do).
     pub fn outbox_summaries(&self) -> bool {
-        matches!(self, SinkConfig::Influxdb(_))
+        matches!(
+            self,
+            SinkConfig::Influxdb(_) | SinkConfig::PrometheusRemoteWrite(_)
+        )
     }
 
     /// Name of its outbox in the store; the MQTT sink's predates the other kinds.

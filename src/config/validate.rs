@@ -169,6 +169,10 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
         }
         match k {
             super::SinkConfig::Mqtt(m) => validate_mqtt_sink(m, &p)?,
+            super::SinkConfig::PrometheusRemoteWrite(r) => {
+                r.check().or_else(|(f, msg)| fail(at(&p, &[key(f)]), msg))?;
+                validate_backoff(r.backoff_min, r.backoff_max, &p)?;
+            }
             super::SinkConfig::Alertmanager(a) => {
                 validate_http_sink(&a.url, a.backoff_min, a.backoff_max, &p)?;
                 if a.batch == 0 {

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod http;
 pub mod influx;
 pub mod mqtt;
+pub mod remote_write;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub enum Built {
     Alertmanager(alertmanager::Alertmanager),
     Webhook(webhook::Webhook),
     Influx(influx::Influx),
+    RemoteWrite(remote_write::Sink),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,9 @@ impl Built {
             }
             SinkConfig::Webhook(w) => Built::Webhook(webhook::Webhook::new(w)?),
             SinkConfig::Influxdb(i) => Built::Influx(influx::Influx::new(i, node.into())?),
+            SinkConfig::PrometheusRemoteWrite(r) => {
+                Built::RemoteWrite(remote_write::Sink::new(r, node.into()))
+            }
         })
     }
 
@@ -68,6 +73,10 @@ impl Built {
             }
             Built::Influx(s) => {
                 tracing::info!(sink = %s.id(), "writing summaries and alerts to InfluxDB");
+                tokio::spawn(consumer::run(s, feed));
+            }
+            Built::RemoteWrite(s) => {
+                tracing::info!(sink = %s.cfg.id, url = %s.cfg.url, "writing series to a Prometheus remote-write receiver");
                 tokio::spawn(consumer::run(s, feed));
             }
         }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod prom;
 pub mod pty;
 pub mod receiver;
 pub mod servers;
