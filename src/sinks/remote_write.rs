@@ -15,7 +15,7 @@ use prost::Message;
 use serde::Deserialize;
 
 use crate::config::{Dur, OutboxBudget};
-use crate::sinks::consumer::{self, Delivery, Feed, Output, Peer};
+use crate::sinks::consumer::{self, Delivery, Output, Peer};
 use crate::sources::backoff::Backoff;
 use crate::store::outbox::Item;
 use crate::store::{Outbox, StoreError};
