@@ -8,6 +8,7 @@ mod auth;
 mod clock;
 pub mod config;
 pub mod decode;
+mod fds;
 mod hub;
 pub mod model;
 mod mqtt;
