@@ -9,6 +9,8 @@ mod clock;
 pub mod config;
 pub mod decode;
 mod fds;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 pub mod model;
 mod mqtt;
