@@ -66,7 +66,8 @@ impl fmt::Debug for Cidr {
 impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Cidr::parse(&s).map_err(serde::de::Error::custom)
+        // the TCP source reads its table whole, so the error names the key itself
+        Cidr::parse(&s).map_err(|e| serde::de::Error::custom(format!("allow_from: {e}")))
     }
 }
 
