@@ -349,3 +349,27 @@ fn out_of_descriptors_the_api_sheds_with_503_while_the_tcp_source_keeps_acceptin
     assert_eq!(source(&st)["connections_refused"]["max_clients"], 0);
     drop(sensor);
 }
+
+#[test]
+fn a_ws_client_that_never_answers_pings_is_dropped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut ew = Edgewatch::start(&config(dir.path(), "", "ws_ping_interval = \"200ms\"\n"));
+    // a tungstenite client answers pings whenever it reads: it stays
+    let mut good = ew.ws("");
+    let mut c = TcpStream::connect(&ew.api).expect("connect");
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("handshake");
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        let _ = good.next(Duration::from_millis(100));
+    }
+    let st = ew.poll("/api/status", Duration::from_secs(5), |v| {
+        v["ws"]["closed_idle"] == 1
+    });
+    assert_eq!(st["ws"]["clients"], 1, "the answering client stays");
+    ew.wait_log("no pong for three ping intervals", Duration::from_secs(5));
+    drop(c);
+}
