@@ -239,6 +239,20 @@ fn store_alerts(
     out
 }
 
+/// Descriptors the TCP servers may hold between them (their `max_clients`), kept from the API.
+fn tcp_clients(cfg: &crate::config::Config) -> usize {
+    cfg.sources
+        .iter()
+        .map(|s| match s {
+            crate::config::SourceConfig::Tcp(t) => match &t.mode {
+                crate::config::TcpMode::Server { max_clients, .. } => *max_clients,
+                crate::config::TcpMode::Client { .. } => 1,
+            },
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Runs the appliance until SIGINT or SIGTERM (SIGHUP reloads). Blocks the calling thread.
 pub fn run(resolved: Resolved) -> anyhow::Result<()> {
     serve(resolved, Control::Signals, |_| {})
@@ -252,6 +266,10 @@ pub fn serve(
     on_ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let cfg = resolved.config.clone();
+    let (soft_was, soft) = crate::fds::raise_limit();
+    if soft != soft_was {
+        tracing::debug!(from = soft_was, to = soft, "file descriptor limit raised");
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let (store, recovery) = open_store(&cfg.data_dir, cfg.store.cache_bytes)?;
@@ -425,6 +443,7 @@ pub fn serve(
                 metrics: cfg.api.metrics.clone(),
                 queues,
                 data_dir: Some(cfg.data_dir.clone()),
+                limits: api::ApiLimits::new(&cfg.api, tcp_clients(&cfg)),
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

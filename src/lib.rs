@@ -8,6 +8,9 @@ mod auth;
 mod clock;
 pub mod config;
 pub mod decode;
+mod fds;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 pub mod model;
 mod mqtt;

@@ -23,6 +23,8 @@ pub struct SourceStats {
     pub restarts: AtomicU64,
     /// Messages dropped because the queue toward analysis was full (MQTT).
     pub dropped_queue_full: AtomicU64,
+    /// Connections refused or closed by the TCP server's limits, per reason.
+    pub refused: Refusals,
     /// samples/s over the last second, updated by `StatusBoard::tick`.
     pub rate: AtomicU64,
     last_samples: AtomicU64,
@@ -46,6 +48,7 @@ impl SourceStats {
             connects_total: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             dropped_queue_full: AtomicU64::new(0),
+            refused: Refusals::default(),
             rate: AtomicU64::new(0),
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -97,6 +100,7 @@ impl SourceStats {
             connects_total: self.connects_total.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
+            connections_refused: self.refused.view(),
             last_error: self
                 .last_error
                 .lock()
@@ -106,6 +110,38 @@ impl SourceStats {
             devices: self.units.lock().map(|g| g.clone()).unwrap_or_default(),
         }
     }
+}
+
+/// Why a TCP server turned a peer away (each also logged, rate-limited).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// `max_clients` connections were already open.
+    pub max_clients: AtomicU64,
+    /// The peer already held `max_clients_per_ip` connections.
+    pub per_ip: AtomicU64,
+    /// The peer is outside `allow_from`.
+    pub not_allowed: AtomicU64,
+    /// Closed after `read_timeout` without data.
+    pub idle: AtomicU64,
+}
+
+impl Refusals {
+    fn view(&self) -> RefusalsView {
+        RefusalsView {
+            max_clients: self.max_clients.load(Relaxed),
+            per_ip: self.per_ip.load(Relaxed),
+            not_allowed: self.not_allowed.load(Relaxed),
+            idle: self.idle.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RefusalsView {
+    pub max_clients: u64,
+    pub per_ip: u64,
+    pub not_allowed: u64,
+    pub idle: u64,
 }
 
 /// Counters of the analysis stage and the event hub.
@@ -122,6 +158,15 @@ pub struct PipelineStats {
     pub summaries: AtomicU64,
     pub ws_clients: AtomicU64,
     pub ws_dropped_slow: AtomicU64,
+    /// `/ws` clients closed for declaring a frame over `api.ws_max_frame`.
+    pub ws_closed_oversize: AtomicU64,
+    /// `/ws` clients closed after three ping intervals without a frame.
+    pub ws_closed_idle: AtomicU64,
+    /// API requests answered 503 because fewer than `api.fd_reserve` descriptors were free.
+    pub api_shed: AtomicU64,
+    /// The API's connection cap in force (after the descriptor reserve) and the reserve.
+    pub api_max_connections: AtomicU64,
+    pub fd_reserve: AtomicU64,
     pub rate: AtomicU64,
     last: AtomicU64,
 }
@@ -224,7 +269,16 @@ impl StatusBoard {
             ws: WsView {
                 clients: p.ws_clients.load(Relaxed),
                 dropped_slow: p.ws_dropped_slow.load(Relaxed),
+                closed_oversize: p.ws_closed_oversize.load(Relaxed),
+                closed_idle: p.ws_closed_idle.load(Relaxed),
                 summaries: p.summaries.load(Relaxed),
+            },
+            api: ApiView {
+                max_connections: p.api_max_connections.load(Relaxed),
+                shed_503: p.api_shed.load(Relaxed),
+                fd_reserve: p.fd_reserve.load(Relaxed),
+                fds_open: crate::fds::open() as u64,
+                fd_limit: crate::fds::limit() as u64,
             },
             upstream: self.upstream.as_ref().map(|(s, o)| s.view(o)),
             sinks: self
@@ -253,6 +307,7 @@ pub struct StatusView {
     pub analysis: AnalysisView,
     pub alerts: AlertsView,
     pub ws: WsView,
+    pub api: ApiView,
     pub upstream: Option<crate::upstream::UpstreamView>,
     pub sinks: Vec<SinkView>,
     /// Wall-clock sanity (boards without RTC): see docs/CLOCK.md.
@@ -310,6 +365,7 @@ pub struct SourceView {
     pub connects_total: u64,
     pub restarts: u64,
     pub dropped_queue_full: u64,
+    pub connections_refused: RefusalsView,
     pub last_error: Option<ErrorView>,
     /// Polled devices of this source (Modbus), when it has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -361,7 +417,19 @@ pub struct AlertsView {
 pub struct WsView {
     pub clients: u64,
     pub dropped_slow: u64,
+    pub closed_oversize: u64,
+    pub closed_idle: u64,
     pub summaries: u64,
+}
+
+/// The API's own limits: connection cap, requests shed for lack of descriptors, descriptors.
+#[derive(Debug, Serialize)]
+pub struct ApiView {
+    pub max_connections: u64,
+    pub shed_503: u64,
+    pub fd_reserve: u64,
+    pub fds_open: u64,
+    pub fd_limit: u64,
 }
 
 /// Logs at most `burst` messages per `period`, then one line saying how many were suppressed.

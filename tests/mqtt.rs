@@ -457,3 +457,58 @@ fn the_sink_delivers_every_alert_in_order_across_an_outage_and_a_kill_9() {
     });
     drop(tx);
 }
+
+#[test]
+fn the_queue_toward_analysis_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(dir.path(), "");
+    // room for one 60 KiB message at a time: a burst overflows by bytes long before 16,384 messages
+    let cfg = format!(
+        r#"
+[unknown_devices]
+policy = "register"
+
+[[source]]
+id = "mqtt"
+kind = "mqtt"
+url = "{url}"
+max_packet_size = 65536
+queue_bytes = 65536
+
+[[source.subscribe]]
+topic = "sensors/{{device}}/{{metric}}"
+"#,
+        url = broker.url()
+    );
+    let mut ew = Edgewatch::start(&write_config(dir.path(), &cfg));
+    wait_subscribed(&mut ew, 1);
+    let pad = "x".repeat(60 * 1024);
+    let msgs: Vec<_> = (0..200)
+        .map(|i| {
+            msg(
+                "sensors/big/m",
+                &format!("{{\"value\":{i},\"pad\":\"{pad}\"}}"),
+            )
+        })
+        .collect();
+    publish_all(broker.port, QoS::AtMostOnce, &msgs);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = source_status(&ew);
+        let done = s["frames_accepted"].as_u64().unwrap_or(0)
+            + s["frames_rejected"].as_u64().unwrap_or(0)
+            + s["dropped_queue_full"].as_u64().unwrap_or(0);
+        if done >= 200 || std::time::Instant::now() > end {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dropped = s["dropped_queue_full"].as_u64().unwrap_or(0);
+    assert!(dropped > 0, "no message dropped for bytes: {s}");
+    assert_eq!(
+        s["frames_accepted"].as_u64().unwrap_or(0) + dropped,
+        200,
+        "every message either analysed or counted as dropped: {s}"
+    );
+    ew.wait_log("queue full (messages or bytes)", Duration::from_secs(5));
+}

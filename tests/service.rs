@@ -293,6 +293,21 @@ fn the_unit_allows_every_serial_driver_a_pi_user_meets() {
     assert_eq!(unit_values(&unit, "SupplementaryGroups"), ["dialout"]);
 }
 
+#[test]
+fn the_unit_gives_room_for_the_default_connection_caps() {
+    let unit = unit_text();
+    let v = unit_values(&unit, "LimitNOFILE");
+    let n: u64 = match v.as_slice() {
+        [one] => one
+            .parse()
+            .expect("LimitNOFILE is one number (soft = hard)"),
+        other => panic!("LimitNOFILE must be set once: {other:?}"),
+    };
+    // api.max_connections 128 + one TCP source's max_clients 256 + api.fd_reserve 64 + the ~30
+    // open at start, with room for several TCP sources; systemd's own default soft limit is 1024.
+    assert!((4096..=65536).contains(&n), "LimitNOFILE={n}");
+}
+
 /// The credential names the unit loads (`LoadCredential=NAME`, searched in /etc/credstore/).
 fn credentials(unit: &str) -> Vec<String> {
     unit_values(unit, "LoadCredential")

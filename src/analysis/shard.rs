@@ -88,6 +88,33 @@ struct DeviceSnapshot {
     metrics: Vec<MetricSnapshot>,
 }
 
+/// Fuzzing: a saved device state read from arbitrary bytes, then used as a restore would (a
+/// sample pushed through its statistics and every detector whose spec it claims to match).
+#[doc(hidden)]
+pub fn fuzz_snapshot(bytes: &[u8]) {
+    let Ok(mut snap) = postcard::from_bytes::<DeviceSnapshot>(bytes) else {
+        return;
+    };
+    for ms in &mut snap.metrics {
+        let _ = (
+            ms.stats.mean(),
+            ms.stats.std(),
+            ms.stats.min(),
+            ms.stats.max(),
+        );
+        ms.stats.push(1_000, 1.5);
+        ms.stats.push(2_000, -3.0);
+        let _ = (ms.stats.mean(), ms.stats.std(), ms.stats.last());
+        for ds in &mut ms.detectors {
+            if ds.state.matches(&ds.spec) {
+                let _ = ds.state.observe(&ds.spec, 3_000, 2.0);
+                let _ = ds.state.observe(&ds.spec, 4_000, 1e6);
+            }
+        }
+    }
+    let _ = postcard::to_stdvec(&snap);
+}
+
 #[derive(Serialize, Deserialize)]
 struct MetricSnapshot {
     name: String,

@@ -3,8 +3,10 @@
 
 mod auth;
 mod dashboard;
+mod frame_limit;
 mod history;
 pub mod metrics;
+mod shed;
 mod ws;
 
 use std::net::SocketAddr;
@@ -45,6 +47,38 @@ pub struct ApiState {
     pub queues: Vec<tokio::sync::mpsc::WeakSender<crate::sources::route::Ingest>>,
     /// The store's directory, for its size on `/metrics`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Connection, timeout and descriptor limits (`[api]`).
+    pub limits: ApiLimits,
+}
+
+/// The `[api]` limits the server and its handlers apply.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Connections served at once, already lowered to fit the descriptors (`connection_cap`).
+    pub max_connections: usize,
+    pub request_timeout: std::time::Duration,
+    pub keep_alive: std::time::Duration,
+    pub ws_max_frame: usize,
+    pub ws_ping_interval: std::time::Duration,
+    pub fd_reserve: usize,
+}
+
+impl ApiLimits {
+    /// From the config; `reserved` is what sources may hold (TCP clients) beyond `fd_reserve`.
+    /// The cap leaves the descriptors already open, the reserve and `reserved` alone, but never
+    /// goes below 4 (a 503 needs a connection to be said on).
+    pub fn new(c: &crate::config::ApiConfig, reserved: usize) -> Self {
+        let free = crate::fds::limit().saturating_sub(crate::fds::open());
+        let fit = free.saturating_sub(c.fd_reserve + reserved);
+        ApiLimits {
+            max_connections: c.max_connections.min(fit).max(4),
+            request_timeout: c.request_timeout.0,
+            keep_alive: c.keep_alive.0,
+            ws_max_frame: c.ws_max_frame,
+            ws_ping_interval: c.ws_ping_interval.0,
+            fd_reserve: c.fd_reserve,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,10 +112,21 @@ pub fn start(
     listen: SocketAddr,
     state: ApiState,
 ) -> std::io::Result<(SocketAddr, actix_web::dev::Server)> {
+    let limits = state.limits.clone();
+    let p = &state.status.pipeline;
+    p.api_max_connections.store(
+        limits.max_connections as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    p.fd_reserve.store(
+        limits.fd_reserve as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         use actix_web::middleware::{from_fn, Compress};
         App::new()
+            .wrap(from_fn(shed::low_fds))
             .app_data(state.clone())
             .app_data(
                 web::QueryConfig::default()
@@ -119,6 +164,13 @@ pub fn start(
             )
     })
     .workers(1)
+    // one worker: the per-worker cap is the whole cap
+    .max_connections(limits.max_connections)
+    .client_request_timeout(limits.request_timeout)
+    .keep_alive(limits.keep_alive)
+    // no lingering: a connection whose request body is left unread (a `/ws` client closed for
+    // an oversized frame) is shut at once instead of read and discarded for another second
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .disable_signals()
     .shutdown_timeout(2)
     .bind(listen)?;

@@ -4,12 +4,13 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::frame_limit::FrameLimit;
 use super::{ApiError, ApiState};
 use crate::model::AlertState;
 use crate::protocol::{self, Kind, Wire};
@@ -96,7 +97,13 @@ pub async fn handle(
         kind,
         state,
     };
+    // Clients send only control frames: a larger declared frame ends the connection at once.
+    let (limited, oversize) = FrameLimit::new(body, s.limits.ws_max_frame);
+    let boxed: std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>> = Box::pin(limited);
+    let body = web::Payload::from_request(&req, &mut actix_web::dev::Payload::from(boxed)).await?;
     let (resp, mut session, mut incoming) = actix_ws::handle(&req, body)?;
+    let ping_every = s.limits.ws_ping_interval;
+    let max_frame = s.limits.ws_max_frame;
     let mut rx = s.events.subscribe();
     let state = s.into_inner();
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -106,9 +113,21 @@ pub async fn handle(
         tracing::debug!(%peer, "ws client connected");
         let hello = protocol::local_hello_json(&state.node);
         let mut close = None;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = tokio::time::Instant::now();
         if session.text(hello).await.is_ok() {
             loop {
                 tokio::select! {
+                    _ = ping.tick() => {
+                        if last_heard.elapsed() >= ping_every * 3 {
+                            p.ws_closed_idle.fetch_add(1, Relaxed);
+                            tracing::warn!(%peer, "ws client dropped: no pong for three ping intervals");
+                            close = Some(CloseReason { code: CloseCode::Policy, description: Some("no pong".into()) });
+                            break;
+                        }
+                        if session.ping(b"").await.is_err() { break; }
+                    }
                     ev = rx.recv() => match ev {
                         Ok(w) => {
                             let Some(text) = filter.apply(&state.node, &w) else { continue };
@@ -133,12 +152,26 @@ pub async fn handle(
                             break;
                         }
                     },
-                    msg = incoming.next() => match msg {
-                        Some(Ok(Message::Ping(b))) => {
-                            if session.pong(&b).await.is_err() { break; }
+                    msg = incoming.next() => {
+                        last_heard = tokio::time::Instant::now();
+                        match msg {
+                            Some(Ok(Message::Ping(b))) => {
+                                if session.pong(&b).await.is_err() { break; }
+                            }
+                            Some(Ok(Message::Close(_))) | None => break,
+                            Some(Err(e)) => {
+                                if oversize.load(Relaxed) {
+                                    p.ws_closed_oversize.fetch_add(1, Relaxed);
+                                    tracing::warn!(%peer, limit = max_frame, "ws client closed: frame over api.ws_max_frame declared");
+                                    close = Some(CloseReason { code: CloseCode::Size, description: Some(format!("frames over {max_frame} bytes are not accepted")) });
+                                } else {
+                                    tracing::debug!(%peer, error = %e, "ws client protocol error");
+                                    close = Some(CloseReason { code: CloseCode::Protocol, description: None });
+                                }
+                                break;
+                            }
+                            Some(Ok(_)) => {}
                         }
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                        Some(Ok(_)) => {}
                     },
                 }
             }

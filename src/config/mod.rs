@@ -6,12 +6,14 @@ mod ingest;
 mod interpolate;
 mod load;
 mod local;
+mod net;
 mod serial;
 mod validate;
 
 pub use ingest::{HttpSource, UdpSource};
 pub use load::{load_file, load_file_all, parse_str, ConfigError};
 pub use local::{ExecSource, FilePreset, FileSource, HostSource};
+pub use net::Cidr;
 pub use serial::{
     DataType, FlowControl, ModbusDevice, ModbusPoint, ModbusSource, Parity, PortSettings,
     RegisterKind, SerialFormat, SerialSource, UsbId, WordOrder,
@@ -132,6 +134,21 @@ fn default_listen() -> SocketAddr {
 fn default_ws_buffer() -> usize {
     1024
 }
+fn default_api_max_connections() -> usize {
+    128
+}
+fn default_api_timeout() -> Dur {
+    Dur::secs(5)
+}
+fn default_ws_max_frame() -> usize {
+    4096
+}
+fn default_ws_ping() -> Dur {
+    Dur::secs(20)
+}
+fn default_fd_reserve() -> usize {
+    64
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +166,27 @@ pub struct ApiConfig {
     /// `GET /metrics` (Prometheus exposition).
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Open HTTP/WebSocket connections served at once; more wait in the kernel's backlog.
+    /// Lowered at start so the API never takes the descriptors kept for sources and the store.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send its request head; and how long an idle keep-alive
+    /// connection is kept.
+    #[serde(default = "default_api_timeout")]
+    pub request_timeout: Dur,
+    #[serde(default = "default_api_timeout")]
+    pub keep_alive: Dur,
+    /// Largest frame a `/ws` client may declare (clients send only control frames); a larger
+    /// declared length closes the connection before any of it is buffered.
+    #[serde(default = "default_ws_max_frame")]
+    pub ws_max_frame: usize,
+    /// `/ws` clients are pinged this often and dropped after three intervals without a frame.
+    #[serde(default = "default_ws_ping")]
+    pub ws_ping_interval: Dur,
+    /// File descriptors kept free for sources, sinks and the store: with fewer free the API
+    /// answers 503 and closes the connection.
+    #[serde(default = "default_fd_reserve")]
+    pub fd_reserve: usize,
 }
 
 impl Default for ApiConfig {
@@ -158,6 +196,12 @@ impl Default for ApiConfig {
             ws_buffer: default_ws_buffer(),
             token_file: None,
             metrics: MetricsConfig::default(),
+            max_connections: default_api_max_connections(),
+            request_timeout: default_api_timeout(),
+            keep_alive: default_api_timeout(),
+            ws_max_frame: default_ws_max_frame(),
+            ws_ping_interval: default_ws_ping(),
+            fd_reserve: default_fd_reserve(),
         }
     }
 }
@@ -468,6 +512,8 @@ pub enum TcpMode {
         listen: SocketAddr,
         /// Connections beyond this are refused.
         max_clients: usize,
+        /// Per-peer cap, idle timeout and allowed networks.
+        guard: TcpGuard,
     },
     /// Connect out to `host:port` and reconnect when the peer goes away.
     Client { connect: String },
@@ -491,11 +537,38 @@ impl TcpMode {
     }
 }
 
+/// What a TCP server lets one peer hold, and who may connect at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpGuard {
+    /// Connections one peer address may hold at once.
+    pub max_clients_per_ip: usize,
+    /// A connection that sends nothing for this long is closed, freeing its slot.
+    pub read_timeout: Dur,
+    /// Peers allowed to connect (empty: any); others are closed at once and counted.
+    pub allow_from: Vec<Cidr>,
+}
+
+impl Default for TcpGuard {
+    fn default() -> Self {
+        TcpGuard {
+            max_clients_per_ip: default_max_clients_per_ip(),
+            read_timeout: default_read_timeout(),
+            allow_from: Vec::new(),
+        }
+    }
+}
+
 fn default_max_frame() -> usize {
     4096
 }
 fn default_max_clients() -> usize {
     256
+}
+fn default_max_clients_per_ip() -> usize {
+    32
+}
+fn default_read_timeout() -> Dur {
+    Dur::secs(600)
 }
 fn default_backoff_min() -> Dur {
     Dur::millis(200)
@@ -553,7 +626,8 @@ mod tcp_wire {
 
     use super::{
         default_backoff_max, default_backoff_min, default_format, default_max_clients,
-        default_max_frame, Dur, Format, MetricName, TcpMode, TcpSource, TsUnit,
+        default_max_clients_per_ip, default_max_frame, default_read_timeout, Cidr, Dur, Format,
+        MetricName, TcpGuard, TcpMode, TcpSource, TsUnit,
     };
 
     #[derive(Deserialize)]
@@ -570,6 +644,12 @@ mod tcp_wire {
         listen: SocketAddr,
         #[serde(default = "default_max_clients")]
         max_clients: usize,
+        #[serde(default = "default_max_clients_per_ip")]
+        max_clients_per_ip: usize,
+        #[serde(default = "default_read_timeout")]
+        read_timeout: Dur,
+        #[serde(default)]
+        allow_from: Vec<Cidr>,
         #[serde(default = "default_format")]
         format: Format,
         #[serde(default)]
@@ -622,7 +702,15 @@ mod tcp_wire {
             Some(r) if mode == "server" && r.starts_with("connect`") => "client",
             Some(r)
                 if mode == "client"
-                    && (r.starts_with("listen`") || r.starts_with("max_clients`")) =>
+                    && [
+                        "listen`",
+                        "max_clients`",
+                        "max_clients_per_ip`",
+                        "read_timeout`",
+                        "allow_from`",
+                    ]
+                    .iter()
+                    .any(|k| r.starts_with(k)) =>
             {
                 "server"
             }
@@ -650,6 +738,11 @@ mod tcp_wire {
                 mode: TcpMode::Server {
                     listen: s.listen,
                     max_clients: s.max_clients,
+                    guard: TcpGuard {
+                        max_clients_per_ip: s.max_clients_per_ip,
+                        read_timeout: s.read_timeout,
+                        allow_from: s.allow_from,
+                    },
                 },
                 format: s.format,
                 ts_unit: s.ts_unit,

@@ -19,6 +19,9 @@ fn default_max_packet() -> usize {
 fn default_mqtt_queue() -> usize {
     16_384
 }
+fn default_mqtt_queue_bytes() -> usize {
+    8 * 1024 * 1024
+}
 
 /// How a subscription's payloads are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -111,6 +114,9 @@ pub struct MqttSource {
     /// Messages that may wait for decoding and analysis; beyond it they are dropped and counted.
     #[serde(default = "default_mqtt_queue")]
     pub queue: usize,
+    /// Payload bytes that may wait in that queue; beyond it messages are dropped and counted.
+    #[serde(default = "default_mqtt_queue_bytes")]
+    pub queue_bytes: usize,
     #[serde(rename = "subscribe")]
     pub subscriptions: Vec<MqttSubscription>,
 }

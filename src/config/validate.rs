@@ -133,6 +133,27 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
     if config.api.ws_buffer == 0 {
         return fail(vec![key("api"), key("ws_buffer")], "must be at least 1");
     }
+    if config.api.max_connections == 0 {
+        return fail(
+            vec![key("api"), key("max_connections")],
+            "must be at least 1",
+        );
+    }
+    if !(125..=1 << 20).contains(&config.api.ws_max_frame) {
+        return fail(
+            vec![key("api"), key("ws_max_frame")],
+            "must be between 125 (the largest control frame) and 1048576 bytes",
+        );
+    }
+    for (k, d) in [
+        ("request_timeout", config.api.request_timeout),
+        ("keep_alive", config.api.keep_alive),
+        ("ws_ping_interval", config.api.ws_ping_interval),
+    ] {
+        if d.as_ms() == 0 {
+            return fail(vec![key("api"), key(k)], "must be greater than 0");
+        }
+    }
     if config.analysis.queue == 0 {
         return fail(vec![key("analysis"), key("queue")], "must be at least 1");
     }
@@ -464,8 +485,19 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                 t.influx_metric,
                 p,
             )?;
-            if let TcpMode::Server { max_clients: 0, .. } = t.mode {
-                return fail(at(p, &[key("max_clients")]), "must be at least 1");
+            if let TcpMode::Server {
+                max_clients, guard, ..
+            } = &t.mode
+            {
+                if *max_clients == 0 {
+                    return fail(at(p, &[key("max_clients")]), "must be at least 1");
+                }
+                if guard.max_clients_per_ip == 0 {
+                    return fail(at(p, &[key("max_clients_per_ip")]), "must be at least 1");
+                }
+                if guard.read_timeout.as_ms() == 0 {
+                    return fail(at(p, &[key("read_timeout")]), "must be greater than 0");
+                }
             }
             if t.backoff_min.as_ms() == 0 {
                 return fail(at(p, &[key("backoff_min")]), "must be greater than 0");
@@ -586,6 +618,15 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
     validate_backoff(m.backoff_min, m.backoff_max, p)?;
     if !(1..=1 << 22).contains(&m.queue) {
         return fail(at(p, &[key("queue")]), "must be between 1 and 4194304");
+    }
+    if m.queue_bytes < m.max_packet_size {
+        return fail(
+            at(p, &[key("queue_bytes")]),
+            format!(
+                "must be at least max_packet_size ({} bytes), or the largest message never fits",
+                m.max_packet_size
+            ),
+        );
     }
     if m.subscriptions.is_empty() {
         return fail(

@@ -1,9 +1,10 @@
 //! Raw TCP source: server mode (many concurrent clients) or client mode (connects out and
 //! reconnects through the retry layer). Each connection feeds its own `Framed` intake.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -13,11 +14,12 @@ use super::backoff::Retry;
 use super::intake::{Decoder, Framed, Intake, Origin};
 use super::route::{Closed, Router};
 use super::SourceError;
-use crate::config::{TcpMode, TcpSource};
+use crate::config::{TcpGuard, TcpMode, TcpSource};
 use crate::decode::framing::Delimiter;
-use crate::status::SourceStats;
+use crate::status::{RateLimitedLog, SourceStats};
 
-const READ_BUF: usize = 64 * 1024;
+/// Read buffer per connection (256 clients hold 4 MiB of them at most).
+const READ_BUF: usize = 16 * 1024;
 /// Longest a connect may take in client mode.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,7 +33,8 @@ pub async fn run(
         TcpMode::Server {
             listen,
             max_clients,
-        } => serve(&cfg, *listen, *max_clients, idx, router, stats).await,
+            guard,
+        } => serve(&cfg, *listen, *max_clients, guard, idx, router, stats).await,
         TcpMode::Client { connect } => connect_loop(&cfg, connect, idx, router, stats).await,
     }
 }
@@ -49,10 +52,69 @@ fn framed(cfg: &TcpSource, idx: u16, router: &Router, stats: &Arc<SourceStats>) 
     )
 }
 
+/// One accepted connection's place in the server's counts; freed when the connection ends.
+struct Slot {
+    ip: IpAddr,
+    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    stats: Arc<SourceStats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.connections.fetch_sub(1, Relaxed);
+        if let Ok(mut m) = self.per_ip.lock() {
+            if let Some(n) = m.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Why a peer was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refuse {
+    NotAllowed,
+    Full,
+    PerIp,
+}
+
+/// Admission: the allow-list, then the per-peer and total caps, counted exactly (the slot is
+/// taken here, in the accept loop, before the connection's task starts).
+fn admit(
+    guard: &TcpGuard,
+    max_clients: usize,
+    peer: IpAddr,
+    per_ip: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+    stats: &Arc<SourceStats>,
+) -> Result<Slot, Refuse> {
+    if !guard.allow_from.is_empty() && !guard.allow_from.iter().any(|c| c.contains(peer)) {
+        return Err(Refuse::NotAllowed);
+    }
+    if stats.connections.load(Relaxed) >= max_clients as u64 {
+        return Err(Refuse::Full);
+    }
+    let mut m = per_ip.lock().map_err(|_| Refuse::Full)?;
+    let n = m.entry(peer).or_insert(0);
+    if *n >= guard.max_clients_per_ip {
+        return Err(Refuse::PerIp);
+    }
+    *n += 1;
+    stats.connections.fetch_add(1, Relaxed);
+    Ok(Slot {
+        ip: peer,
+        per_ip: per_ip.clone(),
+        stats: stats.clone(),
+    })
+}
+
 async fn serve(
     cfg: &Arc<TcpSource>,
     addr: SocketAddr,
     max_clients: usize,
+    guard: &TcpGuard,
     idx: u16,
     router: Router,
     stats: Arc<SourceStats>,
@@ -67,6 +129,10 @@ async fn serve(
     tracing::info!(source = %cfg.id, "tcp source listening on {local}");
     stats.set_listen_addr(local);
     stats.set_healthy(true);
+    let per_ip = Arc::new(Mutex::new(HashMap::new()));
+    let mut refused_log = RateLimitedLog::new(5, Duration::from_secs(10));
+    let idle_log = Arc::new(Mutex::new(RateLimitedLog::new(5, Duration::from_secs(10))));
+    let read_timeout = guard.read_timeout.0;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -77,21 +143,44 @@ async fn serve(
                 continue;
             }
         };
-        if stats.connections.load(Relaxed) >= max_clients as u64 {
-            tracing::warn!(source = %cfg.id, %peer, limit = max_clients, "connection refused: too many clients");
-            drop(stream);
-            continue;
-        }
+        let slot = match admit(guard, max_clients, peer.ip(), &per_ip, &stats) {
+            Ok(slot) => slot,
+            Err(why) => {
+                let r = &stats.refused;
+                let (counter, reason, limit) = match why {
+                    Refuse::NotAllowed => (&r.not_allowed, "peer not in allow_from", 0),
+                    Refuse::Full => (&r.max_clients, "max_clients reached", max_clients),
+                    Refuse::PerIp => (
+                        &r.per_ip,
+                        "max_clients_per_ip reached",
+                        guard.max_clients_per_ip,
+                    ),
+                };
+                counter.fetch_add(1, Relaxed);
+                if let (true, suppressed) = refused_log.allow() {
+                    tracing::warn!(source = %cfg.id, %peer, limit, suppressed_before = suppressed.unwrap_or(0), "connection refused: {reason}");
+                }
+                drop(stream);
+                continue;
+            }
+        };
         let mut intake = framed(cfg, idx, &router, &stats);
         intake.intake.set_from(peer.to_string());
-        let (id, stats) = (cfg.id.clone(), stats.clone());
+        let (id, stats, idle_log) = (cfg.id.clone(), stats.clone(), idle_log.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
-            stats.connections.fetch_add(1, Relaxed);
             stats.connects_total.fetch_add(1, Relaxed);
             tracing::debug!(source = %id, %peer, "client connected");
-            let r = read_frames(stream, &mut intake).await;
-            stats.connections.fetch_sub(1, Relaxed);
+            let r = read_frames(stream, &mut intake, Some(read_timeout)).await;
+            if let Ok(Ended::Idle) = r {
+                stats.refused.idle.fetch_add(1, Relaxed);
+                if let Ok(mut l) = idle_log.lock() {
+                    if let (true, suppressed) = l.allow() {
+                        tracing::info!(source = %id, %peer, timeout = ?read_timeout, suppressed_before = suppressed.unwrap_or(0), "client closed: nothing received within read_timeout");
+                    }
+                }
+            }
             tracing::debug!(source = %id, %peer, result = ?r, "client disconnected");
         });
     }
@@ -116,7 +205,7 @@ async fn connect_loop(
                 stats.set_healthy(true);
                 stats.connections.store(1, Relaxed);
                 stats.connects_total.fetch_add(1, Relaxed);
-                let r = read_frames(stream, &mut intake).await;
+                let r = read_frames(stream, &mut intake, None).await;
                 if intake.take_received() {
                     retry.healthy();
                 }
@@ -125,6 +214,7 @@ async fn connect_loop(
                 match r {
                     Err(Closed) => return Err(SourceError::Closed(Closed)),
                     Ok(why) => {
+                        let why = why.to_string();
                         tracing::warn!(source = %cfg.id, peer = %target, reason = %why, "connection lost");
                         stats.set_error(format!("connection to {target} lost: {why}"));
                     }
@@ -145,14 +235,45 @@ async fn connect_loop(
     }
 }
 
-/// Reads one connection until EOF or error; returns why it ended, or `Closed` on shutdown.
-async fn read_frames(mut stream: TcpStream, intake: &mut Framed) -> Result<String, Closed> {
+/// How a connection ended (other than by shutdown).
+#[derive(Debug)]
+enum Ended {
+    Peer,
+    Error(std::io::Error),
+    /// Nothing arrived within `read_timeout`.
+    Idle,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Peer => f.write_str("closed by peer"),
+            Ended::Error(e) => write!(f, "{e}"),
+            Ended::Idle => f.write_str("idle beyond read_timeout"),
+        }
+    }
+}
+
+/// Reads one connection until EOF, error or `idle` without data; returns why it ended, or
+/// `Closed` on shutdown.
+async fn read_frames(
+    mut stream: TcpStream,
+    intake: &mut Framed,
+    idle: Option<Duration>,
+) -> Result<Ended, Closed> {
     let mut buf = vec![0u8; READ_BUF];
     let why = loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) => break "closed by peer".to_string(),
+        let read = match idle {
+            Some(t) => match tokio::time::timeout(t, stream.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break Ended::Idle,
+            },
+            None => stream.read(&mut buf).await,
+        };
+        let n = match read {
+            Ok(0) => break Ended::Peer,
             Ok(n) => n,
-            Err(e) => break e.to_string(),
+            Err(e) => break Ended::Error(e),
         };
         intake.feed(&buf[..n]);
         intake.flush().await?;
@@ -163,7 +284,7 @@ async fn read_frames(mut stream: TcpStream, intake: &mut Framed) -> Result<Strin
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{parse_str, SourceConfig, TcpMode};
+    use crate::config::{parse_str, Cidr, Dur, SourceConfig, TcpGuard, TcpMode};
 
     fn parse(body: &str) -> Result<TcpMode, String> {
         let text = format!("node_id = \"n\"\n[[source]]\nid = \"t\"\nkind = \"tcp\"\n{body}");
@@ -179,6 +300,7 @@ mod tests {
         let server = TcpMode::Server {
             listen: "127.0.0.1:9000".parse().expect("addr"),
             max_clients: 256,
+            guard: TcpGuard::default(),
         };
         assert_eq!(parse("listen = \"127.0.0.1:9000\"\n"), Ok(server.clone()));
         assert_eq!(
@@ -189,7 +311,8 @@ mod tests {
             parse("listen = \"127.0.0.1:9000\"\nmax_clients = 3\n"),
             Ok(TcpMode::Server {
                 listen: "127.0.0.1:9000".parse().expect("addr"),
-                max_clients: 3
+                max_clients: 3,
+                guard: TcpGuard::default(),
             })
         );
         assert_eq!(
@@ -243,6 +366,76 @@ mod tests {
             e.contains("applies to format = \"influx\" only") && e.contains("source[0].device_tag"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_guard_fields_are_read_and_checked() {
+        let m = parse(
+            "listen = \"0.0.0.0:9000\"\nmax_clients_per_ip = 2\nread_timeout = \"30s\"\nallow_from = [\"192.168.1.0/24\", \"10.0.0.7\"]\n",
+        )
+        .expect("guard");
+        let TcpMode::Server { guard, .. } = m else {
+            panic!("not a server")
+        };
+        assert_eq!(
+            guard,
+            TcpGuard {
+                max_clients_per_ip: 2,
+                read_timeout: Dur::secs(30),
+                allow_from: vec![
+                    Cidr::parse("192.168.1.0/24").expect("cidr"),
+                    Cidr::parse("10.0.0.7").expect("cidr")
+                ],
+            }
+        );
+        let e = parse("listen = \"0.0.0.0:1\"\nallow_from = [\"lan\"]\n").expect_err("bad cidr");
+        assert!(
+            e.contains("not an address") && e.contains("allow_from"),
+            "{e}"
+        );
+        let e = parse("listen = \"0.0.0.0:1\"\nmax_clients_per_ip = 0\n").expect_err("zero");
+        assert!(
+            e.contains("max_clients_per_ip") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = parse("mode = \"client\"\nconnect = \"h:1\"\nread_timeout = \"1s\"\n")
+            .expect_err("server-only");
+        assert!(e.contains("mode = \"server\""), "{e}");
+    }
+
+    #[test]
+    fn admission_counts_exactly_and_per_peer() {
+        use super::{admit, Refuse};
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = std::sync::Arc::new(crate::status::SourceStats::new("t", "tcp"));
+        let per_ip = Default::default();
+        let guard = TcpGuard {
+            max_clients_per_ip: 2,
+            allow_from: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+            ..TcpGuard::default()
+        };
+        let a: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        let outsider: std::net::IpAddr = "192.168.0.1".parse().expect("ip");
+        assert_eq!(
+            admit(&guard, 3, outsider, &per_ip, &stats).err(),
+            Some(Refuse::NotAllowed)
+        );
+        let s1 = admit(&guard, 3, a, &per_ip, &stats).expect("1st");
+        let _s2 = admit(&guard, 3, a, &per_ip, &stats).expect("2nd");
+        assert_eq!(
+            admit(&guard, 3, a, &per_ip, &stats).err(),
+            Some(Refuse::PerIp)
+        );
+        let _s3 = admit(&guard, 3, b, &per_ip, &stats).expect("3rd");
+        assert_eq!(
+            admit(&guard, 3, b, &per_ip, &stats).err(),
+            Some(Refuse::Full)
+        );
+        assert_eq!(stats.connections.load(Relaxed), 3);
+        drop(s1);
+        assert_eq!(stats.connections.load(Relaxed), 2);
+        let _s4 = admit(&guard, 3, a, &per_ip, &stats).expect("a slot freed");
     }
 
     #[test]

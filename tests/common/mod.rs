@@ -91,7 +91,23 @@ impl Edgewatch {
 
     /// Like `start`, with extra environment variables (e.g. NOTIFY_SOCKET).
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_limited(config, env, None)
+    }
+
+    /// Like `start_with_env`, with the binary's RLIMIT_NOFILE (soft and hard) set to `nofile`.
+    pub fn start_limited(config: &Path, env: &[(&str, &str)], nofile: Option<u64>) -> Self {
+        let mut cmd = Command::new(BIN);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -125,6 +141,18 @@ impl Edgewatch {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Resident set size now, in KiB (VmRSS), and its peak so far (VmHWM).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        let field = |k: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Waits for a log line containing `needle` and returns it.

@@ -4,7 +4,7 @@
 pub mod payload;
 pub mod topic;
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +38,12 @@ pub async fn run(
     let opts = crate::mqtt::options(&cfg.conn(), &default_id)?;
     let (client, mut events) = AsyncClient::new(opts, 16);
     let (tx, rx) = mpsc::channel::<Publish>(cfg.queue);
+    // Payload bytes in the queue: bounded by `queue_bytes` as well as by the message count.
+    let queued = Arc::new(AtomicUsize::new(0));
     let subs = Arc::new(subs);
     let mut decoder = tokio::spawn(decode_loop(
         rx,
+        queued.clone(),
         subs.clone(),
         Intake::new(&router, idx, stats.clone(), Origin::Topic),
     ));
@@ -58,19 +61,30 @@ pub async fn run(
             _ = &mut decoder => return Err(SourceError::Closed(Closed)),
         };
         match ev {
-            Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
-                Ok(()) => retry.healthy(),
-                Err(mpsc::error::TrySendError::Full(p)) => {
-                    stats.dropped_queue_full.fetch_add(1, Relaxed);
-                    let (allow, suppressed) = full_log.allow();
-                    if allow {
-                        tracing::warn!(source = %cfg.id, topic = %p.topic, queue = cfg.queue, suppressed_before = suppressed.unwrap_or(0), "analysis is behind: queue full, message dropped");
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let size = p.payload.len() + p.topic.len();
+                let r = if queued.load(Relaxed) + size > cfg.queue_bytes {
+                    Err(mpsc::error::TrySendError::Full(p))
+                } else {
+                    queued.fetch_add(size, Relaxed);
+                    tx.try_send(p).inspect_err(|_| {
+                        queued.fetch_sub(size, Relaxed);
+                    })
+                };
+                match r {
+                    Ok(()) => retry.healthy(),
+                    Err(mpsc::error::TrySendError::Full(p)) => {
+                        stats.dropped_queue_full.fetch_add(1, Relaxed);
+                        let (allow, suppressed) = full_log.allow();
+                        if allow {
+                            tracing::warn!(source = %cfg.id, topic = %p.topic, queue = cfg.queue, queue_bytes = cfg.queue_bytes, suppressed_before = suppressed.unwrap_or(0), "analysis is behind: queue full (messages or bytes), message dropped");
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Err(SourceError::Closed(Closed))
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(SourceError::Closed(Closed))
-                }
-            },
+            }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 retry.up();
                 was_connected = true;
@@ -127,6 +141,7 @@ pub async fn run(
 /// waiting when they are full (the event loop keeps running meanwhile).
 async fn decode_loop(
     mut rx: mpsc::Receiver<Publish>,
+    queued: Arc<AtomicUsize>,
     subs: Arc<Vec<Sub>>,
     mut intake: Intake,
 ) -> Result<(), Closed> {
@@ -137,6 +152,7 @@ async fn decode_loop(
         }
         intake.begin();
         for p in buf.drain(..) {
+            queued.fetch_sub(p.payload.len() + p.topic.len(), Relaxed);
             let r = payload::decode(&subs, &p.topic, &p.payload, intake.sink());
             intake.count(r, Some(&p.topic), Some(&p.payload));
         }
