@@ -193,6 +193,18 @@ fn default_max_devices() -> usize {
 fn default_history() -> usize {
     300
 }
+fn default_max_series() -> usize {
+    20_000
+}
+fn default_max_state_bytes() -> u64 {
+    48 << 20
+}
+fn default_max_metrics_per_device() -> usize {
+    256
+}
+fn default_expire_after() -> Dur {
+    Dur(std::time::Duration::from_secs(7 * 86_400))
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +221,19 @@ pub struct AnalysisConfig {
     /// Recent points kept in memory per metric for the dashboard's charts (0: none).
     #[serde(default = "default_history")]
     pub history: usize,
+    /// Upper bound on series (device × metric) over all devices.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Upper bound on the estimated bytes of analysis state (windows, detectors, chart rings).
+    #[serde(default = "default_max_state_bytes")]
+    pub max_state_bytes: u64,
+    /// Metrics one device may have at most.
+    #[serde(default = "default_max_metrics_per_device")]
+    pub max_metrics_per_device: usize,
+    /// Auto-registered devices, and metrics not named in the config, not seen for this long are
+    /// evicted (with their saved state). Configured devices never expire.
+    #[serde(default = "default_expire_after")]
+    pub expire_after: Dur,
 }
 
 impl Default for AnalysisConfig {
@@ -218,6 +243,10 @@ impl Default for AnalysisConfig {
             queue: default_queue(),
             max_devices: default_max_devices(),
             history: default_history(),
+            max_series: default_max_series(),
+            max_state_bytes: default_max_state_bytes(),
+            max_metrics_per_device: default_max_metrics_per_device(),
+            expire_after: default_expire_after(),
         }
     }
 }
