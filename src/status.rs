@@ -465,8 +465,13 @@ impl SharedLogLimit {
     }
 }
 
-/// Samples rejected by the analysis budget.
-pub static BUDGET_LOG: SharedLogLimit = SharedLogLimit::new(10, Duration::from_secs(10));
+/// Samples rejected by the analysis budget, one limit per reason (`budget::Limit`).
+pub static BUDGET_LOG: [SharedLogLimit; 4] = [
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+];
 /// Bad frames of every source and connection together.
 pub static BAD_FRAME_LOG: SharedLogLimit = SharedLogLimit::new(20, Duration::from_secs(10));
 

@@ -19,7 +19,8 @@ use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
 
-/// How often a shard looks for devices and series to expire (`analysis.expire_after`).
+/// How often a shard looks for devices and series to expire at most: every minute, or every
+/// quarter of `analysis.expire_after` when that is shorter (at least once a second).
 const EXPIRY_SCAN_MS: Millis = 60_000;
 
 /// What the shard needs from the config, shared by all shards.
@@ -349,10 +350,11 @@ fn over_budget(
     if let Some(src) = board.source(id) {
         src.rejected_limit.fetch_add(1, Relaxed);
     }
-    let (allow, suppressed) = crate::status::BUDGET_LOG.allow();
+    let (allow, suppressed) = crate::status::BUDGET_LOG[limit as usize].allow();
     if let Some(n) = suppressed {
         tracing::warn!(
             suppressed = n,
+            reason = %limit.as_str(),
             "more samples over the analysis budget were not logged"
         );
     }
@@ -361,7 +363,7 @@ fn over_budget(
             source = id,
             device = %crate::status::Clean(device),
             metric = %crate::status::Clean(metric),
-            reason = limit.as_str(),
+            reason = %limit.as_str(),
             "sample rejected: over the analysis budget"
         );
     }
@@ -635,7 +637,9 @@ impl ShardCore {
             out.extend(self.counters.pipeline.budget.check(node, now));
         }
         if now >= self.next_expiry {
-            self.next_expiry = now.saturating_add(EXPIRY_SCAN_MS);
+            let ttl = self.policies.resolved.config.analysis.expire_after.0.as_millis();
+            let every = (i64::try_from(ttl / 4).unwrap_or(i64::MAX)).clamp(1_000, EXPIRY_SCAN_MS);
+            self.next_expiry = now.saturating_add(every);
             self.expire(now);
         }
         for dev in self.devices.iter_mut() {
