@@ -252,6 +252,9 @@ pub fn serve(
     on_ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     let cfg = resolved.config.clone();
+    for w in crate::config::plaintext_credentials(&cfg) {
+        tracing::warn!("{w}");
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let (store, recovery) = open_store(&cfg.data_dir, cfg.store.cache_bytes)?;
@@ -383,7 +386,8 @@ pub fn serve(
         drop(saved);
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
-        let router = Router::new(senders);
+        let router = Router::new(senders)
+            .with_ts_rule(crate::sources::route::TsRule::new(&cfg.input));
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
         let mut reloader = crate::reload::Reloader::start(
             resolved_path,
@@ -402,6 +406,10 @@ pub fn serve(
                 store: store.clone(),
                 events,
                 token: resolved_token,
+                origins: api::origin::OriginPolicy {
+                    allowed: cfg.api.allowed_origins.clone(),
+                    hostname: crate::config::host_name().to_ascii_lowercase(),
+                },
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

@@ -25,6 +25,9 @@ pub struct SourceStats {
     pub dropped_queue_full: AtomicU64,
     /// Samples of this source rejected by the analysis budget (`analysis.budget` says which cap).
     pub rejected_limit: AtomicU64,
+    /// Samples whose own timestamp was out of bounds (`[input]`): rejected, or re-stamped.
+    pub rejected_ts: AtomicU64,
+    pub restamped_ts: AtomicU64,
     /// samples/s over the last second, updated by `StatusBoard::tick`.
     pub rate: AtomicU64,
     last_samples: AtomicU64,
@@ -49,6 +52,8 @@ impl SourceStats {
             restarts: AtomicU64::new(0),
             dropped_queue_full: AtomicU64::new(0),
             rejected_limit: AtomicU64::new(0),
+            rejected_ts: AtomicU64::new(0),
+            restamped_ts: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -101,6 +106,8 @@ impl SourceStats {
             restarts: self.restarts.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             rejected_limit: self.rejected_limit.load(Relaxed),
+            rejected_ts: self.rejected_ts.load(Relaxed),
+            restamped_ts: self.restamped_ts.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -318,6 +325,8 @@ pub struct SourceView {
     pub restarts: u64,
     pub dropped_queue_full: u64,
     pub rejected_limit: u64,
+    pub rejected_ts: u64,
+    pub restamped_ts: u64,
     pub last_error: Option<ErrorView>,
     /// Polled devices of this source (Modbus), when it has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -472,6 +481,10 @@ pub static BUDGET_LOG: [SharedLogLimit; 4] = [
     SharedLogLimit::new(5, Duration::from_secs(10)),
     SharedLogLimit::new(5, Duration::from_secs(10)),
 ];
+/// Samples with out-of-bounds timestamps, of every source together.
+pub static BAD_TS_LOG: SharedLogLimit = SharedLogLimit::new(5, Duration::from_secs(10));
+/// API requests refused for their `Host` or `Origin`.
+pub static ORIGIN_LOG: SharedLogLimit = SharedLogLimit::new(5, Duration::from_secs(10));
 /// Bad frames of every source and connection together.
 pub static BAD_FRAME_LOG: SharedLogLimit = SharedLogLimit::new(20, Duration::from_secs(10));
 

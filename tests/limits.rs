@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{write_config, Edgewatch, Sender};
 use serde_json::Value;
+use tokio_tungstenite::tungstenite;
 
 fn budget(status: &Value) -> &Value {
     &status["analysis"]["budget"]
@@ -55,7 +56,9 @@ fn invented_names_are_stopped_by_the_budget_and_expire() {
     let mut attacker = Sender::connect(&addr);
     // One device with a counter in its metric names, then many devices.
     for m in 0..10 {
-        attacker.line(&format!(r#"{{"device":"bot-0","metric":"m{m}","value":1}}"#));
+        attacker.line(&format!(
+            r#"{{"device":"bot-0","metric":"m{m}","value":1}}"#
+        ));
     }
     ew.poll("/api/status", Duration::from_secs(10), |s| {
         budget(s)["rejected"]["max_metrics_per_device"] == 6
@@ -77,7 +80,10 @@ fn invented_names_are_stopped_by_the_budget_and_expire() {
     assert!(b["state_bytes"].as_u64() > Some(30 * 1024), "{b}");
     let rejected = st["analysis"]["rejected_limit"].as_u64().expect("count");
     assert!(rejected >= 170, "{st}");
-    assert_eq!(source(&st, "tcp")["rejected_limit"].as_u64(), Some(rejected));
+    assert_eq!(
+        source(&st, "tcp")["rejected_limit"].as_u64(),
+        Some(rejected)
+    );
     ew.wait_log("reason=max_series", Duration::from_secs(5));
     ew.wait_log("reason=max_metrics_per_device", Duration::from_secs(5));
     ew.poll("/api/alerts?device=test", Duration::from_secs(5), |a| {
@@ -118,7 +124,11 @@ fn invented_names_are_stopped_by_the_budget_and_expire() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let st = ew.get("/api/status");
-    assert_eq!(budget(&st)["devices"], 1, "only the configured device is left: {st}");
+    assert_eq!(
+        budget(&st)["devices"],
+        1,
+        "only the configured device is left: {st}"
+    );
     assert_eq!(budget(&st)["series"], 1);
     assert!(ew.log_text().contains("expired device evicted"));
     ew.poll("/api/devices/legit", Duration::from_secs(5), |d| {
@@ -175,4 +185,202 @@ fn restore_respects_the_budget() {
     });
     assert_eq!(budget(&st)["devices"], 8, "{st}");
     ew.wait_log("not restored", Duration::from_secs(5));
+}
+
+const INPUT_CONFIG: &str = r#"
+[unknown_devices]
+policy = "register"
+[[source]]
+id = "tcp"
+kind = "tcp"
+listen = "127.0.0.1:0"
+[[source]]
+id = "restamp"
+kind = "tcp"
+listen = "127.0.0.1:0"
+"#;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Status and body of a GET with extra headers.
+fn get_with(api: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = ureq::get(&format!("http://{api}{path}")).timeout(Duration::from_secs(10));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    match req.call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+/// A far-future timestamp (9e18, one that froze a span window) is rejected and counted, or
+/// re-stamped with the receive time under `ts_policy = "receive"`; one from 1970 likewise; names
+/// with control or bidi characters are rejected; `/api/devices` pages; a foreign `Origin` or
+/// `Host` is refused while the same host and clients without `Origin` work.
+#[test]
+fn out_of_bounds_timestamps_bad_names_and_foreign_origins_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), INPUT_CONFIG);
+    let mut ew = Edgewatch::start(&config);
+    let addr = ew.tcp_addr("tcp");
+    let mut s = Sender::connect(&addr);
+    let now = now_ms();
+    s.line(r#"{"device":"far","metric":"m","ts":9000000000000000000,"value":1}"#);
+    s.line(r#"{"device":"far","metric":"m","ts":1000,"value":1}"#);
+    s.line(&format!(
+        r#"{{"device":"far","metric":"m","ts":{},"value":1}}"#,
+        now + 2 * 86_400_000
+    ));
+    s.line(&format!(
+        r#"{{"device":"ok","metric":"m","ts":{now},"value":1}}"#
+    ));
+    s.line(r#"{"device":"evil\u202Eexe","metric":"m","value":1}"#);
+    s.line(r#"{"device":"bell\u0007","metric":"m","value":1}"#);
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        source(s, "tcp")["rejected_ts"] == 3
+            && source(s, "tcp")["frames_rejected"] == 2
+            && s["analysis"]["samples"] == 1
+    });
+    assert_eq!(st["analysis"]["samples"], 1, "{st}");
+    ew.wait_log("timestamp too far in the future", Duration::from_secs(5));
+    ew.wait_log(
+        "bidirectional formatting characters",
+        Duration::from_secs(5),
+    );
+    let (code, _) = ew.get_status("/api/devices/far");
+    assert_eq!(code, 404);
+
+    drop(s);
+    let (st, _) = ew.terminate();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "[unknown_devices]",
+        "[input]\nts_policy = \"receive\"\n[unknown_devices]",
+    );
+    std::fs::write(&config, text).expect("config");
+    let mut ew = Edgewatch::start(&config);
+    let addr = ew.tcp_addr("tcp");
+    let mut s = Sender::connect(&addr);
+    let before = now_ms();
+    s.line(r#"{"device":"far","metric":"m","ts":9000000000000000000,"value":1}"#);
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        source(s, "tcp")["restamped_ts"] == 1 && s["analysis"]["samples"] == 1
+    });
+    assert_eq!(st["analysis"]["samples"], 1, "{st}");
+    let d = ew.poll("/api/devices/far", Duration::from_secs(5), |_| true);
+    let ts = d["metrics"][0]["last_ts"].as_i64().expect("ts");
+    assert!(
+        ts >= before - 1_000 && ts <= now_ms(),
+        "re-stamped with receive time: {ts}"
+    );
+
+    // Pages of devices.
+    for i in 0..5 {
+        s.line(&format!(r#"{{"device":"p{i}","metric":"m","value":1}}"#));
+    }
+    ew.poll("/api/status", Duration::from_secs(10), |s| {
+        s["analysis"]["devices"] == 7 // far, ok (restored), p0..p4
+    });
+    let url = format!("http://{}/api/devices?offset=2&limit=3", ew.api);
+    let r = ureq::get(&url).call().expect("page");
+    assert_eq!(r.header("X-Total-Count"), Some("7"));
+    let page: Value = r.into_json().expect("json");
+    let ids: Vec<_> = page
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["device"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(ids, ["p0", "p1", "p2"]);
+
+    // Origin / Host.
+    let api = ew.api.clone();
+    let port = api.rsplit_once(':').map(|p| p.1).unwrap_or("");
+    assert_eq!(
+        get_with(&api, "/api/status", &[]).0,
+        200,
+        "no Origin: tail, curl"
+    );
+    assert_eq!(
+        get_with(&api, "/api/status", &[("Origin", &format!("http://{api}"))]).0,
+        200,
+        "the dashboard's own origin"
+    );
+    let (code, body) = get_with(&api, "/api/status", &[("Origin", "http://evil.example")]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("api.allowed_origins"), "{body}");
+    let (code, _) = get_with(
+        &api,
+        "/api/status",
+        &[("Host", &format!("evil.example:{port}"))],
+    );
+    assert_eq!(code, 403, "DNS rebinding: a foreign Host");
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{api}/ws"))
+            .expect("request");
+    req.headers_mut().insert(
+        "Origin",
+        tungstenite::http::HeaderValue::from_static("http://evil.example"),
+    );
+    assert!(
+        tungstenite::connect(req).is_err(),
+        "/ws refuses a foreign Origin"
+    );
+    ew.wait_log("API request refused", Duration::from_secs(5));
+}
+
+/// `bearer` in any case; `check` warns about credentials over plaintext URLs.
+#[test]
+fn bearer_in_any_case_and_plaintext_credentials_warned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").expect("token");
+    let config = write_config(dir.path(), INPUT_CONFIG);
+    let text = std::fs::read_to_string(&config).expect("config")
+        + &format!("token_file = {:?}\n", token.display().to_string());
+    std::fs::write(&config, &text).expect("config");
+    let ew = Edgewatch::start(&config);
+    for auth in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
+        assert_eq!(
+            get_with(&ew.api, "/api/status", &[("Authorization", auth)]).0,
+            200,
+            "{auth}"
+        );
+    }
+    assert_eq!(
+        get_with(&ew.api, "/api/status", &[("Authorization", "bearer nope")]).0,
+        401
+    );
+    drop(ew);
+
+    let plain = write_config(
+        dir.path(),
+        r#"
+[[source]]
+id = "broker"
+kind = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+username = "u"
+password_env = "PW"
+[[source.subscribe]]
+topic = "s/{device}/{metric}"
+"#,
+    );
+    let out = std::process::Command::new(common::BIN)
+        .args(["check", "--config"])
+        .arg(&plain)
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: source \"broker\" url \"mqtt://127.0.0.1:1883\" is plaintext"),
+        "{err}"
+    );
 }

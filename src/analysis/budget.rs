@@ -175,7 +175,10 @@ impl Budget {
                     ),
                 };
                 *g = Some(a.clone());
-                tracing::warn!(limit, "analysis budget reached: new devices/series rejected");
+                tracing::warn!(
+                    limit,
+                    "analysis budget reached: new devices/series rejected"
+                );
                 Some(a)
             }
             (Some(_), false) => {

@@ -308,8 +308,7 @@ const COST_WARM_UP: i64 = 5_000;
 /// estimate for the budget, not an allocator's count: benches/memory.sh measures the real RSS.
 pub fn series_cost(policy: &MetricPolicy, history_cap: usize) -> u32 {
     let window = policy.window.count.unwrap_or(SPAN_ONLY_MAX_COUNT).max(1);
-    let mut bytes =
-        std::mem::size_of::<MetricState>() + 32 + window * 16 + history_cap * 16;
+    let mut bytes = std::mem::size_of::<MetricState>() + 32 + window * 16 + history_cap * 16;
     for d in &policy.detectors {
         let mut state = DetectorState::new(&d.spec, 0);
         let mut x: u32 = 0x9e37_79b9;
@@ -346,7 +345,10 @@ fn over_budget(
 ) {
     board.pipeline.rejected_limit.fetch_add(1, Relaxed);
     board.pipeline.budget.reject(limit);
-    let id = policies.source_ids.get(source as usize).map_or("", |s| s.as_str());
+    let id = policies
+        .source_ids
+        .get(source as usize)
+        .map_or("", |s| s.as_str());
     if let Some(src) = board.source(id) {
         src.rejected_limit.fetch_add(1, Relaxed);
     }
@@ -637,7 +639,14 @@ impl ShardCore {
             out.extend(self.counters.pipeline.budget.check(node, now));
         }
         if now >= self.next_expiry {
-            let ttl = self.policies.resolved.config.analysis.expire_after.0.as_millis();
+            let ttl = self
+                .policies
+                .resolved
+                .config
+                .analysis
+                .expire_after
+                .0
+                .as_millis();
             let every = (i64::try_from(ttl / 4).unwrap_or(i64::MAX)).clamp(1_000, EXPIRY_SCAN_MS);
             self.next_expiry = now.saturating_add(every);
             self.expire(now);

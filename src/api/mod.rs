@@ -3,6 +3,7 @@
 
 mod auth;
 mod dashboard;
+pub(crate) mod origin;
 mod ws;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub events: broadcast::Sender<Arc<Wire>>,
     /// When set, `/api/*` and `/ws` require it (`api.token_file`).
     pub token: Option<ApiToken>,
+    /// Which `Host`/`Origin` may use `/api/*` and `/ws` (`api.allowed_origins`).
+    pub origins: origin::OriginPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,7 @@ pub fn start(
             .service(
                 web::scope("/api")
                     .wrap(from_fn(auth::require_token))
+                    .wrap(from_fn(origin::check_origin))
                     .wrap(Compress::default())
                     .route("/status", web::get().to(status))
                     .route("/devices", web::get().to(devices))
@@ -87,6 +91,7 @@ pub fn start(
             .service(
                 web::resource("/ws")
                     .wrap(from_fn(auth::require_token_ws))
+                    .wrap(from_fn(origin::check_origin))
                     .route(web::get().to(ws::handle)),
             )
             .service(
@@ -132,8 +137,30 @@ async fn collect_devices(
     Ok(all)
 }
 
-async fn devices(s: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(collect_devices(&s, None).await?))
+/// Devices a page of `/api/devices` holds by default and at most.
+const DEVICES_PAGE: usize = 1_000;
+const DEVICES_PAGE_MAX: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// A page of devices sorted by id (`?offset=&limit=`); `X-Total-Count` says how many there are.
+async fn devices(
+    s: web::Data<ApiState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let all = collect_devices(&s, None).await?;
+    let total = all.len();
+    let offset = q.offset.unwrap_or(0).min(total);
+    let limit = q.limit.unwrap_or(DEVICES_PAGE).clamp(1, DEVICES_PAGE_MAX);
+    let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Total-Count", total.to_string()))
+        .json(page))
 }
 
 async fn device(s: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

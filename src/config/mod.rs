@@ -4,6 +4,7 @@
 
 mod interpolate;
 mod load;
+pub(crate) use load::default_node_id as host_name;
 mod serial;
 mod validate;
 
@@ -101,6 +102,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// Sanity checks on every source's samples (timestamps).
+    #[serde(default)]
+    pub input: InputConfig,
     #[serde(default)]
     pub unknown_devices: UnknownDevices,
     /// Named metric policies (window and detectors) shared by many devices.
@@ -138,6 +142,10 @@ pub struct ApiConfig {
     /// none: the API is open. Read at start-up (see `Resolved::api_token`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Origins (`scheme://host[:port]`, or `*`) besides this appliance's own that may use
+    /// `/api/*` and `/ws` from a browser; their hosts are also accepted in `Host`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +154,7 @@ impl Default for ApiConfig {
             listen: default_listen(),
             ws_buffer: default_ws_buffer(),
             token_file: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -251,6 +260,48 @@ impl Default for AnalysisConfig {
     }
 }
 
+fn default_max_future() -> Dur {
+    Dur::secs(86_400)
+}
+fn default_max_past() -> Dur {
+    Dur::secs(730 * 86_400)
+}
+
+/// What to do with a sample whose own timestamp is out of bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TsPolicy {
+    /// Rejected and counted (`/api/status` → source `rejected_ts`).
+    #[default]
+    Reject,
+    /// Re-stamped with the receive time and counted (`restamped_ts`).
+    Receive,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    #[serde(default)]
+    pub ts_policy: TsPolicy,
+    /// A device timestamp later than the appliance clock plus this is out of bounds (checked only
+    /// while the appliance clock is plausible, see docs/CLOCK.md).
+    #[serde(default = "default_max_future")]
+    pub max_future: Dur,
+    /// A device timestamp earlier than this before the build time is out of bounds.
+    #[serde(default = "default_max_past")]
+    pub max_past: Dur,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            ts_policy: TsPolicy::default(),
+            max_future: default_max_future(),
+            max_past: default_max_past(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownPolicy {
@@ -315,6 +366,45 @@ pub enum SourceConfig {
     Serial(SerialSource),
     Modbus(ModbusSource),
     Mqtt(mqtt::MqttSource),
+}
+
+/// Credentials that would cross the network in clear text: one warning per URL, for `check` and
+/// start-up (`ws://` upstream with a token, `mqtt://` with a user name or password, `user:pass@`).
+pub fn plaintext_credentials(c: &Config) -> Vec<String> {
+    let userinfo = |url: &str| {
+        url.split_once("://")
+            .is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@')))
+    };
+    let mut out = Vec::new();
+    if let Some(u) = &c.upstream {
+        let plain = u.url.starts_with("ws://");
+        if plain && (u.token_file.is_some() || u.token_env.is_some() || userinfo(&u.url)) {
+            out.push(format!(
+                "upstream.url {:?} is plaintext ws:// but sends a token: anyone on the path can read it; use wss://",
+                u.url
+            ));
+        }
+    }
+    let mut mqtt = |what: String, url: &str, user: bool| {
+        if url.starts_with("mqtt://") && (user || userinfo(url)) {
+            out.push(format!(
+                "{what} url {url:?} is plaintext mqtt:// but sends a user name/password: anyone on the path can read them; use mqtts://"
+            ));
+        }
+    };
+    for src in &c.sources {
+        if let SourceConfig::Mqtt(m) = src {
+            let user =
+                m.username.is_some() || m.password_file.is_some() || m.password_env.is_some();
+            mqtt(format!("source {:?}", m.id), &m.url, user);
+        }
+    }
+    for k in &c.sinks {
+        let SinkConfig::Mqtt(m) = k;
+        let user = m.username.is_some() || m.password_file.is_some() || m.password_env.is_some();
+        mqtt(format!("sink {:?}", m.id), &m.url, user);
+    }
+    out
 }
 
 impl SourceConfig {

@@ -17,6 +17,35 @@ pub struct Ingest {
 #[derive(Clone, Debug)]
 pub struct Router {
     shards: Vec<mpsc::Sender<Ingest>>,
+    ts: TsRule,
+}
+
+/// Bounds on a sample's own timestamp (`[input]`), checked as it is pushed: two comparisons.
+#[derive(Clone, Copy, Debug)]
+pub struct TsRule {
+    /// Earliest accepted timestamp.
+    pub min: Millis,
+    /// How far past the appliance clock a timestamp may be (while the clock is plausible).
+    pub max_future: Millis,
+    /// Out-of-bounds timestamps are replaced by the receive time instead of rejected.
+    pub restamp: bool,
+}
+
+impl TsRule {
+    pub fn new(c: &crate::config::InputConfig) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        TsRule {
+            min: crate::clock::BUILD_UNIX_MS.saturating_sub(ms(c.max_past.0)),
+            max_future: ms(c.max_future.0),
+            restamp: c.ts_policy == crate::config::TsPolicy::Receive,
+        }
+    }
+}
+
+impl Default for TsRule {
+    fn default() -> Self {
+        TsRule::new(&crate::config::InputConfig::default())
+    }
 }
 
 /// The shards are gone: the appliance is shutting down.
@@ -36,7 +65,16 @@ pub fn shard_of(device: &str, shards: usize) -> usize {
 
 impl Router {
     pub fn new(shards: Vec<mpsc::Sender<Ingest>>) -> Self {
-        Router { shards }
+        Router {
+            shards,
+            ts: TsRule::default(),
+        }
+    }
+
+    /// The timestamp bounds every sink made from now on applies.
+    pub fn with_ts_rule(mut self, ts: TsRule) -> Self {
+        self.ts = ts;
+        self
     }
 
     pub fn shards(&self) -> usize {
@@ -53,6 +91,10 @@ impl Router {
             clock: crate::clock::ClockGuard::default(),
             unsynced: false,
             unsynced_pushed: 0,
+            ts: self.ts,
+            ts_max: Millis::MAX,
+            bad_ts: 0,
+            restamped: 0,
             batches: (0..self.shards.len()).map(|_| Batch::default()).collect(),
         }
     }
@@ -69,6 +111,12 @@ pub struct RoutingSink {
     clock: crate::clock::ClockGuard,
     unsynced: bool,
     unsynced_pushed: u64,
+    ts: TsRule,
+    /// Latest accepted timestamp: receive time + `max_future` (no bound while the clock is not
+    /// plausible).
+    ts_max: Millis,
+    bad_ts: u64,
+    restamped: u64,
 }
 
 impl RoutingSink {
@@ -88,6 +136,19 @@ impl RoutingSink {
         }
         self.unsynced = !r.synced;
         self.default_ts = ts;
+        self.ts_max = if r.synced {
+            ts.saturating_add(self.ts.max_future)
+        } else {
+            Millis::MAX
+        };
+    }
+
+    /// Samples rejected / re-stamped for an out-of-bounds timestamp since the last call.
+    pub fn take_bad_ts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.bad_ts),
+            std::mem::take(&mut self.restamped),
+        )
     }
 
     /// Samples pushed since the last `take_pushed`.
@@ -121,6 +182,17 @@ impl RoutingSink {
 
 impl SampleSink for RoutingSink {
     fn push(&mut self, device: &str, metric: &str, ts: Option<Millis>, value: f64) {
+        let ts = match ts {
+            Some(t) if t > self.ts_max || t < self.ts.min => {
+                if !self.ts.restamp {
+                    self.bad_ts += 1;
+                    return;
+                }
+                self.restamped += 1;
+                None
+            }
+            t => t,
+        };
         let shard = shard_of(device, self.batches.len());
         self.pushed += 1;
         if ts.is_none() && self.unsynced {

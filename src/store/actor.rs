@@ -216,7 +216,10 @@ impl Handler<DropSnapshots> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: DropSnapshots, _: &mut Self::Context) {
         match self.store.drop_snapshots(&msg.0) {
-            Ok(()) => tracing::debug!(devices = msg.0.len(), "saved state of evicted devices dropped"),
+            Ok(()) => tracing::debug!(
+                devices = msg.0.len(),
+                "saved state of evicted devices dropped"
+            ),
             Err(e) => tracing::error!(error = %e, "cannot drop the saved state of evicted devices"),
         }
     }
