@@ -42,10 +42,13 @@ impl TsRule {
     }
 }
 
-impl Default for TsRule {
-    fn default() -> Self {
-        TsRule::new(&crate::config::InputConfig::default())
-    }
+impl TsRule {
+    /// No bounds (embedders, tests); the appliance sets `[input]` with `Router::with_ts_rule`.
+    pub const ANY: TsRule = TsRule {
+        min: Millis::MIN,
+        max_future: Millis::MAX,
+        restamp: false,
+    };
 }
 
 /// The shards are gone: the appliance is shutting down.
@@ -67,7 +70,7 @@ impl Router {
     pub fn new(shards: Vec<mpsc::Sender<Ingest>>) -> Self {
         Router {
             shards,
-            ts: TsRule::default(),
+            ts: TsRule::ANY,
         }
     }
 
