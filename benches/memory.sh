@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Resident memory of the release binary with N devices (default 1000) × M metrics (1 or 2, default
 # 2) whose windows and chart rings are full, for each analysis.history in H (default "300 0").
-# Prints VmRSS/VmHWM in MiB.     benches/memory.sh     N=5000 M=1 H="600 300 0" benches/memory.sh
+# DET=zscore (default) runs one zscore detector over the window; DET=default leaves the template
+# without `window`/`detectors`, so the defaults (the ensemble) run.
+# Prints VmRSS/VmHWM in MiB.     benches/memory.sh     N=5000 M=1 H="600 300 0" DET=default benches/memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
 M=${M:-2}
 WINDOW=${WINDOW:-256}
 SAMPLES=${SAMPLES:-700}   # per metric: more than the window (256) and the ring (600)
+DET=${DET:-zscore}
+if [ "$DET" = default ]; then
+  template=""
+else
+  template="window = $WINDOW
+detectors = [{ type = \"zscore\", window = $WINDOW, threshold = 6.0, warmup = 32 }]"
+fi
 cargo build --release --locked -q
 bin=$PWD/target/release/edgewatch
 work=$(mktemp -d)
@@ -26,8 +35,7 @@ shards = 2
 policy = "register"
 template = "t"
 [template.t]
-window = $WINDOW
-detectors = [{ type = "zscore", window = $WINDOW, threshold = 6.0, warmup = 32 }]
+$template
 [[source]]
 id = "tcp"
 kind = "tcp"
@@ -61,6 +69,6 @@ PY
     [ "$got" -ge "$want" ] && break; sleep 0.2
   done
   sleep 1
-  echo "history=$history window=$WINDOW devices=$N metrics=$((M * N)): $(awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$pid/status)"
+  echo "det=$DET history=$history window=$WINDOW devices=$N metrics=$((M * N)): $(awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$pid/status)"
   kill -TERM $pid; wait $pid || true
 done

@@ -270,6 +270,9 @@ pub fn serve(
     if soft != soft_was {
         tracing::debug!(from = soft_was, to = soft, "file descriptor limit raised");
     }
+    for w in crate::config::plaintext_credentials(&cfg) {
+        tracing::warn!("{w}");
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let (store, recovery) = open_store(&cfg.data_dir, cfg.store.cache_bytes)?;
@@ -417,7 +420,8 @@ pub fn serve(
         hub.do_send(AttachShards(shards.iter().map(|s| s.clone().recipient()).collect()));
 
         let queues = senders.iter().map(|tx| tx.downgrade()).collect();
-        let router = Router::new(senders);
+        let router = Router::new(senders)
+            .with_ts_rule(crate::sources::route::TsRule::new(&cfg.input));
         let api_ingest = router.api_ingest();
         // Starts every source; keeps them (and the router) to apply config reloads on SIGHUP.
         let mut reloader = crate::reload::Reloader::start(
@@ -444,6 +448,10 @@ pub fn serve(
                 queues,
                 data_dir: Some(cfg.data_dir.clone()),
                 limits: api::ApiLimits::new(&cfg.api, tcp_clients(&cfg)),
+                origins: api::origin::OriginPolicy {
+                    allowed: cfg.api.allowed_origins.clone(),
+                    hostname: crate::config::host_name().to_ascii_lowercase(),
+                },
             },
         )
         .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?;

@@ -183,6 +183,9 @@ fn main() -> ExitCode {
             match loaded {
                 Ok(r) => {
                     print_summary(&r);
+                    for w in edgewatch::config::plaintext_credentials(&r.config) {
+                        eprintln!("warning: {w}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

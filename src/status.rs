@@ -1,7 +1,7 @@
 //! Shared health and counters (lock-free atomics) that sources, shards and the hub update and
 //! `/api/status` reads; plus a rate-limited logger for bad frames.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,11 @@ pub struct SourceStats {
     pub dropped_queue_full: AtomicU64,
     /// Connections refused or closed by the TCP server's limits, per reason.
     pub refused: Refusals,
+    /// Samples of this source rejected by the analysis budget (`analysis.budget` says which cap).
+    pub rejected_limit: AtomicU64,
+    /// Samples whose own timestamp was out of bounds (`[input]`): rejected, or re-stamped.
+    pub rejected_ts: AtomicU64,
+    pub restamped_ts: AtomicU64,
     /// samples/s over the last second, updated by `StatusBoard::tick`.
     pub rate: AtomicU64,
     last_samples: AtomicU64,
@@ -49,6 +54,9 @@ impl SourceStats {
             restarts: AtomicU64::new(0),
             dropped_queue_full: AtomicU64::new(0),
             refused: Refusals::default(),
+            rejected_limit: AtomicU64::new(0),
+            rejected_ts: AtomicU64::new(0),
+            restamped_ts: AtomicU64::new(0),
             rate: AtomicU64::new(0),
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
@@ -101,6 +109,9 @@ impl SourceStats {
             restarts: self.restarts.load(Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Relaxed),
             connections_refused: self.refused.view(),
+            rejected_limit: self.rejected_limit.load(Relaxed),
+            rejected_ts: self.rejected_ts.load(Relaxed),
+            restamped_ts: self.restamped_ts.load(Relaxed),
             last_error: self
                 .last_error
                 .lock()
@@ -151,6 +162,8 @@ pub struct PipelineStats {
     pub rejected_unknown_device: AtomicU64,
     pub rejected_wrong_source: AtomicU64,
     pub rejected_limit: AtomicU64,
+    /// Caps on devices, series and state bytes, with their usage and rejections per reason.
+    pub budget: crate::analysis::budget::Budget,
     pub devices: AtomicU64,
     pub alerts_fired: AtomicU64,
     pub alerts_resolved: AtomicU64,
@@ -260,6 +273,7 @@ impl StatusBoard {
                 rejected_unknown_device: p.rejected_unknown_device.load(Relaxed),
                 rejected_wrong_source: p.rejected_wrong_source.load(Relaxed),
                 rejected_limit: p.rejected_limit.load(Relaxed),
+                budget: p.budget.view(),
             },
             alerts: AlertsView {
                 fired: p.alerts_fired.load(Relaxed),
@@ -366,6 +380,9 @@ pub struct SourceView {
     pub restarts: u64,
     pub dropped_queue_full: u64,
     pub connections_refused: RefusalsView,
+    pub rejected_limit: u64,
+    pub rejected_ts: u64,
+    pub restamped_ts: u64,
     pub last_error: Option<ErrorView>,
     /// Polled devices of this source (Modbus), when it has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -404,6 +421,7 @@ pub struct AnalysisView {
     pub rejected_unknown_device: u64,
     pub rejected_wrong_source: u64,
     pub rejected_limit: u64,
+    pub budget: crate::analysis::budget::BudgetView,
 }
 
 #[derive(Debug, Serialize)]
@@ -475,6 +493,85 @@ impl RateLimitedLog {
     }
 }
 
+/// One rate limit per log reason shared by every connection and shard (on top of the per-connection
+/// `RateLimitedLog`): at most `burst` lines per `period`, then one line with the count suppressed.
+#[derive(Debug)]
+pub struct SharedLogLimit {
+    period_ms: u64,
+    burst: u32,
+    /// Start of the current window, ms since `START`.
+    window: AtomicU64,
+    emitted: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+impl SharedLogLimit {
+    pub const fn new(burst: u32, period: Duration) -> Self {
+        SharedLogLimit {
+            period_ms: period.as_millis() as u64,
+            burst,
+            window: AtomicU64::new(0),
+            emitted: AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Like `RateLimitedLog::allow`; lock-free.
+    pub fn allow(&self) -> (bool, Option<u64>) {
+        let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64;
+        let w = self.window.load(Relaxed);
+        let mut ended = None;
+        if now.saturating_sub(w) >= self.period_ms
+            && self
+                .window
+                .compare_exchange(w, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.emitted.store(0, Relaxed);
+            let n = self.suppressed.swap(0, Relaxed);
+            ended = (n > 0).then_some(n);
+        }
+        if self.emitted.fetch_add(1, Relaxed) < self.burst {
+            (true, ended)
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            (false, ended)
+        }
+    }
+}
+
+/// Samples rejected by the analysis budget, one limit per reason (`budget::Limit`).
+pub static BUDGET_LOG: [SharedLogLimit; 4] = [
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+    SharedLogLimit::new(5, Duration::from_secs(10)),
+];
+/// Samples with out-of-bounds timestamps, of every source together.
+pub static BAD_TS_LOG: SharedLogLimit = SharedLogLimit::new(5, Duration::from_secs(10));
+/// API requests refused for their `Host` or `Origin`.
+pub static ORIGIN_LOG: SharedLogLimit = SharedLogLimit::new(5, Duration::from_secs(10));
+/// Bad frames of every source and connection together.
+pub static BAD_FRAME_LOG: SharedLogLimit = SharedLogLimit::new(20, Duration::from_secs(10));
+
+/// Shows a name from the network with control and bidi characters escaped (for log lines).
+pub struct Clean<'a>(pub &'a str);
+
+impl std::fmt::Display for Clean<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars().take(200) {
+            if c.is_control() || crate::decode::is_bidi(c) {
+                write!(f, "{}", c.escape_unicode())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +582,15 @@ mod tests {
         let allowed = (0..10).filter(|_| l.allow().0).count();
         assert_eq!(allowed, 3);
         assert_eq!(l.suppressed, 7);
+    }
+
+    #[test]
+    fn shared_log_limit_counts_what_it_suppresses() {
+        let l = SharedLogLimit::new(2, Duration::from_millis(50));
+        let allowed = (0..10).filter(|_| l.allow().0).count();
+        assert_eq!(allowed, 2);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.allow(), (true, Some(8)));
     }
 
     #[test]

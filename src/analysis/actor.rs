@@ -10,7 +10,7 @@ use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
 use crate::sources::route::Ingest;
-use crate::store::{SaveHistory, SaveSnapshot, StoreActor};
+use crate::store::{DropSnapshots, SaveHistory, SaveSnapshot, StoreActor};
 
 /// Alert transitions a shard raised, for whoever fans them out (the hub).
 #[derive(Message)]
@@ -70,6 +70,10 @@ impl Actor for ShardActor {
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.core.tick(now_ms(), &mut act.out);
             act.emit_alerts();
+            let evicted = act.core.take_evicted();
+            if !evicted.is_empty() {
+                act.store.do_send(DropSnapshots(evicted));
+            }
         });
         ctx.run_interval(self.persist_every, |act, ctx| {
             act.save_history();

@@ -2,6 +2,7 @@
 //! Logic lives in plain structs (`stats`, `detector`, `lifecycle`, `shard`); `actor` is the actix shell.
 
 pub(crate) mod actor;
+pub mod budget;
 pub mod detector;
 pub(crate) mod history;
 pub(crate) mod lifecycle;

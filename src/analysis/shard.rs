@@ -11,16 +11,18 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::budget::Limit;
 use super::detector::{DetectorSpec, DetectorState, Verdict};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
-use super::stats::{Accumulator, RollingStats};
+use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
 use crate::store::history::{Bucket, MinuteAcc, SeriesBuckets};
 
-/// Most metrics one device may have; more are rejected (protects memory from a runaway sender).
-pub const MAX_METRICS_PER_DEVICE: usize = 256;
+/// How often a shard looks for devices and series to expire at most: every minute, or every
+/// quarter of `analysis.expire_after` when that is shorter (at least once a second).
+const EXPIRY_SCAN_MS: Millis = 60_000;
 
 /// What the shard needs from the config, shared by all shards.
 #[derive(Debug)]
@@ -67,6 +69,12 @@ struct MetricState {
     /// handed to the store (at most one `persist_interval` of them).
     minute: MinuteAcc,
     closed: Vec<(Millis, Bucket)>,
+    /// Estimated bytes this series holds in the budget (`series_cost`).
+    cost: u32,
+    /// Appliance time of the last sample (for expiry; not persisted, restored as `last_seen`).
+    seen: Millis,
+    /// Named in the config: never expires on its own.
+    named: bool,
 }
 
 struct DeviceState {
@@ -175,10 +183,15 @@ pub struct ShardCore {
     history_cap: usize,
     /// Whether minutes are kept for the history in sled (`store.history`).
     keep_minutes: bool,
+    /// Estimated bytes of a series, per metric policy (keyed by the policy's address).
+    costs: HashMap<usize, u32>,
+    /// Devices evicted whose saved state the store should drop (taken by the actor).
+    evicted: Vec<String>,
+    next_expiry: Millis,
 }
 
 impl MetricState {
-    fn new(name: &str, policy: Arc<MetricPolicy>, now: Millis) -> Self {
+    fn new(name: &str, policy: Arc<MetricPolicy>, now: Millis, cost: u32, named: bool) -> Self {
         let detectors = policy
             .detectors
             .iter()
@@ -204,6 +217,9 @@ impl MetricState {
             history: History::new(),
             minute: MinuteAcc::default(),
             closed: Vec::new(),
+            cost,
+            seen: now,
+            named,
         }
     }
 
@@ -322,6 +338,78 @@ fn judge(
     }
 }
 
+/// Samples fed to a fresh detector state to estimate its size once its windows are full.
+const COST_WARM_UP: i64 = 5_000;
+
+/// Estimated bytes one series of `policy` holds once its windows are full: its structs, the
+/// statistics ring (16 bytes a sample), the chart ring (16 bytes a point) and each detector's state
+/// (its encoded size after `COST_WARM_UP` synthetic samples, a lower bound of its heap). An
+/// estimate for the budget, not an allocator's count: benches/memory.sh measures the real RSS.
+pub fn series_cost(policy: &MetricPolicy, history_cap: usize) -> u32 {
+    let window = policy.window.count.unwrap_or(SPAN_ONLY_MAX_COUNT).max(1);
+    let mut bytes = std::mem::size_of::<MetricState>() + 32 + window * 16 + history_cap * 16;
+    for d in &policy.detectors {
+        let mut state = DetectorState::new(&d.spec, 0);
+        let mut x: u32 = 0x9e37_79b9;
+        for i in 0..COST_WARM_UP {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = 20.0 + (i % 97) as f64 * 0.01 + f64::from(x % 1000) * 1e-3;
+            state.observe(&d.spec, i * 1_000, v);
+        }
+        let heap = postcard::to_stdvec(&state).map_or(0, |v| v.len());
+        bytes += std::mem::size_of::<DetectorSlot>() + d.name.len() + heap;
+    }
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// `series_cost`, computed once per policy (keyed by its address; the cache is rebuilt on reload).
+fn cost_of(cache: &mut HashMap<usize, u32>, policy: &Arc<MetricPolicy>, history_cap: usize) -> u32 {
+    *cache
+        .entry(Arc::as_ptr(policy) as usize)
+        .or_insert_with(|| series_cost(policy, history_cap))
+}
+
+/// Over the analysis budget: counted globally, per reason and per source, logged rate-limited.
+#[cold]
+#[inline(never)]
+fn over_budget(
+    board: &crate::status::StatusBoard,
+    policies: &Policies,
+    source: u16,
+    limit: Limit,
+    device: &str,
+    metric: &str,
+) {
+    board.pipeline.rejected_limit.fetch_add(1, Relaxed);
+    board.pipeline.budget.reject(limit);
+    let id = policies
+        .source_ids
+        .get(source as usize)
+        .map_or("", |s| s.as_str());
+    if let Some(src) = board.source(id) {
+        src.rejected_limit.fetch_add(1, Relaxed);
+    }
+    let (allow, suppressed) = crate::status::BUDGET_LOG[limit as usize].allow();
+    if let Some(n) = suppressed {
+        tracing::warn!(
+            suppressed = n,
+            reason = %limit.as_str(),
+            "more samples over the analysis budget were not logged"
+        );
+    }
+    if allow {
+        tracing::warn!(
+            source = id,
+            device = %crate::status::Clean(device),
+            metric = %crate::status::Clean(metric),
+            reason = %limit.as_str(),
+            "sample rejected: over the analysis budget"
+        );
+    }
+}
+
 impl ShardCore {
     pub fn new(
         index: usize,
@@ -329,6 +417,10 @@ impl ShardCore {
         counters: Arc<crate::status::StatusBoard>,
         now: Millis,
     ) -> Self {
+        counters
+            .pipeline
+            .budget
+            .set_limits(&policies.resolved.config.analysis);
         let mut core = ShardCore {
             index,
             rng: SmallRng::seed_from_u64(now as u64 ^ ((index as u64) << 48)),
@@ -338,6 +430,9 @@ impl ShardCore {
             history_cap: policies.resolved.config.analysis.history,
             keep_minutes: policies.resolved.config.store.history,
             policies,
+            costs: HashMap::new(),
+            evicted: Vec::new(),
+            next_expiry: 0,
         };
         let policies = core.policies.clone();
         for (id, dp) in &policies.resolved.devices {
@@ -355,9 +450,16 @@ impl ShardCore {
                 .and_then(|s| policies.source_ids.iter().position(|x| x == s))
                 .and_then(|i| u16::try_from(i).ok());
             // Listed metrics exist from the start so that silence detectors work without data.
+            // Configured devices and metrics always fit: they count, but are never rejected.
+            let budget = &core.counters.pipeline.budget;
+            let _ = budget.take_device(true);
             let metrics = named
                 .iter()
-                .map(|(m, p)| MetricState::new(m, p.clone(), now))
+                .map(|(m, p)| {
+                    let cost = cost_of(&mut core.costs, p, core.history_cap);
+                    let _ = budget.take_series(u64::from(cost), true);
+                    MetricState::new(m, p.clone(), now, cost, true)
+                })
                 .collect();
             core.by_id
                 .insert(id.as_str().into(), core.devices.len() as u32);
@@ -382,14 +484,19 @@ impl ShardCore {
     /// Analyses a batch in order; alert transitions are appended to `out`.
     pub fn ingest(&mut self, source: u16, batch: &Batch, now: Millis, out: &mut Vec<Alert>) {
         let counters = self.counters.clone();
+        let policies = self.policies.clone();
         let p = &counters.pipeline;
         let mut analysed = 0u64;
         for s in batch.iter() {
             let i = match self.by_id.get(s.device) {
                 Some(&i) => i,
                 None => match self.register(s.device) {
-                    Some(i) => i,
-                    None => continue,
+                    Ok(i) => i,
+                    Err(Some(limit)) => {
+                        over_budget(&counters, &policies, source, limit, s.device, s.metric);
+                        continue;
+                    }
+                    Err(None) => continue,
                 },
             };
             let Some(dev) = self.devices.get_mut(i as usize) else {
@@ -403,20 +510,28 @@ impl ShardCore {
             let pos = match dev.metrics.iter().position(|m| &*m.name == s.metric) {
                 Some(i) => i,
                 None => {
-                    if dev.metrics.len() >= MAX_METRICS_PER_DEVICE {
-                        p.rejected_limit.fetch_add(1, Relaxed);
+                    let limit = if dev.metrics.len() >= p.budget.max_metrics_per_device() {
+                        Err(Limit::MetricsPerDevice)
+                    } else {
+                        Ok(())
+                    };
+                    let named = dev.named.as_ref().and_then(|n| n.get(s.metric).cloned());
+                    let is_named = named.is_some();
+                    let policy = named.unwrap_or_else(|| dev.default.clone());
+                    let cost = cost_of(&mut self.costs, &policy, self.history_cap);
+                    if let Err(limit) =
+                        limit.and_then(|()| p.budget.take_series(u64::from(cost), is_named))
+                    {
+                        over_budget(&counters, &policies, source, limit, s.device, s.metric);
                         continue;
                     }
-                    let policy = dev
-                        .named
-                        .as_ref()
-                        .and_then(|n| n.get(s.metric).cloned())
-                        .unwrap_or_else(|| dev.default.clone());
-                    dev.metrics.push(MetricState::new(s.metric, policy, now));
+                    dev.metrics
+                        .push(MetricState::new(s.metric, policy, now, cost, is_named));
                     dev.metrics.len() - 1
                 }
             };
             let m = &mut dev.metrics[pos];
+            m.seen = now;
             let band = if self.history_cap > 0 { m.band() } else { None };
             m.stats.push(s.ts, s.value);
             m.interval.push(s.value);
@@ -511,18 +626,19 @@ impl ShardCore {
         true
     }
 
-    fn register(&mut self, device: &str) -> Option<u32> {
+    /// Registers an unknown device: `Err(None)` when unknown devices are rejected (counted here),
+    /// `Err(Some(limit))` when the budget is full (the caller counts it with its source).
+    fn register(&mut self, device: &str) -> Result<u32, Option<Limit>> {
         let p = &self.counters.pipeline;
         let Some(policy) = self.policies.resolved.unknown.clone() else {
             p.rejected_unknown_device.fetch_add(1, Relaxed);
-            return None;
+            return Err(None);
         };
-        let per_shard =
-            self.policies.resolved.config.analysis.max_devices / self.policies.shards.max(1) + 1;
-        if self.devices.len() >= per_shard || device.is_empty() {
+        if device.is_empty() {
             p.rejected_limit.fetch_add(1, Relaxed);
-            return None;
+            return Err(None);
         }
+        p.budget.take_device(false).map_err(Some)?;
         tracing::info!(device, shard = self.index, "registered unknown device");
         p.devices.fetch_add(1, Relaxed);
         let i = self.devices.len() as u32;
@@ -536,11 +652,79 @@ impl ShardCore {
             last_seen: None,
             registered: true,
         });
-        Some(i)
+        Ok(i)
+    }
+
+    /// Devices evicted since the last call, whose saved state should be dropped.
+    pub fn take_evicted(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Evicts auto-registered devices, and metrics not named in the config, last seen before
+    /// `now - analysis.expire_after`. Configured devices stay (their unnamed metrics may go).
+    fn expire(&mut self, now: Millis) {
+        let ttl = self.policies.resolved.config.analysis.expire_after.0;
+        let cutoff = now.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let p = &self.counters.pipeline;
+        let mut i = 0;
+        while i < self.devices.len() {
+            let dev = &mut self.devices[i];
+            let gone = dev.registered && dev.last_seen.unwrap_or(0) < cutoff;
+            dev.metrics.retain(|m| {
+                let keep = !gone && (m.named || m.seen >= cutoff);
+                if !keep {
+                    p.budget.free_series(u64::from(m.cost));
+                    let firing = m.detectors.iter().filter(|d| d.active.is_some()).count();
+                    p.alerts_firing.fetch_sub(firing as u64, Relaxed);
+                }
+                keep
+            });
+            if !gone {
+                i += 1;
+                continue;
+            }
+            let dev = self.devices.swap_remove(i);
+            self.by_id.remove(&dev.id);
+            if let Some(moved) = self.devices.get(i) {
+                self.by_id.insert(moved.id.clone(), i as u32);
+            }
+            p.budget.free_device();
+            p.devices.fetch_sub(1, Relaxed);
+            tracing::info!(device = %dev.id, shard = self.index, "expired device evicted");
+            self.evicted.push(dev.id.into());
+        }
+    }
+
+    /// Gives back every device and series of this shard to the budget (before a rebuild).
+    fn release_budget(&self) {
+        let b = &self.counters.pipeline.budget;
+        for dev in &self.devices {
+            b.free_device();
+            for m in &dev.metrics {
+                b.free_series(u64::from(m.cost));
+            }
+        }
     }
 
     /// Time-driven detectors (silence). Call about once a second, also when no data arrives.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<Alert>) {
+        if self.index == 0 {
+            let node = &self.policies.resolved.config.node_id;
+            out.extend(self.counters.pipeline.budget.check(node, now));
+        }
+        if now >= self.next_expiry {
+            let ttl = self
+                .policies
+                .resolved
+                .config
+                .analysis
+                .expire_after
+                .0
+                .as_millis();
+            let every = (i64::try_from(ttl / 4).unwrap_or(i64::MAX)).clamp(1_000, EXPIRY_SCAN_MS);
+            self.next_expiry = now.saturating_add(every);
+            self.expire(now);
+        }
         for dev in self.devices.iter_mut() {
             let id = &dev.id;
             for m in &mut dev.metrics {
@@ -715,6 +899,9 @@ impl ShardCore {
     /// (other window, other detector settings) starts fresh; the rest continues where it stopped.
     pub fn restore(&mut self, saved: &[(String, Vec<u8>)], now: Millis) -> usize {
         let mut restored = 0;
+        let mut over = 0u64;
+        let ttl = self.policies.resolved.config.analysis.expire_after.0;
+        let cutoff = now.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         for (id, bytes) in saved {
             if crate::sources::route::shard_of(id, self.policies.shards) != self.index {
                 continue;
@@ -728,9 +915,19 @@ impl ShardCore {
             };
             let i = match self.by_id.get(id.as_str()) {
                 Some(&i) => i,
+                None if snap.registered && snap.last_seen.unwrap_or(0) < cutoff => {
+                    self.evicted.push(id.clone());
+                    continue;
+                }
                 None if snap.registered => match self.register(id) {
-                    Some(i) => i,
-                    None => continue,
+                    Ok(i) => i,
+                    Err(e) => {
+                        if let Some(limit) = e {
+                            over += 1;
+                            self.counters.pipeline.budget.reject(limit);
+                        }
+                        continue;
+                    }
                 },
                 None => continue, // device no longer configured
             };
@@ -738,20 +935,30 @@ impl ShardCore {
                 continue;
             };
             dev.last_seen = snap.last_seen;
+            let seen = snap.last_seen.unwrap_or(now).min(now);
+            let budget = &self.counters.pipeline.budget;
             for ms in snap.metrics {
                 let pos = match dev.metrics.iter().position(|m| *m.name == *ms.name) {
                     Some(i) => i,
                     None => {
-                        let policy = dev
-                            .named
-                            .as_ref()
-                            .and_then(|n| n.get(&ms.name).cloned())
-                            .unwrap_or_else(|| dev.default.clone());
-                        dev.metrics.push(MetricState::new(&ms.name, policy, now));
+                        let named = dev.named.as_ref().and_then(|n| n.get(&ms.name).cloned());
+                        let is_named = named.is_some();
+                        let policy = named.unwrap_or_else(|| dev.default.clone());
+                        let cost = cost_of(&mut self.costs, &policy, self.history_cap);
+                        let fits = dev.metrics.len() < budget.max_metrics_per_device()
+                            && budget.take_series(u64::from(cost), is_named).is_ok();
+                        if !fits {
+                            over += 1;
+                            budget.reject(Limit::Series);
+                            continue;
+                        }
+                        dev.metrics
+                            .push(MetricState::new(&ms.name, policy, now, cost, is_named));
                         dev.metrics.len() - 1
                     }
                 };
                 let m = &mut dev.metrics[pos];
+                m.seen = seen;
                 if ms.stats.spec() == m.policy.window {
                     m.stats = ms.stats;
                 }
@@ -776,6 +983,13 @@ impl ShardCore {
             }
             restored += 1;
         }
+        if over > 0 {
+            tracing::warn!(
+                shard = self.index,
+                skipped = over,
+                "saved devices/series over the analysis budget were not restored"
+            );
+        }
         restored
     }
 
@@ -795,6 +1009,7 @@ impl ShardCore {
             .count() as u64;
         p.devices.fetch_sub(self.devices.len() as u64, Relaxed);
         p.alerts_firing.fetch_sub(firing, Relaxed);
+        self.release_budget();
         let rng = self.rng.clone();
         *self = ShardCore::new(self.index, policies, self.counters.clone(), now);
         self.rng = rng;

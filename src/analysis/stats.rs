@@ -18,6 +18,9 @@ pub struct WindowSpec {
     pub span_ms: Option<Millis>,
 }
 
+/// Samples a window with only a `span` keeps at most (a fast sender cannot grow it without bound).
+pub const SPAN_ONLY_MAX_COUNT: usize = 4096;
+
 /// Count, mean and sum of squared deviations (M2) of a set of values. The mean is kept
 /// relative to `shift`, the first value added, so a large common offset (1e9 + small noise)
 /// costs no precision: rounding is relative to the spread of the values, not their magnitude.
@@ -226,8 +229,8 @@ impl RollingStats {
             return;
         }
 
-        if let Some(count) = self.spec.count {
-            let count = count.max(1);
+        {
+            let count = self.spec.count.unwrap_or(SPAN_ONLY_MAX_COUNT).max(1);
             // Make room first, so the ring never holds count + 1 (a VecDeque would double).
             while self.ring.len() >= count {
                 self.evict_front();

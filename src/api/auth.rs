@@ -46,7 +46,11 @@ async fn check<B: MessageBody>(
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| {
+                    // The scheme is case-insensitive (RFC 9110 §11.1).
+                    let (scheme, t) = v.trim_start().split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then_some(t)
+                })
                 .map(str::trim);
             let from_query = || {
                 web::Query::<TokenQuery>::from_query(req.query_string())

@@ -6,6 +6,7 @@ mod dashboard;
 mod frame_limit;
 mod history;
 pub mod metrics;
+pub(crate) mod origin;
 mod shed;
 mod ws;
 
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub queues: Vec<tokio::sync::mpsc::WeakSender<crate::sources::route::Ingest>>,
     /// The store's directory, for its size on `/metrics`.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Which `Host`/`Origin` may use `/api/*` and `/ws` (`api.allowed_origins`).
+    pub origins: origin::OriginPolicy,
     /// Connection, timeout and descriptor limits (`[api]`).
     pub limits: ApiLimits,
 }
@@ -142,6 +145,7 @@ pub fn start(
             .service(
                 web::scope("/api")
                     .wrap(from_fn(auth::require_token))
+                    .wrap(from_fn(origin::check_origin))
                     .wrap(Compress::default())
                     .route("/status", web::get().to(status))
                     .route("/devices", web::get().to(devices))
@@ -155,6 +159,7 @@ pub fn start(
             .service(
                 web::resource("/ws")
                     .wrap(from_fn(auth::require_token_ws))
+                    .wrap(from_fn(origin::check_origin))
                     .route(web::get().to(ws::handle)),
             )
             .service(
@@ -220,8 +225,30 @@ async fn collect_devices(
     Ok(all)
 }
 
-async fn devices(s: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(collect_devices(&s, None).await?))
+/// Devices a page of `/api/devices` holds by default and at most.
+const DEVICES_PAGE: usize = 1_000;
+const DEVICES_PAGE_MAX: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// A page of devices sorted by id (`?offset=&limit=`); `X-Total-Count` says how many there are.
+async fn devices(
+    s: web::Data<ApiState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let all = collect_devices(&s, None).await?;
+    let total = all.len();
+    let offset = q.offset.unwrap_or(0).min(total);
+    let limit = q.limit.unwrap_or(DEVICES_PAGE).clamp(1, DEVICES_PAGE_MAX);
+    let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Total-Count", total.to_string()))
+        .json(page))
 }
 
 async fn device(s: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

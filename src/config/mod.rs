@@ -7,6 +7,7 @@ mod interpolate;
 mod load;
 mod local;
 mod net;
+pub(crate) use load::default_node_id as host_name;
 mod serial;
 mod validate;
 
@@ -110,6 +111,9 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// Sanity checks on every source's samples (timestamps).
+    #[serde(default)]
+    pub input: InputConfig,
     #[serde(default)]
     pub unknown_devices: UnknownDevices,
     /// Named metric policies (window and detectors) shared by many devices.
@@ -187,6 +191,10 @@ pub struct ApiConfig {
     /// answers 503 and closes the connection.
     #[serde(default = "default_fd_reserve")]
     pub fd_reserve: usize,
+    /// Origins (`scheme://host[:port]`, or `*`) besides this appliance's own that may use
+    /// `/api/*` and `/ws` from a browser; their hosts are also accepted in `Host`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -202,6 +210,7 @@ impl Default for ApiConfig {
             ws_max_frame: default_ws_max_frame(),
             ws_ping_interval: default_ws_ping(),
             fd_reserve: default_fd_reserve(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -216,7 +225,7 @@ pub struct MetricsConfig {
     pub per_series: bool,
     /// At most this many device/metric series are exposed; the rest are left out and counted
     /// (`edgewatch_metrics_series_omitted`).
-    #[serde(default = "default_max_series")]
+    #[serde(default = "default_metrics_max_series")]
     pub max_series: usize,
 }
 
@@ -224,7 +233,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             per_series: true,
-            max_series: default_max_series(),
+            max_series: default_metrics_max_series(),
         }
     }
 }
@@ -232,7 +241,7 @@ impl Default for MetricsConfig {
 fn default_true() -> bool {
     true
 }
-fn default_max_series() -> usize {
+fn default_metrics_max_series() -> usize {
     2_000
 }
 
@@ -297,6 +306,18 @@ fn default_max_devices() -> usize {
 fn default_history() -> usize {
     300
 }
+fn default_max_series() -> usize {
+    20_000
+}
+fn default_max_state_bytes() -> u64 {
+    48 << 20
+}
+fn default_max_metrics_per_device() -> usize {
+    256
+}
+fn default_expire_after() -> Dur {
+    Dur(std::time::Duration::from_secs(7 * 86_400))
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +334,19 @@ pub struct AnalysisConfig {
     /// Recent points kept in memory per metric for the dashboard's charts (0: none).
     #[serde(default = "default_history")]
     pub history: usize,
+    /// Upper bound on series (device × metric) over all devices.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Upper bound on the estimated bytes of analysis state (windows, detectors, chart rings).
+    #[serde(default = "default_max_state_bytes")]
+    pub max_state_bytes: u64,
+    /// Metrics one device may have at most.
+    #[serde(default = "default_max_metrics_per_device")]
+    pub max_metrics_per_device: usize,
+    /// Auto-registered devices, and metrics not named in the config, not seen for this long are
+    /// evicted (with their saved state). Configured devices never expire.
+    #[serde(default = "default_expire_after")]
+    pub expire_after: Dur,
 }
 
 impl Default for AnalysisConfig {
@@ -322,6 +356,52 @@ impl Default for AnalysisConfig {
             queue: default_queue(),
             max_devices: default_max_devices(),
             history: default_history(),
+            max_series: default_max_series(),
+            max_state_bytes: default_max_state_bytes(),
+            max_metrics_per_device: default_max_metrics_per_device(),
+            expire_after: default_expire_after(),
+        }
+    }
+}
+
+fn default_max_future() -> Dur {
+    Dur::secs(86_400)
+}
+fn default_max_past() -> Dur {
+    Dur::secs(730 * 86_400)
+}
+
+/// What to do with a sample whose own timestamp is out of bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TsPolicy {
+    /// Rejected and counted (`/api/status` → source `rejected_ts`).
+    #[default]
+    Reject,
+    /// Re-stamped with the receive time and counted (`restamped_ts`).
+    Receive,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    #[serde(default)]
+    pub ts_policy: TsPolicy,
+    /// A device timestamp later than the appliance clock plus this is out of bounds (checked only
+    /// while the appliance clock is plausible, see docs/CLOCK.md).
+    #[serde(default = "default_max_future")]
+    pub max_future: Dur,
+    /// A device timestamp earlier than this before the build time is out of bounds.
+    #[serde(default = "default_max_past")]
+    pub max_past: Dur,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            ts_policy: TsPolicy::default(),
+            max_future: default_max_future(),
+            max_past: default_max_past(),
         }
     }
 }
@@ -395,6 +475,47 @@ pub enum SourceConfig {
     Host(HostSource),
     File(FileSource),
     Exec(ExecSource),
+}
+
+/// Credentials that would cross the network in clear text: one warning per URL, for `check` and
+/// start-up (`ws://` upstream with a token, `mqtt://` with a user name or password, `user:pass@`).
+pub fn plaintext_credentials(c: &Config) -> Vec<String> {
+    let userinfo = |url: &str| {
+        url.split_once("://")
+            .is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@')))
+    };
+    let mut out = Vec::new();
+    if let Some(u) = &c.upstream {
+        let plain = u.url.starts_with("ws://");
+        if plain && (u.token_file.is_some() || u.token_env.is_some() || userinfo(&u.url)) {
+            out.push(format!(
+                "upstream.url {:?} is plaintext ws:// but sends a token: anyone on the path can read it; use wss://",
+                u.url
+            ));
+        }
+    }
+    let mut mqtt = |what: String, url: &str, user: bool| {
+        if url.starts_with("mqtt://") && (user || userinfo(url)) {
+            out.push(format!(
+                "{what} url {url:?} is plaintext mqtt:// but sends a user name/password: anyone on the path can read them; use mqtts://"
+            ));
+        }
+    };
+    for src in &c.sources {
+        if let SourceConfig::Mqtt(m) = src {
+            let user =
+                m.username.is_some() || m.password_file.is_some() || m.password_env.is_some();
+            mqtt(format!("source {:?}", m.id), &m.url, user);
+        }
+    }
+    for k in &c.sinks {
+        if let SinkConfig::Mqtt(m) = k {
+            let user =
+                m.username.is_some() || m.password_file.is_some() || m.password_env.is_some();
+            mqtt(format!("sink {:?}", m.id), &m.url, user);
+        }
+    }
+    out
 }
 
 impl SourceConfig {

@@ -183,6 +183,12 @@ pub(crate) fn shorten(s: &str) -> String {
 }
 
 /// Checks a device id or metric name: non-empty, at most `MAX_NAME_LEN` bytes, no control chars.
+/// Unicode bidirectional formatting characters (marks, embeddings, overrides, isolates): in a name
+/// they make a log line or the dashboard show something else than what is stored ("Trojan Source").
+pub fn is_bidi(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), DecodeError> {
     let why = if name.is_empty() {
         "empty"
@@ -190,6 +196,8 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), DecodeErr
         "longer than 128 bytes"
     } else if name.chars().any(char::is_control) {
         "contains control characters"
+    } else if !name.is_ascii() && name.chars().any(is_bidi) {
+        "contains bidirectional formatting characters"
     } else {
         return Ok(());
     };

@@ -120,6 +120,17 @@ impl Intake {
         if !allow {
             return;
         }
+        // On top of this connection's limit, one for all sources and connections together.
+        let (allow, suppressed) = crate::status::BAD_FRAME_LOG.allow();
+        if let Some(n) = suppressed {
+            tracing::warn!(
+                suppressed = n,
+                "more bad frames (all sources and connections) were not logged"
+            );
+        }
+        if !allow {
+            return;
+        }
         let frame = Excerpt(frame.unwrap_or_default());
         match self.origin {
             Origin::Peer => {
@@ -142,6 +153,35 @@ impl Intake {
         s.frames_rejected
             .fetch_add(std::mem::take(&mut self.rejected), Relaxed);
         s.samples.fetch_add(self.sink.take_pushed(), Relaxed);
+        let (bad, restamped) = self.sink.take_bad_ts();
+        if bad + restamped > 0 {
+            self.bad_ts(bad, restamped);
+        }
+    }
+
+    /// Counts and logs (rate-limited over all sources) samples with out-of-bounds timestamps.
+    #[cold]
+    #[inline(never)]
+    fn bad_ts(&mut self, bad: u64, restamped: u64) {
+        let s = &self.stats;
+        s.rejected_ts.fetch_add(bad, Relaxed);
+        s.restamped_ts.fetch_add(restamped, Relaxed);
+        let (allow, suppressed) = crate::status::BAD_TS_LOG.allow();
+        if let Some(n) = suppressed {
+            tracing::warn!(
+                suppressed = n,
+                "more out-of-bounds timestamps were not logged"
+            );
+        }
+        if allow {
+            tracing::warn!(
+                source = %s.id,
+                from = %self.from,
+                rejected = bad,
+                restamped,
+                "samples with a timestamp too far in the future or before the build (see [input])"
+            );
+        }
     }
 
     /// Commits the counters and hands the batches to the shards (waiting while they are full).

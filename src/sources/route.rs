@@ -19,6 +19,38 @@ pub struct Router {
     shards: Vec<mpsc::Sender<Ingest>>,
     /// Where an http source without a listener of its own plugs into the API (`/api/ingest`).
     api_ingest: super::http::ApiSlot,
+    ts: TsRule,
+}
+
+/// Bounds on a sample's own timestamp (`[input]`), checked as it is pushed: two comparisons.
+#[derive(Clone, Copy, Debug)]
+pub struct TsRule {
+    /// Earliest accepted timestamp.
+    pub min: Millis,
+    /// How far past the appliance clock a timestamp may be (while the clock is plausible).
+    pub max_future: Millis,
+    /// Out-of-bounds timestamps are replaced by the receive time instead of rejected.
+    pub restamp: bool,
+}
+
+impl TsRule {
+    pub fn new(c: &crate::config::InputConfig) -> Self {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        TsRule {
+            min: crate::clock::BUILD_UNIX_MS.saturating_sub(ms(c.max_past.0)),
+            max_future: ms(c.max_future.0),
+            restamp: c.ts_policy == crate::config::TsPolicy::Receive,
+        }
+    }
+}
+
+impl TsRule {
+    /// No bounds (embedders, tests); the appliance sets `[input]` with `Router::with_ts_rule`.
+    pub const ANY: TsRule = TsRule {
+        min: Millis::MIN,
+        max_future: Millis::MAX,
+        restamp: false,
+    };
 }
 
 /// The shards are gone: the appliance is shutting down.
@@ -41,7 +73,14 @@ impl Router {
         Router {
             shards,
             api_ingest: super::http::ApiSlot::default(),
+            ts: TsRule::ANY,
         }
+    }
+
+    /// The timestamp bounds every sink made from now on applies.
+    pub fn with_ts_rule(mut self, ts: TsRule) -> Self {
+        self.ts = ts;
+        self
     }
 
     /// The API's `/api/ingest` slot, shared by the API and the http source that fills it.
@@ -63,6 +102,10 @@ impl Router {
             clock: crate::clock::ClockGuard::default(),
             unsynced: false,
             unsynced_pushed: 0,
+            ts: self.ts,
+            ts_max: Millis::MAX,
+            bad_ts: 0,
+            restamped: 0,
             batches: (0..self.shards.len()).map(|_| Batch::default()).collect(),
         }
     }
@@ -79,6 +122,12 @@ pub struct RoutingSink {
     clock: crate::clock::ClockGuard,
     unsynced: bool,
     unsynced_pushed: u64,
+    ts: TsRule,
+    /// Latest accepted timestamp: receive time + `max_future` (no bound while the clock is not
+    /// plausible).
+    ts_max: Millis,
+    bad_ts: u64,
+    restamped: u64,
 }
 
 impl RoutingSink {
@@ -98,6 +147,19 @@ impl RoutingSink {
         }
         self.unsynced = !r.synced;
         self.default_ts = ts;
+        self.ts_max = if r.synced {
+            ts.saturating_add(self.ts.max_future)
+        } else {
+            Millis::MAX
+        };
+    }
+
+    /// Samples rejected / re-stamped for an out-of-bounds timestamp since the last call.
+    pub fn take_bad_ts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.bad_ts),
+            std::mem::take(&mut self.restamped),
+        )
     }
 
     /// Samples pushed since the last `take_pushed`.
@@ -169,6 +231,17 @@ impl RoutingSink {
 
 impl SampleSink for RoutingSink {
     fn push(&mut self, device: &str, metric: &str, ts: Option<Millis>, value: f64) {
+        let ts = match ts {
+            Some(t) if t > self.ts_max || t < self.ts.min => {
+                if !self.ts.restamp {
+                    self.bad_ts += 1;
+                    return;
+                }
+                self.restamped += 1;
+                None
+            }
+            t => t,
+        };
         let shard = shard_of(device, self.batches.len());
         self.pushed += 1;
         if ts.is_none() && self.unsynced {

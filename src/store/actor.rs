@@ -251,6 +251,24 @@ impl Handler<SaveSnapshot> for StoreActor {
     }
 }
 
+/// Drops the saved state of evicted devices (`analysis.expire_after`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DropSnapshots(pub Vec<String>);
+
+impl Handler<DropSnapshots> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: DropSnapshots, _: &mut Self::Context) {
+        match self.store.drop_snapshots(&msg.0) {
+            Ok(()) => tracing::debug!(
+                devices = msg.0.len(),
+                "saved state of evicted devices dropped"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot drop the saved state of evicted devices"),
+        }
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Alert>, String>")]
 pub struct QueryAlerts(pub AlertFilter);

@@ -10,8 +10,8 @@ pub mod record;
 mod recovery;
 
 pub use actor::{
-    LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor, SummaryFeed,
-    UpstreamQueue,
+    DropSnapshots, LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor,
+    SummaryFeed, UpstreamQueue,
 };
 pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};
@@ -172,6 +172,16 @@ impl Store {
         self.state.apply_batch(batch)?;
         self.checkpoint_due
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes the saved state of evicted devices. Durable after `flush`.
+    pub fn drop_snapshots(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in ids {
+            batch.remove(k.as_bytes());
+        }
+        self.state.apply_batch(batch)?;
         Ok(())
     }
 
