@@ -64,7 +64,12 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            // No background flusher: `Store::flush` makes writes durable when the store actor
+            // says (every 500 ms while messages are queued, at each snapshot, every minute),
+            // and fsyncs them. sled's own flusher added log writes of its own on top (each
+            // rewrites at least the log's last page): acknowledgements become durable with the
+            // next store flush instead.
+            .flush_every_ms(None)
             .open()?;
         // sled never fsyncs its directory or `conf`: a power cut right after the first start
         // would lose the whole database. Make the files and their names durable now.
