@@ -2,7 +2,9 @@
 //! written per hour at steady state, outbox bytes per 1,000 alerts, catch-up rate, soak size.
 //!
 //! `cargo bench --bench upstream_soak` — env: STEADY_MIN (5), OUTAGE_MIN (10), SOAK_MIN (30),
-//! DEVICES (100), HZ (10 samples/s per device). Prints one line per measurement.
+//! DEVICES (100), HZ (10 samples/s per device), PERSIST_S (600, the snapshot interval). Prints one
+//! line per measurement (EDGEWATCH_BIN runs another build of the binary); the steady phase splits its writes by cause (`store.writes` in
+//! `/api/status`). OUTAGE_MIN=0 SOAK_MIN=0 measures the steady state only.
 
 #[path = "../tests/common/receiver.rs"]
 mod receiver;
@@ -68,6 +70,7 @@ fn main() {
         env("SOAK_MIN", 30),
     );
     let (devices, hz) = (env("DEVICES", 100), env("HZ", 10));
+    let persist = env("PERSIST_S", 600);
     let rx_port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -92,6 +95,7 @@ fn main() {
             r#"node_id = "soak"
 data_dir = {data:?}
 summary_interval = "10s"
+persist_interval = "{persist}s"
 [api]
 listen = "127.0.0.1:{api_port}"
 [unknown_devices]
@@ -109,7 +113,10 @@ backoff_max = "2s"
     )
     .expect("config");
     let api = format!("127.0.0.1:{api_port}");
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_edgewatch"))
+    // EDGEWATCH_BIN: measure another build (e.g. a copy of the previous one) with the same load.
+    let bin =
+        std::env::var("EDGEWATCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgewatch").into());
+    let mut child: Child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")
@@ -169,16 +176,55 @@ backoff_max = "2s"
     // 1. Steady state with the receiver up.
     let rx = Receiver::start(&format!("127.0.0.1:{rx_port}"), Behaviour::default());
     std::thread::sleep(Duration::from_secs(30)); // warm-up: detectors, first snapshot
-    let (w0, t0) = (write_bytes(pid), Instant::now());
-    std::thread::sleep(Duration::from_secs(steady * 60));
-    let per_hour = (write_bytes(pid) - w0) as f64 / t0.elapsed().as_secs_f64() * 3600.0;
+    let (w0, t0, s0) = (write_bytes(pid), Instant::now(), status(&api));
+    let mut per_min = String::from("steady MB written per minute:");
+    let mut last = w0;
+    for _ in 0..steady {
+        std::thread::sleep(Duration::from_secs(60));
+        let w = write_bytes(pid);
+        per_min.push_str(&format!(" {:.2}", (w - last) as f64 / 1e6));
+        last = w;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let per_hour = (write_bytes(pid) - w0) as f64 / secs * 3600.0;
     let st = status(&api);
     println!(
-        "steady: {devices} devices x {hz} Hz, 10 s summaries: {:.1} MB written per hour; alerts fired {}; data dir {:.1} MB",
+        "steady: {devices} devices x {hz} Hz, 10 s summaries, snapshots every {persist} s: {:.1} MB written per hour over {:.1} min; alerts fired {} resolved {}; data dir {:.1} MB",
         per_hour / 1e6,
-        st["alerts"]["fired"],
+        secs / 60.0,
+        st["alerts"]["fired"].as_u64().unwrap_or(0) - s0["alerts"]["fired"].as_u64().unwrap_or(0),
+        st["alerts"]["resolved"].as_u64().unwrap_or(0) - s0["alerts"]["resolved"].as_u64().unwrap_or(0),
         dir_size(&data) as f64 / 1e6
     );
+    println!("{per_min}");
+    // What the store handed to sled, per cause, per hour; the rest is sled's and the kernel's.
+    let d = |k: &str| {
+        let (a, b) = (&st["store"]["writes"][k], &s0["store"]["writes"][k]);
+        (a.as_u64().unwrap_or(0) - b.as_u64().unwrap_or(0)) as f64 / secs * 3600.0
+    };
+    let logical = d("snapshot_bytes") + d("alert_log_bytes") + d("outbox_bytes");
+    println!(
+        "steady breakdown per hour: snapshots {:.2} MB ({:.0} records), alert log {:.2} MB ({:.0} records), outbox {:.2} MB ({:.0} records), removals {:.0}; {:.0} flushes ({:.1} MB at one 4 KiB page each), {:.0} manifests; sled + filesystem overhead {:.2} MB",
+        d("snapshot_bytes") / 1e6,
+        d("snapshot_records"),
+        d("alert_log_bytes") / 1e6,
+        d("alert_log_records"),
+        d("outbox_bytes") / 1e6,
+        d("outbox_records"),
+        d("removals"),
+        d("flushes"),
+        d("flushes") * 4096.0 / 1e6,
+        d("manifests"),
+        (per_hour - logical) / 1e6
+    );
+    if outage == 0 && soak == 0 {
+        stop.store(true, Ordering::Relaxed);
+        let _ = load.join();
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(rx);
+        return;
+    }
 
     // 2. Outage: the receiver is down for OUTAGE_MIN minutes.
     rx.stop();

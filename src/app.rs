@@ -283,7 +283,7 @@ pub fn serve(
         Some(u) => {
             let token = upstream::read_token(u.token_file.as_deref(), u.token_env.as_deref())
                 .context("upstream token (upstream.token_file / upstream.token_env)")?;
-            let tls = if u.url.starts_with("wss://") {
+            let tls = if u.receivers().iter().any(|r| r.starts_with("wss://")) {
                 Some(upstream::tls::client_config(u.ca_file.as_deref()).context("upstream TLS")?)
             } else {
                 None
@@ -295,12 +295,8 @@ pub fn serve(
                 &cfg.node_id,
             );
             queues.push(queue);
-            let sender = upstream::client::Upstream {
-                cfg: u.clone(),
-                node: cfg.node_id.clone(),
-                token,
-                tls,
-            };
+            let sender =
+                upstream::client::Upstream::new(u.clone(), cfg.node_id.clone(), token, tls);
             Some((sender, feed))
         }
     };
@@ -349,7 +345,7 @@ pub fn serve(
                 .collect(),
             store: Default::default(),
         });
-        let _ = status.store.set((store.damage(), recovery.clone()));
+        let _ = status.store.set((store.damage(), recovery.clone(), store.writes()));
 
         let store_arbiter = Arbiter::new();
         let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -468,7 +464,7 @@ pub fn serve(
             sink.spawn(feed);
         }
         if let Some((sender, feed)) = sender {
-            tracing::info!(url = %sender.cfg.url, "forwarding alerts and summaries upstream");
+            tracing::info!(urls = ?sender.cfg.receivers(), "forwarding alerts and summaries upstream");
             tokio::spawn(upstream::run(sender, feed));
         }
 

@@ -204,6 +204,7 @@ pub struct StatusBoard {
     pub store: std::sync::OnceLock<(
         Arc<crate::store::record::DamageLog>,
         Option<crate::store::Recovery>,
+        Arc<crate::store::stats::Writes>,
     )>,
 }
 
@@ -336,6 +337,8 @@ pub struct StoreView {
     pub damaged: std::collections::BTreeMap<String, u64>,
     pub moved_aside: Option<String>,
     pub moved_aside_reason: Option<String>,
+    /// What the store wrote since start, per kind (docs/BENCHMARKS.md, SD-card budget).
+    pub writes: crate::store::stats::WritesView,
 }
 
 impl StoreView {
@@ -343,9 +346,10 @@ impl StoreView {
         s: Option<&(
             Arc<crate::store::record::DamageLog>,
             Option<crate::store::Recovery>,
+            Arc<crate::store::stats::Writes>,
         )>,
     ) -> Self {
-        let Some((d, r)) = s else {
+        let Some((d, r, w)) = s else {
             return StoreView::default();
         };
         let damaged: std::collections::BTreeMap<String, u64> = d.counts().into_iter().collect();
@@ -354,6 +358,7 @@ impl StoreView {
             damaged,
             moved_aside: r.as_ref().map(|r| r.moved_to.display().to_string()),
             moved_aside_reason: r.as_ref().map(|r| r.reason.clone()),
+            writes: w.view(),
         }
     }
 }

@@ -456,3 +456,137 @@ fn tail_prints_one_line_per_event() {
         "no colour codes when not on a terminal"
     );
 }
+
+/// Every (receiver, message) with a seq; checks that one seq never carries two contents.
+fn by_seq<'a>(logs: &[&'a [(usize, Value)]]) -> std::collections::BTreeMap<u64, &'a Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for log in logs {
+        for (_, v) in log.iter() {
+            let Some(seq) = v["seq"].as_u64() else {
+                continue;
+            };
+            if let Some(before) = out.insert(seq, v) {
+                assert_eq!(before, v, "seq {seq} arrived with two contents");
+            }
+        }
+    }
+    out
+}
+
+/// Two real receivers: the primary goes down, the secondary gets everything from the first
+/// unacknowledged seq; the primary comes back, the appliance returns to it. Across both, every
+/// seq from 1 to the last arrives (nothing lost), and none arrives with two contents.
+#[test]
+fn failover_to_the_secondary_and_back_to_the_primary_loses_and_reuses_no_seq() {
+    let primary_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    // The primary acks its first 20 messages only, then dies: what it got after is unacked.
+    let stalls = Behaviour {
+        ack_first: Some(20),
+        ..Behaviour::default()
+    };
+    let primary = Receiver::start(&primary_addr.to_string(), stalls);
+    let secondary = Receiver::start("127.0.0.1:0", Behaviour::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        "unused",
+        "failback_interval = \"1s\"\nconnect_timeout = \"1s\"",
+    )
+    .replace(
+        "url = \"unused\"",
+        &format!("urls = [\"{}\", \"{}\"]", primary.url(), secondary.url()),
+    );
+    let mut ew = InProcess::start(&write_config(dir.path(), &cfg));
+    let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
+
+    // 1. Both up: the primary gets everything (and stops acking after 20 messages).
+    flip(&mut tx, "f", 30);
+    primary.wait(Duration::from_secs(20), "30 alerts", |l| {
+        of_type(l, "alert").len() >= 30
+    });
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        s["upstream"]["acked"].as_u64() >= Some(20)
+    });
+    assert!(st["upstream"]["outbox_alerts"].as_u64() > Some(0), "{st}");
+    assert!(secondary.messages().is_empty(), "the secondary is idle");
+    let before = primary.messages();
+    primary.stop();
+
+    // 2. The primary is down: the secondary gets everything from the first unacknowledged seq.
+    flip(&mut tx, "f", 20);
+    secondary.wait(Duration::from_secs(20), "the 20 alerts raised since", |l| {
+        of_type(l, "alert").len() >= 20
+    });
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        s["upstream"]["outbox_alerts"] == 0
+    });
+    assert!(
+        st["upstream"]["url"]
+            .as_str()
+            .is_some_and(|u| u == secondary.url()),
+        "status names the receiver in use: {st}"
+    );
+    let on_secondary = secondary.messages();
+    let hello = &on_secondary[0].1;
+    assert_eq!(hello["type"], "hello");
+    let first_sent = on_secondary
+        .iter()
+        .find_map(|(_, v)| v["seq"].as_u64())
+        .expect("a message with a seq");
+    assert_eq!(
+        hello["first_unacked"].as_u64(),
+        Some(first_sent),
+        "the secondary's hello names where its stream starts: {hello}"
+    );
+    let max_before = before.iter().filter_map(|(_, v)| v["seq"].as_u64()).max();
+    assert!(
+        Some(first_sent) <= max_before,
+        "what the primary got and never acked is sent to the secondary: {hello}"
+    );
+
+    // 3. The primary is back: the appliance returns to it (probed every second).
+    let primary = Receiver::start(&primary_addr.to_string(), Behaviour::default());
+    primary.wait(Duration::from_secs(15), "a hello after failback", |l| {
+        !of_type(l, "hello").is_empty()
+    });
+    flip(&mut tx, "f", 20);
+    primary.wait(
+        Duration::from_secs(20),
+        "the 20 alerts raised after failback",
+        |l| of_type(l, "alert").len() >= 20,
+    );
+    let st = ew.poll("/api/status", Duration::from_secs(10), |s| {
+        s["upstream"]["outbox_alerts"] == 0 && s["upstream"]["outbox_summaries"] == 0
+    });
+    let after = primary.messages();
+    let secondary_alerts = of_type(&secondary.messages(), "alert").len();
+    let hello = &after[0].1;
+    assert_eq!(hello["type"], "hello");
+    // Nothing is unacknowledged (null) or it starts after what the primary saw before; `last_seq`
+    // covers what the secondary got meanwhile.
+    let max_secondary = secondary
+        .messages()
+        .iter()
+        .filter_map(|(_, v)| v["seq"].as_u64())
+        .max();
+    assert!(
+        hello["first_unacked"].is_null() || hello["first_unacked"].as_u64() > max_before,
+        "the returning primary's hello skips what the secondary acknowledged: {hello}"
+    );
+    assert!(hello["last_seq"].as_u64() >= max_secondary, "{hello}");
+
+    // Across the three streams: every seq from 1 to the last, each with one content.
+    let secondary_log = secondary.messages();
+    let all = by_seq(&[&before, &secondary_log, &after]);
+    let last = st["upstream"]["last_seq"].as_u64().expect("last_seq");
+    let missing: Vec<u64> = (1..=last).filter(|s| !all.contains_key(s)).collect();
+    assert!(missing.is_empty(), "seqs lost in failover: {missing:?}");
+    let alerts = all.values().filter(|v| v["type"] == "alert").count();
+    assert_eq!(alerts, 70, "every alert once per seq");
+    assert!(secondary_alerts >= 20);
+    for log in [&before, &secondary_log, &after] {
+        assert_ordered_per_connection(log);
+    }
+}

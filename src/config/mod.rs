@@ -894,6 +894,12 @@ fn default_up_summary() -> Dur {
 fn default_ping() -> Dur {
     Dur::secs(20)
 }
+fn default_up_connect_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_failback_interval() -> Dur {
+    Dur::secs(30)
+}
 fn default_pong_timeout() -> Dur {
     Dur::secs(10)
 }
@@ -925,8 +931,21 @@ pub enum AckMode {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `ws://` or `wss://` URL of the receiver.
+    /// `ws://` or `wss://` URL of the receiver (or give `urls`).
+    #[serde(default)]
     pub url: String,
+    /// Several receivers, in order of preference: the first that answers is used, the first is
+    /// probed every `failback_interval` while another is in use (see docs/PROTOCOL.md).
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// A receiver that does not complete the WebSocket handshake within this is skipped for the
+    /// next one.
+    #[serde(default = "default_up_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// While a later receiver is in use, the first is tried this often; when it answers, the
+    /// appliance returns to it.
+    #[serde(default = "default_failback_interval")]
+    pub failback_interval: Dur,
     /// File holding the bearer token (trimmed).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -958,6 +977,17 @@ pub struct UpstreamConfig {
     pub window: usize,
     #[serde(default)]
     pub budget: OutboxBudget,
+}
+
+impl UpstreamConfig {
+    /// The receivers in order of preference: `urls`, or the single `url`.
+    pub fn receivers(&self) -> Vec<&str> {
+        if self.urls.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.urls.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 fn default_budget_bytes() -> u64 {

@@ -359,17 +359,35 @@ fn list(set: &HashSet<String>) -> String {
 
 fn validate_upstream(u: &super::UpstreamConfig) -> VResult<()> {
     let p = |k: &str| vec![key("upstream"), key(k)];
-    if !(u.url.starts_with("ws://") || u.url.starts_with("wss://")) {
-        return fail(
-            p("url"),
-            format!("{:?} must start with ws:// or wss://", u.url),
-        );
+    match (u.url.is_empty(), u.urls.is_empty()) {
+        (true, true) => return fail(p("url"), "give the receiver's `url` (or several as `urls`)"),
+        (false, false) => return fail(p("urls"), "give `url` or `urls`, not both"),
+        _ => {}
+    }
+    if u.urls.len() > 8 {
+        return fail(p("urls"), "at most 8 receivers");
+    }
+    for (i, url) in u.receivers().into_iter().enumerate() {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            let at = if u.urls.is_empty() {
+                p("url")
+            } else {
+                vec![key("upstream"), key("urls"), Seg::Index(i)]
+            };
+            return fail(at, format!("{url:?} must start with ws:// or wss://"));
+        }
     }
     if u.token_file.is_some() && u.token_env.is_some() {
         return fail(p("token_env"), "give `token_file` or `token_env`, not both");
     }
-    if u.ca_file.is_some() && u.url.starts_with("ws://") {
+    if u.ca_file.is_some() && !u.receivers().iter().any(|r| r.starts_with("wss://")) {
         return fail(p("ca_file"), "a CA file only applies to wss:// URLs");
+    }
+    if u.connect_timeout.as_ms() < 100 || u.failback_interval.as_ms() < 100 {
+        return fail(
+            p("connect_timeout"),
+            "connect_timeout and failback_interval must be at least 100ms",
+        );
     }
     if u.summary_interval.as_ms() < 100 {
         return fail(p("summary_interval"), "must be at least 100ms");

@@ -87,6 +87,8 @@ pub struct DeliveryStats {
     /// Highest seq that is durable on disk (announced by the store after each flush).
     durable: watch::Receiver<u64>,
     last_error: Mutex<Option<(Millis, String)>>,
+    /// Where the current (or last) session went: with several upstream receivers, which one.
+    url: Mutex<String>,
 }
 
 impl DeliveryStats {
@@ -98,6 +100,7 @@ impl DeliveryStats {
             acked: AtomicU64::new(0),
             durable,
             last_error: Mutex::new(None),
+            url: Mutex::new(String::new()),
         }
     }
 
@@ -107,12 +110,19 @@ impl DeliveryStats {
         }
     }
 
+    fn set_url(&self, url: &str) {
+        if let Ok(mut g) = self.url.lock() {
+            url.clone_into(&mut g);
+        }
+    }
+
     pub fn durable_seq(&self) -> u64 {
         *self.durable.borrow()
     }
 
     pub fn view(&self, outbox: &Outbox) -> DeliveryView {
         DeliveryView {
+            url: self.url.lock().map(|g| g.clone()).unwrap_or_default(),
             connected: self.connected.load(Relaxed),
             connects: self.connects.load(Relaxed),
             sent: self.sent.load(Relaxed),
@@ -136,6 +146,8 @@ impl DeliveryStats {
 
 #[derive(Debug, Serialize)]
 pub struct DeliveryView {
+    /// The destination of the current (or last) session.
+    pub url: String,
     pub connected: bool,
     pub connects: u64,
     pub sent: u64,
@@ -222,6 +234,7 @@ async fn session<O: Output>(
     backoff: &mut Backoff,
 ) -> Result<End, Error<O>> {
     let mut s = out.connect(&feed.outbox).await?;
+    feed.stats.set_url(out.label().1);
     feed.stats.connected.store(true, Relaxed);
     feed.stats.connects.fetch_add(1, Relaxed);
     backoff.reset();

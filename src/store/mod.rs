@@ -8,6 +8,7 @@ mod manifest;
 pub mod outbox;
 pub mod record;
 mod recovery;
+pub mod stats;
 
 pub use actor::{
     DropSnapshots, LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor,
@@ -52,6 +53,7 @@ pub struct Store {
     alerts: sled::Tree,
     alert_keys: sled::Tree,
     damage: std::sync::Arc<record::DamageLog>,
+    writes: std::sync::Arc<stats::Writes>,
     dir: std::path::PathBuf,
     /// A snapshot was saved since the manifest was last written.
     checkpoint_due: std::sync::atomic::AtomicBool,
@@ -67,7 +69,12 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            // No background flusher: `Store::flush` makes writes durable when the store actor
+            // says (every 500 ms while messages are queued, at each snapshot, every minute),
+            // and fsyncs them. sled's own flusher added log writes of its own on top (each
+            // rewrites at least the log's last page): acknowledgements become durable with the
+            // next store flush instead.
+            .flush_every_ms(None)
             .open()?;
         // sled never fsyncs its directory or `conf`: a power cut right after the first start
         // would lose the whole database. Make the files and their names durable now.
@@ -92,7 +99,8 @@ impl Store {
         for (name, tree) in [("state", &state), ("alerts", &alerts)] {
             drop_damaged(name, tree, &damage)?;
         }
-        let outbox = Outbox::open(&db, "")?;
+        let writes = std::sync::Arc::new(stats::Writes::default());
+        let outbox = Outbox::open(&db, "", writes.clone())?;
         outbox.report_damage("outbox", &damage);
         // Records sled dropped while recovering a damaged log leave no trace but the manifest.
         if let Some(m) = manifest::Manifest::read(dir) {
@@ -119,6 +127,7 @@ impl Store {
             db,
             sync,
             damage,
+            writes,
             dir: dir.to_path_buf(),
             checkpoint_due: std::sync::atomic::AtomicBool::new(true),
         })
@@ -134,6 +143,11 @@ impl Store {
         self.history.clone()
     }
 
+    /// What was written since start, per kind (`/api/status` → `store.writes`).
+    pub fn writes(&self) -> std::sync::Arc<stats::Writes> {
+        self.writes.clone()
+    }
+
     /// The upstream outbox (shares this database).
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()
@@ -141,7 +155,7 @@ impl Store {
 
     /// The outbox of another consumer (e.g. an MQTT sink), with its own trees and seq.
     pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
-        let o = Outbox::open(&self.db, name)?;
+        let o = Outbox::open(&self.db, name, self.writes.clone())?;
         o.report_damage(&format!("outbox_{name}"), &self.damage);
         Ok(o)
     }
@@ -167,7 +181,9 @@ impl Store {
     pub fn save_snapshots(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in items {
-            batch.insert(k.as_bytes(), record::seal(k.as_bytes(), &v));
+            let sealed = record::seal(k.as_bytes(), &v);
+            self.writes.snapshot(k.len() + sealed.len());
+            batch.insert(k.as_bytes(), sealed);
         }
         self.state.apply_batch(batch)?;
         self.checkpoint_due
@@ -202,6 +218,7 @@ impl Store {
             }
         };
         let sealed = record::seal(&key, &value);
+        self.writes.alert_log(key.len() + sealed.len());
         self.alerts.insert(key, sealed)?;
         Ok(())
     }
@@ -267,6 +284,7 @@ impl Store {
             }
             removed += 1;
         }
+        self.writes.removed(removed as u64);
         Ok(removed)
     }
 
@@ -274,6 +292,7 @@ impl Store {
     pub fn flush(&self) -> Result<usize, StoreError> {
         let n = self.db.flush()?;
         self.sync.log()?;
+        self.writes.flushed();
         if self
             .checkpoint_due
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -283,6 +302,7 @@ impl Store {
                 outbox_seq: self.outbox.last_seq(),
             };
             m.write(&self.dir)?;
+            self.writes.manifest();
         }
         Ok(n)
     }

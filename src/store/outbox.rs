@@ -51,6 +51,7 @@ struct Inner {
     bytes: [AtomicU64; 2],
     counts: [AtomicU64; 2],
     dropped: AtomicU64,
+    writes: Arc<super::stats::Writes>,
     /// Damaged records found (and removed) at open: their gap notices, queued by `enforce`, and
     /// the count and first reason for the store's damage report.
     lost: std::sync::Mutex<(Vec<Gap>, u64, Option<Damaged>)>,
@@ -87,7 +88,11 @@ impl Lane {
 
 impl Outbox {
     /// Opens the outbox called `name` (its own trees and seq); `""` is the upstream's.
-    pub(super) fn open(db: &sled::Db, name: &str) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        db: &sled::Db,
+        name: &str,
+        writes: Arc<super::stats::Writes>,
+    ) -> Result<Self, StoreError> {
         let tree = |t: &str| match name {
             "" => format!("outbox_{t}"),
             n => format!("outbox_{n}_{t}"),
@@ -123,6 +128,7 @@ impl Outbox {
                 bytes: bytes.map(AtomicU64::new),
                 counts: counts.map(AtomicU64::new),
                 dropped: AtomicU64::new(0),
+                writes,
                 lost: std::sync::Mutex::new(lost),
             }),
         })
@@ -147,6 +153,7 @@ impl Outbox {
         i.trees[lane.idx()].insert(key(seq), v)?;
         // The highest seq ever issued survives even when every message was acknowledged.
         i.meta.insert("last_seq", &key(seq))?;
+        i.writes.outbox(len as usize + "last_seq".len() + 8);
         i.bytes[lane.idx()].fetch_add(len, Relaxed);
         i.counts[lane.idx()].fetch_add(1, Relaxed);
         Ok(seq)
@@ -187,6 +194,7 @@ impl Outbox {
         for lane in [Lane::Alert, Lane::Summary] {
             if let Some(v) = self.inner.trees[lane.idx()].remove(key(seq))? {
                 self.account_removed(lane, v.len());
+                self.inner.writes.removed(1);
                 return Ok(true);
             }
         }
@@ -327,6 +335,7 @@ impl Outbox {
                 continue;
             }
             self.account_removed(lane, v.len());
+            self.inner.writes.removed(1);
             self.inner.dropped.fetch_add(1, Relaxed);
             let seq = seq_of(&k);
             match &mut gap {
@@ -398,7 +407,7 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> (sled::Db, Outbox) {
         let db = sled::Config::new().path(dir).open().expect("open");
-        let o = Outbox::open(&db, "").expect("outbox");
+        let o = Outbox::open(&db, "", Default::default()).expect("outbox");
         (db, o)
     }
 
@@ -444,8 +453,8 @@ mod tests {
     fn named_outboxes_are_independent_and_keep_the_upstream_trees() {
         let dir = tempfile::tempdir().expect("tmp");
         let db = sled::Config::new().path(dir.path()).open().expect("open");
-        let up = Outbox::open(&db, "").expect("upstream");
-        let mq = Outbox::open(&db, "mqtt").expect("mqtt");
+        let up = Outbox::open(&db, "", Default::default()).expect("upstream");
+        let mq = Outbox::open(&db, "mqtt", Default::default()).expect("mqtt");
         up.append(Lane::Alert, 0, |s| msg(s, 0)).expect("a");
         up.append(Lane::Alert, 0, |s| msg(s, 0)).expect("a");
         assert_eq!(mq.append(Lane::Alert, 0, |s| msg(s, 0)).expect("m"), 1);

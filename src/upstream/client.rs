@@ -1,5 +1,6 @@
 //! The upstream WebSocket output: hello (with `first_unacked`), outbox messages as text frames,
-//! `ack`s from the receiver, pings to detect a dead peer. The shared consumer drives it.
+//! `ack`s from the receiver, pings to detect a dead peer, failover between several receivers
+//! (the first that answers; back to the first when a probe finds it up). The shared consumer drives it.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,105 @@ pub struct Upstream {
     pub node: String,
     pub token: Option<String>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The receiver in use (or last tried), an index into `cfg.receivers()`.
+    current: usize,
+}
+
+impl Upstream {
+    pub fn new(
+        cfg: UpstreamConfig,
+        node: String,
+        token: Option<String>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        Upstream {
+            cfg,
+            node,
+            token,
+            tls,
+            current: 0,
+        }
+    }
+}
+
+/// Opens a WebSocket to `url` (handshake included) within `timeout`.
+async fn open(
+    url: &str,
+    token: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Ws, UpstreamError> {
+    let mut req = url
+        .into_client_request()
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    if let Some(t) = token {
+        let v = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| UpstreamError::Token("the token is not a valid header value".into()))?;
+        req.headers_mut().insert(AUTHORIZATION, v);
+    }
+    let connector = tls.map(Connector::Rustls);
+    let (ws, _) = tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector),
+    )
+    .await
+    .map_err(|_| UpstreamError::Connect(format!("no handshake within {timeout:?}")))??;
+    Ok(ws)
+}
+
+/// While a later receiver is in use: tries the first one every `interval` (a WebSocket handshake,
+/// then a close; no hello), so that the session can end and return to it.
+struct Failback {
+    interval: tokio::time::Interval,
+    probe: Option<tokio::task::JoinHandle<bool>>,
+    url: String,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+}
+
+impl Failback {
+    /// Resolves when the first receiver answered a probe. Cancel-safe.
+    async fn primary_back(&mut self) {
+        loop {
+            match &mut self.probe {
+                Some(task) => {
+                    let up = task.await.unwrap_or(false);
+                    self.probe = None;
+                    if up {
+                        return;
+                    }
+                }
+                None => {
+                    self.interval.tick().await;
+                    let (url, token, tls, timeout) = (
+                        self.url.clone(),
+                        self.token.clone(),
+                        self.tls.clone(),
+                        self.timeout,
+                    );
+                    self.probe = Some(tokio::spawn(async move {
+                        match open(&url, token.as_deref(), tls, timeout).await {
+                            Ok(mut ws) => {
+                                let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Failback {
+    fn drop(&mut self) {
+        if let Some(t) = self.probe.take() {
+            t.abort();
+        }
+    }
 }
 
 use std::sync::Arc;
@@ -40,6 +140,8 @@ pub struct Connection {
     ping: tokio::time::Interval,
     ping_due: bool,
     last_pong: Instant,
+    /// Set while a receiver other than the first is in use.
+    failback: Option<Failback>,
 }
 
 /// Runs until the process stops.
@@ -51,7 +153,13 @@ impl Output for Upstream {
     type Session = Connection;
 
     fn label(&self) -> (&str, &str) {
-        ("upstream", &self.cfg.url)
+        let url = self
+            .cfg
+            .receivers()
+            .get(self.current)
+            .copied()
+            .unwrap_or("");
+        ("upstream", url)
     }
 
     fn summaries(&self) -> bool {
@@ -78,25 +186,30 @@ impl Output for Upstream {
     }
 
     async fn connect(&mut self, outbox: &Outbox) -> Result<Connection, UpstreamError> {
-        let cfg = &self.cfg;
-        let mut req = cfg
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        if let Some(t) = &self.token {
-            let v = format!("Bearer {t}").parse().map_err(|_| {
-                UpstreamError::Token("the token is not a valid header value".into())
-            })?;
-            req.headers_mut().insert(AUTHORIZATION, v);
+        // The first receiver that answers, in order of preference: the first one whenever it is up.
+        let urls: Vec<String> = self.cfg.receivers().into_iter().map(String::from).collect();
+        let timeout = self.cfg.connect_timeout.0;
+        let mut failed = None;
+        let mut ws = None;
+        for (i, url) in urls.iter().enumerate() {
+            self.current = i;
+            match open(url, self.token.as_deref(), self.tls.clone(), timeout).await {
+                Ok(w) => {
+                    ws = Some(w);
+                    break;
+                }
+                Err(e) if i + 1 < urls.len() => {
+                    tracing::warn!(%url, error = %e, next = %urls[i + 1], "upstream receiver unreachable; trying the next");
+                    failed = Some(e);
+                }
+                Err(e) => failed = Some(e),
+            }
         }
-        let connector = self.tls.clone().map(Connector::Rustls);
-        let (ws, _) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector),
-        )
-        .await
-        .map_err(|_| UpstreamError::Connect("timed out".into()))??;
+        let Some(ws) = ws else {
+            return Err(failed.unwrap_or_else(|| UpstreamError::Connect("no receiver".into())));
+        };
+        let cfg = &self.cfg;
+        let url = urls.get(self.current).cloned().unwrap_or_default();
         let (mut tx, rx) = ws.split();
         let ack = match cfg.ack {
             AckMode::Seq => AckKind::Seq,
@@ -109,9 +222,21 @@ impl Output for Upstream {
             ack,
         );
         tx.send(Message::text(hello)).await?;
-        tracing::info!(url = %cfg.url, pending_alerts = outbox.len(Lane::Alert), pending_summaries = outbox.len(Lane::Summary), "upstream connected");
+        tracing::info!(%url, pending_alerts = outbox.len(Lane::Alert), pending_summaries = outbox.len(Lane::Summary), "upstream connected");
         let mut ping = tokio::time::interval(cfg.ping_interval.0);
         ping.reset();
+        let failback = (self.current > 0).then(|| {
+            let mut interval = tokio::time::interval(cfg.failback_interval.0);
+            interval.reset();
+            Failback {
+                interval,
+                probe: None,
+                url: urls.first().cloned().unwrap_or_default(),
+                token: self.token.clone(),
+                tls: self.tls.clone(),
+                timeout,
+            }
+        });
         Ok(Connection {
             tx,
             rx,
@@ -119,6 +244,7 @@ impl Output for Upstream {
             ping,
             ping_due: false,
             last_pong: Instant::now(),
+            failback,
         })
     }
 }
@@ -178,6 +304,17 @@ impl consumer::Session for Connection {
                 }
                 self.ping_due = true;
                 Ok(Peer::Nothing)
+            }
+            _ = async {
+                match &mut self.failback {
+                    Some(f) => f.primary_back().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let url = self.failback.as_ref().map(|f| f.url.clone()).unwrap_or_default();
+                tracing::info!(%url, "the first upstream receiver answers again; returning to it");
+                let _ = tokio::time::timeout(self.write_timeout, self.tx.close()).await;
+                Ok(Peer::Closed)
             }
         }
     }
