@@ -90,6 +90,9 @@ enum Command {
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Columns of a multi-column file that are not metrics (labels), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ignore_columns: Vec<String>,
     },
     /// Write the man pages (OUT/man/*.1) and shell completions (OUT/completions/) for packaging.
     #[command(hide = true)]
@@ -211,6 +214,7 @@ fn main() -> ExitCode {
             out,
             inputs,
             threads,
+            ignore_columns,
         } => {
             let opts = edgewatch::replay::Options {
                 config,
@@ -218,6 +222,7 @@ fn main() -> ExitCode {
                 out,
                 inputs,
                 threads,
+                ignore_columns,
             };
             match edgewatch::replay::run(&opts) {
                 Ok(report) => {

@@ -3,6 +3,7 @@
 
 pub(crate) mod actor;
 pub mod detector;
+pub mod device;
 pub(crate) mod history;
 pub(crate) mod lifecycle;
 pub mod shard;
