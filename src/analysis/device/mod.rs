@@ -469,3 +469,6 @@ fn judge(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
