@@ -15,6 +15,7 @@ need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
 need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py; skipped, saying why, without ../shared)
 need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser)
+python3 -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)  # tests/device.rs: SKAB's scorer (../shared/skab/score.py)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

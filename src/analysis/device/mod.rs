@@ -328,7 +328,7 @@ impl DeviceLevel {
                 .iter()
                 .map(|s| LevelDetectorView {
                     name: s.name.to_string(),
-                    warming: s.last.is_none_or(|j| j.warming),
+                    warming: !s.state.as_ref().is_some_and(|st| st.ready()),
                     ratio: s.last.filter(|j| !j.warming).map(|j| j.ratio),
                     anomaly: s.last.map_or(0.0, |j| j.anomaly),
                     firing: s.active.clone(),

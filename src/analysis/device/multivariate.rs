@@ -226,6 +226,11 @@ impl State {
         self.dim
     }
 
+    /// Whether the model is fitted (the warm-up is over).
+    pub fn ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready(_))
+    }
+
     /// Whether a restored state fits these settings and this vector size.
     pub fn fits(&self, dim: usize) -> bool {
         let ok_len = |v: &Vec<f64>, n: usize| v.len() == n;
