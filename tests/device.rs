@@ -86,12 +86,19 @@ format = "json"
     let v = vector(&ew.get("/api/devices"), "pump").expect("vector");
     assert_eq!(v["metrics"], serde_json::json!(["flow", "current"]));
     assert_eq!(v["detectors"][0]["warming"], false, "{v}");
+    let c = ew.get("/api/devices/pump/correlation");
+    assert_eq!(c["metrics"], serde_json::json!(["flow", "current"]), "{c}");
+    assert_eq!(c["count"], 80, "{c}");
+    assert!(c["correlation"][0][1].as_f64().unwrap_or(0.0) > 0.99, "{c}");
+    assert_eq!(ew.get_status("/api/devices/nope/correlation").0, 404);
     ew.stop();
 
     let mut ew = InProcess::start(&cfg);
     let v = vector(&ew.get("/api/devices"), "pump").expect("vector after restart");
     assert_eq!(v["vectors"], 80, "{v}");
     assert_eq!(v["detectors"][0]["warming"], false, "model restored: {v}");
+    let c = ew.get("/api/devices/pump/correlation");
+    assert_eq!(c["count"], 80, "rolling covariance restored: {c}");
     // No new warm-up: the broken relation alerts within a few rows of the restart.
     let mut ws = ew.ws("?type=alert");
     send(&mut ew, 80..100, true);

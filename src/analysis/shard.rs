@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::detector::{DetectorSpec, DetectorState, Verdict};
-use super::device::{DeviceLevel, LevelSnapshot, LevelView};
+use super::device::{CorrelationView, DeviceLevel, LevelSnapshot, LevelView};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
 use super::stats::{Accumulator, RollingStats};
@@ -227,6 +227,8 @@ pub enum SeriesError {
     UnknownDevice(String),
     #[error("metric {metric:?} of device {device:?}")]
     UnknownMetric { device: String, metric: String },
+    #[error("device {0:?} has no device-level analysis (no `vector` or `device_detectors`)")]
+    NoVector(String),
 }
 
 fn alert_id(rng: &mut SmallRng) -> u64 {
@@ -576,6 +578,20 @@ impl ShardCore {
                 vector: dev.level.as_ref().map(|l| l.view()),
             })
             .collect()
+    }
+
+    /// The rolling covariance and correlation of `device`'s vector.
+    pub fn correlation(&self, device: &str) -> Result<CorrelationView, SeriesError> {
+        let dev = self
+            .by_id
+            .get(device)
+            .and_then(|&i| self.devices.get(i as usize))
+            .ok_or_else(|| SeriesError::UnknownDevice(device.to_string()))?;
+        let level = dev
+            .level
+            .as_ref()
+            .ok_or_else(|| SeriesError::NoVector(device.to_string()))?;
+        Ok(level.correlation(device))
     }
 
     /// Names of the device-level detectors of `device`, in config order (`None`: no such device

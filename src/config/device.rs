@@ -15,6 +15,13 @@ use crate::model::Severity;
 
 type VResult<T> = Result<T, (Vec<Seg>, String)>;
 
+fn default_cov_window() -> usize {
+    300
+}
+
+/// Largest `vector.window` (vectors kept for the rolling covariance: 16 × 8 bytes each at most).
+pub const MAX_COV_WINDOW: usize = 10_000;
+
 fn default_tolerance() -> Dur {
     Dur(std::time::Duration::from_millis(500))
 }
@@ -34,6 +41,12 @@ pub struct VectorConfig {
     /// older than this; unset: every metric must have a sample in the round.
     #[serde(default)]
     pub max_age: Option<Dur>,
+    /// Vectors the rolling covariance and correlation cover.
+    #[serde(default = "default_cov_window")]
+    pub window: usize,
+    /// When set, the rolling covariance also covers only the vectors within this time.
+    #[serde(default)]
+    pub span: Option<Dur>,
 }
 
 impl Default for VectorConfig {
@@ -42,6 +55,8 @@ impl Default for VectorConfig {
             metrics: None,
             tolerance: default_tolerance(),
             max_age: None,
+            window: default_cov_window(),
+            span: None,
         }
     }
 }
@@ -115,6 +130,15 @@ pub(super) fn device_level(
         if a.as_ms() <= 0 {
             return fail(at(&vp, &[key("max_age")]), "max_age must be greater than 0");
         }
+    }
+    if !(2..=MAX_COV_WINDOW).contains(&v.window) {
+        return fail(
+            at(&vp, &[key("window")]),
+            format!("window must be between 2 and {MAX_COV_WINDOW} vectors"),
+        );
+    }
+    if v.span.is_some_and(|s| s.as_ms() <= 0) {
+        return fail(at(&vp, &[key("span")]), "span must be greater than 0");
     }
     let detectors = match detectors {
         None => default_device_detectors(),

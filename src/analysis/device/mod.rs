@@ -1,6 +1,7 @@
 //! Device-level analysis: a device's metrics aligned in time into one vector (`VectorState`) and
 //! the detectors over it (`multivariate`), with their alert lifecycles; owned by the device's shard.
 
+pub mod covariance;
 pub(crate) mod linalg;
 pub mod multivariate;
 
@@ -23,6 +24,9 @@ pub struct VectorSpec {
     pub metrics: Option<Vec<Box<str>>>,
     pub tolerance_ms: i64,
     pub max_age_ms: Option<i64>,
+    /// Rolling covariance window: vectors, and time when set.
+    pub window: usize,
+    pub span_ms: Option<i64>,
 }
 
 impl VectorSpec {
@@ -34,6 +38,8 @@ impl VectorSpec {
                 .map(|ms| ms.iter().map(|m| m.as_str().into()).collect()),
             tolerance_ms: c.tolerance.as_ms(),
             max_age_ms: c.max_age.map(|a| a.as_ms()),
+            window: c.window,
+            span_ms: c.span.map(|s| s.as_ms()),
         }
     }
 }
@@ -195,6 +201,8 @@ pub(crate) struct DeviceLevel {
     slots: Vec<Slot>,
     /// Vectors formed so far.
     vectors: u64,
+    /// Rolling covariance of the raw vectors (created with the first vector).
+    cov: Option<covariance::RollingCov>,
 }
 
 /// Persisted form (postcard), appended after the device's per-metric snapshot.
@@ -204,6 +212,7 @@ pub(crate) struct LevelSnapshot {
     settled: bool,
     vectors: u64,
     detectors: Vec<SlotSnapshot>,
+    cov: Option<covariance::RollingCov>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -225,6 +234,23 @@ pub struct LevelDetectorView {
     pub ratio: Option<f64>,
     pub anomaly: f64,
     pub firing: Option<Alert>,
+}
+
+/// `GET /api/devices/{id}/correlation`: the rolling covariance and correlation of the vector.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorrelationView {
+    pub device: String,
+    /// The vector's metrics: the rows and columns of the matrices, in this order.
+    pub metrics: Vec<String>,
+    /// Vectors in the window now.
+    pub count: usize,
+    pub window: usize,
+    pub span_ms: Option<i64>,
+    pub mean: Vec<f64>,
+    /// Sample covariance (n − 1); `null` entries with fewer than two vectors.
+    pub covariance: Vec<Vec<f64>>,
+    /// Pearson correlation; `null` where a metric did not vary.
+    pub correlation: Vec<Vec<f64>>,
 }
 
 /// A device's vector and device-level detectors, for `GET /api/devices`.
@@ -254,6 +280,7 @@ impl DeviceLevel {
             policy,
             slots,
             vectors: 0,
+            cov: None,
         }
     }
 
@@ -263,6 +290,7 @@ impl DeviceLevel {
             for s in &mut self.slots {
                 s.state = None;
             }
+            self.cov = None;
         }
     }
 
@@ -288,6 +316,14 @@ impl DeviceLevel {
         self.vectors += 1;
         let x = &self.vector.out;
         let d = x.len();
+        let spec = &self.policy.vector;
+        let cov = match &mut self.cov {
+            Some(c) if c.dim() == d => c,
+            _ => self
+                .cov
+                .insert(covariance::RollingCov::new(d, spec.window, spec.span_ms)),
+        };
+        cov.push(self.vector.out_ts, x);
         for slot in &mut self.slots {
             let state = match &mut slot.state {
                 Some(s) if s.dim() == d => s,
@@ -353,6 +389,35 @@ impl DeviceLevel {
                     active: s.active.clone(),
                 })
                 .collect(),
+            cov: self.cov.clone(),
+        }
+    }
+
+    /// The rolling covariance and correlation of the vector.
+    pub(crate) fn correlation(&self, device: &str) -> CorrelationView {
+        let d = self.vector.members.len();
+        let (mut cov, mut corr) = (Vec::new(), Vec::new());
+        let (mut count, mut mean) = (0, vec![f64::NAN; d]);
+        if let Some(c) = self.cov.as_ref().filter(|c| c.dim() == d) {
+            c.covariance(&mut cov);
+            c.correlation(&mut corr);
+            count = c.count();
+            mean = c.mean().to_vec();
+        } else {
+            cov = vec![f64::NAN; d * d];
+            corr = cov.clone();
+        }
+        let rows =
+            |m: Vec<f64>| -> Vec<Vec<f64>> { m.chunks(d.max(1)).map(<[f64]>::to_vec).collect() };
+        CorrelationView {
+            device: device.to_string(),
+            metrics: self.vector.members.iter().map(|m| m.to_string()).collect(),
+            count,
+            window: self.policy.vector.window,
+            span_ms: self.policy.vector.span_ms,
+            mean,
+            covariance: rows(cov),
+            correlation: rows(corr),
         }
     }
 
@@ -377,6 +442,10 @@ impl DeviceLevel {
             self.vector.metric_added(pos, name);
         }
         self.vectors = snap.vectors;
+        let spec = &self.policy.vector;
+        self.cov = snap
+            .cov
+            .filter(|c| c.fits(self.vector.members.len(), spec.window, spec.span_ms));
         let d = self.vector.members.len();
         let mut firing = 0;
         for ds in snap.detectors {

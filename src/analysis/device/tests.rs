@@ -63,6 +63,22 @@ fn a_broken_correlation_fires_naming_the_pair_and_normal_rows_stay_quiet() {
     );
     let view = c.view(Some("pump"))[0].vector.clone().expect("vector view");
     assert_eq!(view.metrics, ["x", "y", "z"]);
+    let corr = c.correlation("pump").expect("correlation");
+    assert_eq!((corr.count, corr.window), (300, 300));
+    assert!(
+        corr.correlation[0][1] > 0.98,
+        "x and y move together: {:?}",
+        corr.correlation
+    );
+    assert!(
+        corr.correlation[0][2].abs() < 0.2,
+        "z is independent: {:?}",
+        corr.correlation
+    );
+    assert!(
+        (corr.covariance[0][0] - 1.0 / 3.0).abs() < 0.05,
+        "var of U(-1, 1)"
+    );
     assert_eq!(view.vectors, 600);
     assert!(!view.detectors[0].warming);
 
@@ -107,6 +123,8 @@ fn samples_align_within_the_tolerance_or_with_recent_enough_values() {
         metrics: Some(vec!["a".into(), "b".into()]),
         tolerance_ms: 500,
         max_age_ms: None,
+        window: 10,
+        span_ms: None,
     };
     let mut v = VectorState::new(&spec);
     v.metric_added(0, "a");
@@ -183,6 +201,12 @@ fn snapshot_and_restore_continue_the_same_model_and_a_changed_one_starts_over() 
         assert_eq!(oa, ob, "row {i}");
         assert!(oa[0].0 > 0.0, "judged, not warming");
     }
+
+    assert_eq!(
+        a.correlation("pump").expect("a").correlation,
+        b.correlation("pump").expect("b").correlation,
+        "the rolling covariance is restored too"
+    );
 
     // Another warm-up length: the saved model does not apply and learning starts again.
     let mut c = core(&DEVICE_CFG.replace("warmup = 200", "warmup = 250"));
