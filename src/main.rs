@@ -97,6 +97,9 @@ enum Command {
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Columns of a multi-column file that are not metrics (labels), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ignore_columns: Vec<String>,
     },
     /// Run one source of the config alone and print every sample it decodes (`ts device metric
     /// value`, one per line), with bad frames and their reasons in the log: no analysis, no
@@ -254,6 +257,7 @@ fn main() -> ExitCode {
             out,
             inputs,
             threads,
+            ignore_columns,
         } => {
             let opts = edgewatch::replay::Options {
                 config,
@@ -261,6 +265,7 @@ fn main() -> ExitCode {
                 out,
                 inputs,
                 threads,
+                ignore_columns,
             };
             match edgewatch::replay::run(&opts) {
                 Ok(report) => {

@@ -1,5 +1,6 @@
 //! `edgewatch replay`: runs the live analysis code (a `ShardCore`, no actors, no network) over CSV
-//! files of `timestamp,value` rows and writes each row's anomaly score and firing flag.
+//! files of `timestamp,value` rows, or of a time column and several metric columns (one device,
+//! judged by its device-level detectors), and writes each row's anomaly score and firing flag.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::analysis::device::DeviceLevelPolicy;
 use crate::analysis::shard::{DetectorOutcome, Policies, ShardCore};
 use crate::config::{self, ConfigError, MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis};
@@ -57,6 +59,8 @@ pub struct Options {
     pub inputs: Vec<PathBuf>,
     /// Worker threads (files are replayed in parallel); 0 = one per core.
     pub threads: usize,
+    /// Columns of multi-column files that are not metrics (e.g. labels); matched ignoring case.
+    pub ignore_columns: Vec<String>,
 }
 
 /// Outcome of one replayed file.
@@ -176,13 +180,17 @@ pub fn run(opts: &Options) -> Result<Report, ReplayError> {
         None => None,
     };
     let policy = policy(resolved.as_ref(), opts.template.as_deref())?;
+    let level = resolved
+        .as_ref()
+        .and_then(|r| r.unknown_level.clone())
+        .unwrap_or_else(config::device::default_device_level);
     let files = collect(&opts.inputs)?;
     if files.is_empty() {
         return Err(ReplayError::Usage(
             "no CSV files found in the inputs".into(),
         ));
     }
-    let policies = Arc::new(shard_policies(policy)?);
+    let policies = Arc::new(shard_policies(policy, level)?);
     let start = Instant::now();
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -200,7 +208,7 @@ pub fn run(opts: &Options) -> Result<Report, ReplayError> {
                     break;
                 };
                 let out_path = opts.out.join(rel);
-                let r = replay_file(&policies, path, rel, &out_path);
+                let r = replay_file(&policies, path, rel, &out_path, &opts.ignore_columns);
                 if r.is_err() {
                     // No half-written result next to complete ones.
                     let _ = fs::remove_file(&out_path);
@@ -229,11 +237,15 @@ pub fn run(opts: &Options) -> Result<Report, ReplayError> {
     })
 }
 
-/// A one-shard setup in which every device is registered with `policy`.
-fn shard_policies(policy: Arc<MetricPolicy>) -> Result<Policies, ReplayError> {
+/// A one-shard setup in which every device is registered with `policy` and device-level `level`.
+fn shard_policies(
+    policy: Arc<MetricPolicy>,
+    level: Arc<DeviceLevelPolicy>,
+) -> Result<Policies, ReplayError> {
     let mut resolved = config::parse_str("node_id = \"replay\"\n", Path::new("<replay>"))?;
     resolved.devices.clear();
     resolved.unknown = Some(policy);
+    resolved.unknown_level = Some(level);
     Ok(Policies {
         resolved,
         source_ids: vec!["replay".into()],
@@ -248,12 +260,23 @@ fn replay_file(
     path: &Path,
     rel: &Path,
     out_path: &Path,
+    ignore: &[String],
 ) -> Result<FileReport, ReplayError> {
     let status = Arc::new(StatusBoard::new("replay", Vec::new()));
     let mut core = ShardCore::new(0, policies.clone(), status, 0);
     let text = fs::read(path).map_err(io(path))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
+        .delimiter(sniff_delimiter(&text))
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(text.as_slice());
+    if let Some(cols) = device_columns(&mut reader, ignore, path)? {
+        return replay_device(&mut core, &mut reader, cols, path, rel, out_path);
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(sniff_delimiter(&text))
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(text.as_slice());
@@ -350,6 +373,202 @@ fn replay_file(
     if !header_written {
         let n = core.detector_names(DEVICE, METRIC).unwrap_or_default();
         write_header(&mut w, &n).map_err(io(out_path))?;
+    }
+    w.flush().map_err(io(out_path))?;
+    Ok(FileReport {
+        relative: rel.to_path_buf(),
+        rows,
+        alerts: raised,
+    })
+}
+
+/// The delimiter of the first line: the most frequent of `,`, `;` and tab (`,` when none).
+fn sniff_delimiter(text: &[u8]) -> u8 {
+    let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut best = (0usize, b',');
+    let mut in_quotes = false;
+    let mut counts = [0usize; 3];
+    for &b in first {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => counts[0] += 1,
+            b';' if !in_quotes => counts[1] += 1,
+            b'\t' if !in_quotes => counts[2] += 1,
+            _ => {}
+        }
+    }
+    for (n, d) in counts.into_iter().zip([b',', b';', b'\t']) {
+        if n > best.0 {
+            best = (n, d);
+        }
+    }
+    best.1
+}
+
+/// The columns of a multi-column file: its time column and its metric columns.
+struct DeviceColumns {
+    time: usize,
+    time_name: String,
+    metrics: Vec<(usize, String)>,
+}
+
+/// Reads the header and decides the mode: `Some` for a multi-column file (a header with a time
+/// column and metric columns other than a lone `value`), `None` for `timestamp,value` files
+/// (the reader is then re-created by the caller).
+fn device_columns(
+    reader: &mut csv::Reader<&[u8]>,
+    ignore: &[String],
+    path: &Path,
+) -> Result<Option<DeviceColumns>, ReplayError> {
+    let mut header = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut header) {
+            Ok(true) if header.iter().all(str::is_empty) => continue,
+            Ok(true) => break,
+            Ok(false) => return Ok(None),
+            Err(_) => return Ok(None),
+        }
+    }
+    let clean = |h: &str| h.trim_start_matches('\u{feff}').to_string();
+    let time = header.iter().position(|h| {
+        ["timestamp", "ts", "time", "datetime", "date"]
+            .iter()
+            .any(|n| clean(h).eq_ignore_ascii_case(n))
+    });
+    let Some(time) = time else {
+        return Ok(None);
+    };
+    let metrics: Vec<(usize, String)> = header
+        .iter()
+        .enumerate()
+        .filter(|&(i, h)| i != time && !ignore.iter().any(|x| x.eq_ignore_ascii_case(&clean(h))))
+        .map(|(i, h)| (i, clean(h)))
+        .collect();
+    if metrics.len() == 1 && metrics[0].1.eq_ignore_ascii_case("value") {
+        return Ok(None);
+    }
+    if metrics.is_empty() {
+        return Err(ReplayError::Csv {
+            path: path.to_path_buf(),
+            msg: "the header names a time column but no metric columns (all ignored?)".into(),
+        });
+    }
+    if metrics.len() > crate::config::default_max_metrics_per_device() {
+        return Err(ReplayError::Csv {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{} metric columns; a device has at most {}",
+                metrics.len(),
+                crate::config::default_max_metrics_per_device()
+            ),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (_, m) in &metrics {
+        if m.is_empty() || !seen.insert(m.as_str()) {
+            return Err(ReplayError::Csv {
+                path: path.to_path_buf(),
+                msg: format!("metric column name {m:?} is empty or repeated"),
+            });
+        }
+    }
+    Ok(Some(DeviceColumns {
+        time,
+        time_name: clean(&header[time]),
+        metrics,
+    }))
+}
+
+/// Replays a multi-column file as one device: each row is one batch (one sample per metric
+/// column; an empty cell is a missing sample), judged by the device-level detectors.
+fn replay_device(
+    core: &mut ShardCore,
+    reader: &mut csv::Reader<&[u8]>,
+    cols: DeviceColumns,
+    path: &Path,
+    rel: &Path,
+    out_path: &Path,
+) -> Result<FileReport, ReplayError> {
+    if let Some(dir) = out_path.parent() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let file = fs::File::create(out_path).map_err(io(out_path))?;
+    let mut w = BufWriter::new(file);
+    let mut batch = Batch::with_capacity(cols.metrics.len());
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut outcomes: Vec<(f64, bool)> = Vec::new();
+    let mut names: Option<Vec<String>> = None;
+    let (mut rows, mut raised) = (0u64, 0u64);
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                return Err(ReplayError::Input {
+                    path: path.to_path_buf(),
+                    line: e.position().map_or(0, |p| p.line()),
+                    msg: e.to_string(),
+                })
+            }
+        }
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        let bad = |msg: String| ReplayError::Input {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
+        let ts_text = record.get(cols.time).unwrap_or_default();
+        let ts =
+            parse_timestamp(ts_text).map_err(|m| bad(format!("timestamp {ts_text:?}: {m}")))?;
+        batch.clear();
+        for (i, name) in &cols.metrics {
+            let text = record.get(*i).unwrap_or_default();
+            if text.is_empty() {
+                continue;
+            }
+            let v: f64 = text
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite())
+                .ok_or_else(|| bad(format!("{name} {text:?} is not a finite number")))?;
+            batch.push(DEVICE, name, ts, v);
+        }
+        alerts.clear();
+        core.ingest(0, &batch, ts, &mut alerts);
+        raised += alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .count() as u64;
+        core.device_outcomes(DEVICE, &mut outcomes);
+        if names.is_none() {
+            let n = core.device_detector_names(DEVICE).unwrap_or_default();
+            write!(w, "{},anomaly_score,firing", csv_field(&cols.time_name))
+                .map_err(io(out_path))?;
+            if n.len() > 1 {
+                for d in &n {
+                    write!(w, ",{d}.anomaly_score,{d}.firing").map_err(io(out_path))?;
+                }
+            }
+            writeln!(w).map_err(io(out_path))?;
+            names = Some(n);
+        }
+        let anomaly = outcomes.iter().map(|o| o.0).fold(0.0, f64::max);
+        let firing = outcomes.iter().any(|o| o.1);
+        write!(w, "{},{anomaly},{}", csv_field(ts_text), u8::from(firing)).map_err(io(out_path))?;
+        if outcomes.len() > 1 {
+            for o in &outcomes {
+                write!(w, ",{},{}", o.0, u8::from(o.1)).map_err(io(out_path))?;
+            }
+        }
+        writeln!(w).map_err(io(out_path))?;
+        rows += 1;
+    }
+    if names.is_none() {
+        writeln!(w, "{},anomaly_score,firing", csv_field(&cols.time_name)).map_err(io(out_path))?;
     }
     w.flush().map_err(io(out_path))?;
     Ok(FileReport {

@@ -20,7 +20,7 @@ need influxd influxdb        # tests/push.rs, tests/fleet_push.rs: the influxdb 
 need victoria-metrics victoria-metrics  # tests/push.rs: the influxdb sink's v2 write API
 need prometheus prometheus   # tests/prometheus.rs: scrapes /metrics, receives remote write
 need promtool prometheus     # tests/prometheus.rs: `promtool check metrics` on the exposition
-need victoria-metrics victoria-metrics  # tests/remote_write.rs: a second remote-write receiver
+python3 -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)  # tests/device.rs: SKAB's scorer (../shared/skab/score.py)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

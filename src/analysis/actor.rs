@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use super::device::CorrelationView;
 use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
@@ -157,6 +158,18 @@ impl Handler<QuerySeries> for ShardActor {
     fn handle(&mut self, msg: QuerySeries, _: &mut Self::Context) -> Self::Result {
         self.core
             .series(&msg.device, msg.metric.as_deref(), msg.since, now_ms())
+    }
+}
+
+/// The rolling covariance and correlation of one device's vector; ask the device's shard.
+#[derive(Message)]
+#[rtype(result = "Result<CorrelationView, SeriesError>")]
+pub struct QueryCorrelation(pub String);
+
+impl Handler<QueryCorrelation> for ShardActor {
+    type Result = Result<CorrelationView, SeriesError>;
+    fn handle(&mut self, msg: QueryCorrelation, _: &mut Self::Context) -> Self::Result {
+        self.core.correlation(&msg.0)
     }
 }
 

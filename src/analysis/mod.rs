@@ -4,6 +4,7 @@
 pub(crate) mod actor;
 pub mod budget;
 pub mod detector;
+pub mod device;
 pub(crate) mod history;
 pub(crate) mod lifecycle;
 pub mod shard;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::Limit;
 use super::detector::{DetectorSpec, DetectorState, Verdict};
+use super::device::{CorrelationView, DeviceLevel, LevelSnapshot, LevelView};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
 use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
@@ -86,6 +87,8 @@ struct DeviceState {
     metrics: Vec<MetricState>,
     last_seen: Option<Millis>,
     registered: bool,
+    /// Device-level analysis (the vector and its detectors), when configured.
+    level: Option<Box<DeviceLevel>>,
 }
 
 /// Persisted form of a device (postcard). Changing this struct: bump `STATE_VERSION` in store.
@@ -148,6 +151,9 @@ pub struct DeviceView {
     pub registered: bool,
     pub last_seen: Option<Millis>,
     pub metrics: Vec<MetricView>,
+    /// The device's vector and device-level detectors (absent without device-level analysis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector: Option<LevelView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -276,6 +282,8 @@ pub enum SeriesError {
     UnknownDevice(String),
     #[error("metric {metric:?} of device {device:?}")]
     UnknownMetric { device: String, metric: String },
+    #[error("device {0:?} has no device-level analysis (no `vector` or `device_detectors`)")]
+    NoVector(String),
 }
 
 fn alert_id(rng: &mut SmallRng) -> u64 {
@@ -453,7 +461,7 @@ impl ShardCore {
             // Configured devices and metrics always fit: they count, but are never rejected.
             let budget = &core.counters.pipeline.budget;
             let _ = budget.take_device(true);
-            let metrics = named
+            let metrics: Vec<MetricState> = named
                 .iter()
                 .map(|(m, p)| {
                     let cost = cost_of(&mut core.costs, p, core.history_cap);
@@ -461,6 +469,13 @@ impl ShardCore {
                     MetricState::new(m, p.clone(), now, cost, true)
                 })
                 .collect();
+            let level = dp.level.clone().map(|l| {
+                let mut l = Box::new(DeviceLevel::new(l));
+                for (pos, m) in metrics.iter().enumerate() {
+                    l.metric_added(pos, &m.name);
+                }
+                l
+            });
             core.by_id
                 .insert(id.as_str().into(), core.devices.len() as u32);
             core.devices.push(DeviceState {
@@ -471,6 +486,7 @@ impl ShardCore {
                 metrics,
                 last_seen: None,
                 registered: false,
+                level,
             });
             core.counters.pipeline.devices.fetch_add(1, Relaxed);
         }
@@ -527,9 +543,15 @@ impl ShardCore {
                     }
                     dev.metrics
                         .push(MetricState::new(s.metric, policy, now, cost, is_named));
+                    if let Some(l) = &mut dev.level {
+                        l.metric_added(dev.metrics.len() - 1, s.metric);
+                    }
                     dev.metrics.len() - 1
                 }
             };
+            if let Some(l) = &mut dev.level {
+                l.push(pos, s.ts, s.value, now, s.device, &mut self.rng, out);
+            }
             let m = &mut dev.metrics[pos];
             m.seen = now;
             let band = if self.history_cap > 0 { m.band() } else { None };
@@ -651,6 +673,12 @@ impl ShardCore {
             metrics: Vec::new(),
             last_seen: None,
             registered: true,
+            level: self
+                .policies
+                .resolved
+                .unknown_level
+                .clone()
+                .map(|l| Box::new(DeviceLevel::new(l))),
         });
         Ok(i)
     }
@@ -810,8 +838,48 @@ impl ShardCore {
                             .collect(),
                     })
                     .collect(),
+                vector: dev.level.as_ref().map(|l| l.view()),
             })
             .collect()
+    }
+
+    /// The rolling covariance and correlation of `device`'s vector.
+    pub fn correlation(&self, device: &str) -> Result<CorrelationView, SeriesError> {
+        let dev = self
+            .by_id
+            .get(device)
+            .and_then(|&i| self.devices.get(i as usize))
+            .ok_or_else(|| SeriesError::UnknownDevice(device.to_string()))?;
+        let level = dev
+            .level
+            .as_ref()
+            .ok_or_else(|| SeriesError::NoVector(device.to_string()))?;
+        Ok(level.correlation(device))
+    }
+
+    /// Names of the device-level detectors of `device`, in config order (`None`: no such device
+    /// or no device-level analysis).
+    pub fn device_detector_names(&self, device: &str) -> Option<Vec<String>> {
+        let &i = self.by_id.get(device)?;
+        Some(self.devices.get(i as usize)?.level.as_ref()?.names())
+    }
+
+    /// The latest (anomaly, firing) of each device-level detector of `device` into `out`
+    /// (cleared first); false without device-level analysis. No allocation once `out` is sized.
+    pub fn device_outcomes(&self, device: &str, out: &mut Vec<(f64, bool)>) -> bool {
+        out.clear();
+        let level = self
+            .by_id
+            .get(device)
+            .and_then(|&i| self.devices.get(i as usize))
+            .and_then(|d| d.level.as_ref());
+        match level {
+            Some(l) => {
+                l.outcomes(out);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Recent points of one device's metrics (one metric with `metric`), those after `since`.
@@ -887,7 +955,16 @@ impl ShardCore {
                     })
                     .collect(),
             };
-            match postcard::to_stdvec(&snap) {
+            // The device-level state follows the per-metric one in the same value, so that states
+            // saved before it existed still decode (and older readers ignore it).
+            let level = dev.level.as_ref().map(|l| l.snapshot());
+            let bytes = postcard::to_stdvec(&snap).and_then(|mut b| {
+                if let Some(l) = &level {
+                    b.extend(postcard::to_stdvec(l)?);
+                }
+                Ok(b)
+            });
+            match bytes {
                 Ok(bytes) => out.push((id.to_string(), bytes)),
                 Err(e) => tracing::error!(device = %id, error = %e, "cannot encode device state"),
             }
@@ -906,7 +983,7 @@ impl ShardCore {
             if crate::sources::route::shard_of(id, self.policies.shards) != self.index {
                 continue;
             }
-            let snap: DeviceSnapshot = match postcard::from_bytes(bytes) {
+            let (snap, rest): (DeviceSnapshot, &[u8]) = match postcard::take_from_bytes(bytes) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(device = %id, error = %e, "unreadable saved state ignored");
@@ -954,6 +1031,9 @@ impl ShardCore {
                         }
                         dev.metrics
                             .push(MetricState::new(&ms.name, policy, now, cost, is_named));
+                        if let Some(l) = &mut dev.level {
+                            l.metric_added(dev.metrics.len() - 1, &ms.name);
+                        }
                         dev.metrics.len() - 1
                     }
                 };
@@ -978,6 +1058,21 @@ impl ShardCore {
                             slot.life = ds.life;
                             slot.active = ds.active;
                         }
+                    }
+                }
+            }
+            if let (Some(l), false) = (&mut dev.level, rest.is_empty()) {
+                match postcard::from_bytes::<LevelSnapshot>(rest) {
+                    Ok(ls) => {
+                        let names: Vec<&str> = dev.metrics.iter().map(|m| &*m.name).collect();
+                        let firing = l.restore(ls, &names);
+                        self.counters
+                            .pipeline
+                            .alerts_firing
+                            .fetch_add(firing as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %id, error = %e, "unreadable device-level state ignored")
                     }
                 }
             }
@@ -1006,7 +1101,13 @@ impl ShardCore {
             .flat_map(|d| &d.metrics)
             .flat_map(|m| &m.detectors)
             .filter(|d| d.active.is_some())
-            .count() as u64;
+            .count() as u64
+            + self
+                .devices
+                .iter()
+                .filter_map(|d| d.level.as_ref())
+                .map(|l| l.firing() as u64)
+                .sum::<u64>();
         p.devices.fetch_sub(self.devices.len() as u64, Relaxed);
         p.alerts_firing.fetch_sub(firing, Relaxed);
         self.release_budget();

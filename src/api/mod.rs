@@ -18,7 +18,7 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::analysis::actor::{QueryDevices, QuerySeries, ShardActor};
+use crate::analysis::actor::{QueryCorrelation, QueryDevices, QuerySeries, ShardActor};
 use crate::analysis::shard::{DeviceView, SeriesError};
 use crate::auth::ApiToken;
 use crate::model::AlertState;
@@ -151,6 +151,7 @@ pub fn start(
                     .route("/devices", web::get().to(devices))
                     .route("/devices/{id}", web::get().to(device))
                     .route("/devices/{id}/series", web::get().to(series))
+                    .route("/devices/{id}/correlation", web::get().to(correlation))
                     .route("/alerts", web::get().to(alerts))
                     .route("/series", web::get().to(history::series))
                     .route("/ingest", web::post().to(ingest))
@@ -326,9 +327,29 @@ async fn series(
         .await
         .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
         .map_err(|e| match e {
-            SeriesError::UnknownDevice(_) | SeriesError::UnknownMetric { .. } => {
-                ApiError::NotFound(e.to_string())
-            }
+            SeriesError::UnknownDevice(_)
+            | SeriesError::UnknownMetric { .. }
+            | SeriesError::NoVector(_) => ApiError::NotFound(e.to_string()),
         })?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /api/devices/{id}/correlation`: the rolling covariance and correlation of its vector.
+async fn correlation(
+    s: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let device = id.into_inner();
+    let Some(shard) = s
+        .shards
+        .get(crate::sources::route::shard_of(&device, s.shards.len()))
+    else {
+        return Err(ApiError::Internal("no analysis shards".into()));
+    };
+    let view = shard
+        .send(QueryCorrelation(device))
+        .await
+        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
     Ok(HttpResponse::Ok().json(view))
 }

@@ -2,6 +2,7 @@
 //! `load` parses and locates errors (file:line:column, field); `validate` checks cross-references.
 //! Over 600 lines because it is the whole schema in one place (each struct is a table of the file).
 
+pub mod device;
 mod ingest;
 mod interpolate;
 mod load;
@@ -312,7 +313,7 @@ fn default_max_series() -> usize {
 fn default_max_state_bytes() -> u64 {
     48 << 20
 }
-fn default_max_metrics_per_device() -> usize {
+pub(crate) fn default_max_metrics_per_device() -> usize {
     256
 }
 fn default_expire_after() -> Dur {
@@ -424,6 +425,11 @@ pub struct UnknownDevices {
     /// Template for auto-registered devices (their metrics); none means the default policy.
     #[serde(default)]
     pub template: Option<String>,
+    /// Device-level analysis of auto-registered devices (as on `[[device]]`).
+    #[serde(default)]
+    pub vector: Option<device::VectorConfig>,
+    #[serde(default)]
+    pub device_detectors: Option<Vec<device::DeviceDetectorConfig>>,
 }
 
 /// How one metric is analysed. Every field is optional; unset fields come from the template.
@@ -459,6 +465,12 @@ pub struct DeviceConfig {
     pub template: Option<String>,
     #[serde(default)]
     pub metrics: BTreeMap<String, MetricConfig>,
+    /// The device's vector for device-level analysis (`[device.vector]`).
+    #[serde(default)]
+    pub vector: Option<device::VectorConfig>,
+    /// Detectors over the device's vector; with `vector` set and this unset: the default set.
+    #[serde(default)]
+    pub device_detectors: Option<Vec<device::DeviceDetectorConfig>>,
 }
 
 /// A source of samples. `kind` selects the transport.

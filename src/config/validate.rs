@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::load::Seg;
 use super::{Config, DetectorConfig, MetricConfig, SourceConfig, TcpMode};
 use crate::analysis::detector::{ensemble, DetectorSpec};
+use crate::analysis::device::DeviceLevelPolicy;
 use crate::analysis::stats::WindowSpec;
 use crate::auth::ApiToken;
 use crate::model::Severity;
@@ -39,6 +40,8 @@ pub struct DevicePolicy {
     pub metrics: BTreeMap<String, Arc<MetricPolicy>>,
     /// Policy for metrics not listed.
     pub default: Arc<MetricPolicy>,
+    /// Device-level analysis (`vector`, `device_detectors`); `None`: none.
+    pub level: Option<Arc<DeviceLevelPolicy>>,
 }
 
 /// A validated config plus the compiled policies.
@@ -49,6 +52,8 @@ pub struct Resolved {
     pub devices: BTreeMap<String, DevicePolicy>,
     /// Policy for auto-registered devices; `None` when unknown devices are rejected.
     pub unknown: Option<Arc<MetricPolicy>>,
+    /// Device-level analysis of auto-registered devices.
+    pub unknown_level: Option<Arc<DeviceLevelPolicy>>,
     /// The token `/api/*` and `/ws` require, read from `api.token_file`; `None`: open API.
     pub api_token: Option<ApiToken>,
     /// Every `[template.NAME]` compiled into a policy (e.g. for `edgewatch replay --template`).
@@ -305,12 +310,15 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
             }
             metrics.insert(m.clone(), resolver.metric(&merged, &mp, &mut Vec::new())?);
         }
+        let level =
+            super::device::device_level(d.vector.as_ref(), d.device_detectors.as_deref(), &p)?;
         devices.insert(
             d.id.clone(),
             DevicePolicy {
                 source: d.source.clone(),
                 metrics,
                 default,
+                level,
             },
         );
     }
@@ -337,7 +345,13 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
         }
     }
 
+    let unknown_level = super::device::device_level(
+        config.unknown_devices.vector.as_ref(),
+        config.unknown_devices.device_detectors.as_deref(),
+        &[key("unknown_devices")],
+    )?;
     Ok(Resolved {
+        unknown_level,
         config,
         path,
         devices,
@@ -439,6 +453,8 @@ fn host_defaults(config: &mut Config) {
                     source: Some(h.id.clone()),
                     template: h.template.clone(),
                     metrics: h.metrics.clone(),
+                    vector: None,
+                    device_detectors: None,
                 });
             }
         }
