@@ -16,7 +16,12 @@ const TOKEN: &str = "ingest-test-token";
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let token = dir.join("api.token");
     std::fs::write(&token, TOKEN).expect("token file");
+    // The line protocol reference's examples are from 2016: older than `[input] max_past`
+    // (the build time − 2 years) allows by default.
     let body = r#"
+[input]
+max_past = "4000d"
+
 [unknown_devices]
 policy = "register"
 template = "t"
