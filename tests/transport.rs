@@ -54,7 +54,7 @@ fn legit_sensor_delivers(ew: &mut Edgewatch, n: u64) {
 /// within `wait` (or the connection was closed).
 fn request(c: &mut TcpStream, path: &str, wait: Duration) -> Option<u16> {
     c.set_read_timeout(Some(wait)).ok()?;
-    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = [0u8; 4096];
     let n = c.read(&mut buf).ok()?;
@@ -73,7 +73,7 @@ fn a_ws_client_declaring_a_huge_frame_is_closed_before_it_is_buffered() {
 
     let mut c = TcpStream::connect(&ew.api).expect("connect");
     c.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .expect("handshake");
@@ -358,7 +358,7 @@ fn a_ws_client_that_never_answers_pings_is_dropped() {
     let mut good = ew.ws("");
     let mut c = TcpStream::connect(&ew.api).expect("connect");
     c.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .expect("handshake");
