@@ -20,7 +20,6 @@ need influxd influxdb        # tests/push.rs, tests/fleet_push.rs: the influxdb 
 need victoria-metrics victoria-metrics  # tests/push.rs: the influxdb sink's v2 write API
 need prometheus prometheus   # tests/prometheus.rs: scrapes /metrics, receives remote write
 need promtool prometheus     # tests/prometheus.rs: `promtool check metrics` on the exposition
-python3 -c 'import numpy' 2>/dev/null || missing+=(python3-numpy)  # tests/device.rs: SKAB's scorer (../shared/skab/score.py)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -35,6 +34,13 @@ have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/pack
 if [ "$want" != "$have" ]; then
   echo "installing node packages of tests/browser (playwright-core $want)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# SKAB's scorer (tests/device.rs runs ../shared/skab/score.py) needs numpy for the `python3` on
+# PATH, which may be a pyenv or venv interpreter that Debian's python3-numpy does not reach.
+if ! python3 -c 'import numpy' 2>/dev/null; then
+  echo "installing numpy for $(command -v python3)"
+  python3 -m pip install --quiet --user numpy 2>/dev/null || python3 -m pip install --quiet numpy
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
