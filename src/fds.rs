@@ -22,7 +22,7 @@ pub fn raise_limit() -> (u64, u64) {
         soft
     };
     LIMIT.store(usize::try_from(now).unwrap_or(usize::MAX), Relaxed);
-    (soft, now)
+    (u64::from(soft), u64::from(now))
 }
 
 /// The soft limit (read once if `raise_limit` has not run).
