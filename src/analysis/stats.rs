@@ -242,7 +242,7 @@ impl RollingStats {
         self.ring.push_back((ts, value));
         self.moments.push(value);
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         while self.max_q.back().is_some_and(|&(_, v)| v <= value) {
             self.max_q.pop_back();
         }
@@ -262,7 +262,8 @@ impl RollingStats {
     fn evict_front(&mut self) {
         if let Some((_, old)) = self.ring.pop_front() {
             self.moments.evict(old, self.ring.iter().map(|&(_, v)| v));
-            let front_seq = self.next_seq - self.ring.len() as u64;
+            // Saturating: a damaged snapshot may hold a `next_seq` below the ring's length.
+            let front_seq = self.next_seq.saturating_sub(self.ring.len() as u64);
             while self.max_q.front().is_some_and(|&(s, _)| s < front_seq) {
                 self.max_q.pop_front();
             }
@@ -379,6 +380,26 @@ impl Accumulator {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the `store` fuzz target: a restored window whose `next_seq` is below its length
+    /// (or at the end of u64) must neither panic nor stop working.
+    #[test]
+    fn a_damaged_restored_window_goes_on() {
+        let mut w = RollingStats::new(spec(Some(4), None), 0.1);
+        for v in [1.0, 2.0, 3.0] {
+            w.push(0, v);
+        }
+        for seq in [0, u64::MAX] {
+            let mut d = w.clone();
+            d.next_seq = seq;
+            for v in [4.0, 5.0, 6.0, 7.0, 8.0] {
+                d.push(0, v);
+            }
+            assert_eq!(d.len(), 4);
+            assert!(d.mean().is_some_and(f64::is_finite));
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
     use rand::rngs::StdRng;
