@@ -22,6 +22,7 @@ pub fn raise_limit() -> (u64, u64) {
         soft
     };
     LIMIT.store(usize::try_from(now).unwrap_or(usize::MAX), Relaxed);
+    #[allow(clippy::useless_conversion)] // rlim_t is u32 on 32-bit ARM, u64 elsewhere
     (u64::from(soft), u64::from(now))
 }
 
