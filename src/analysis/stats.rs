@@ -39,7 +39,7 @@ impl Agg {
             self.shift = x;
         }
         let x = x - self.shift;
-        self.n += 1;
+        self.n = self.n.saturating_add(1);
         let delta = x - self.mean;
         self.mean += delta / self.n as f64;
         self.m2 = (self.m2 + delta * (x - self.mean)).max(0.0);
@@ -99,7 +99,7 @@ impl WindowMoments {
         I: Iterator<Item = f64>,
     {
         let a = &mut self.agg;
-        self.evictions += 1;
+        self.evictions = self.evictions.saturating_add(1);
         if a.n <= 1 {
             *a = Agg::default();
             self.evictions = 0;
