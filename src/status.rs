@@ -134,6 +134,10 @@ pub struct Refusals {
     pub not_allowed: AtomicU64,
     /// Closed after `read_timeout` without data.
     pub idle: AtomicU64,
+    /// Closed, silent beyond `evict_after`, to make room for a newcomer when every slot was taken.
+    pub evicted: AtomicU64,
+    /// TLS handshakes that failed or timed out (a missing or untrusted client certificate).
+    pub tls: AtomicU64,
 }
 
 impl Refusals {
@@ -143,6 +147,8 @@ impl Refusals {
             per_ip: self.per_ip.load(Relaxed),
             not_allowed: self.not_allowed.load(Relaxed),
             idle: self.idle.load(Relaxed),
+            evicted: self.evicted.load(Relaxed),
+            tls: self.tls.load(Relaxed),
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct RefusalsView {
     pub per_ip: u64,
     pub not_allowed: u64,
     pub idle: u64,
+    pub evicted: u64,
+    pub tls: u64,
 }
 
 /// Counters of the analysis stage and the event hub.
@@ -177,6 +185,8 @@ pub struct PipelineStats {
     pub ws_closed_idle: AtomicU64,
     /// API requests answered 503 because fewer than `api.fd_reserve` descriptors were free.
     pub api_shed: AtomicU64,
+    /// API connections shut because their peer already held `api.max_connections_per_ip`.
+    pub api_refused_per_ip: AtomicU64,
     /// The API's connection cap in force (after the descriptor reserve) and the reserve.
     pub api_max_connections: AtomicU64,
     pub fd_reserve: AtomicU64,
@@ -291,6 +301,7 @@ impl StatusBoard {
             api: ApiView {
                 max_connections: p.api_max_connections.load(Relaxed),
                 shed_503: p.api_shed.load(Relaxed),
+                refused_per_ip: p.api_refused_per_ip.load(Relaxed),
                 fd_reserve: p.fd_reserve.load(Relaxed),
                 fds_open: crate::fds::open() as u64,
                 fd_limit: crate::fds::limit() as u64,
@@ -450,6 +461,7 @@ pub struct WsView {
 pub struct ApiView {
     pub max_connections: u64,
     pub shed_503: u64,
+    pub refused_per_ip: u64,
     pub fd_reserve: u64,
     pub fds_open: u64,
     pub fd_limit: u64,

@@ -373,3 +373,279 @@ fn a_ws_client_that_never_answers_pings_is_dropped() {
     ew.wait_log("no pong for three ping intervals", Duration::from_secs(5));
     drop(c);
 }
+
+#[test]
+fn when_every_slot_is_taken_a_silent_client_makes_room_for_a_sensor() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(dir.path(), "max_clients = 4\nevict_after = \"1s\"\n", "");
+    let mut ew = Edgewatch::start(&cfg);
+    let addr = ew.tcp_addr("t");
+    // a real sensor that reports every 200 ms on its own connection
+    let mut busy = connect_from("127.0.0.9", &addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (stop, mut busy) = (stop.clone(), busy.try_clone().expect("clone"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let line = format!("{{\"device\":\"busy\",\"metric\":\"m\",\"value\":{i}}}\n");
+                if busy.write_all(line.as_bytes()).is_err() {
+                    return i;
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            i
+        })
+    };
+    // three clients that connect and say nothing, from three addresses
+    let mut silent: Vec<TcpStream> = (2..5)
+        .map(|i| connect_from(&format!("127.0.0.{i}"), &addr))
+        .collect();
+    ew.poll("/api/status", Duration::from_secs(5), |v| {
+        source(v)["connections"] == 4
+    });
+    // within evict_after nobody is silent long enough: a newcomer is refused
+    let mut early = connect_from("127.0.0.20", &addr);
+    early
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("t");
+    assert_eq!(
+        early.read(&mut [0u8; 8]).ok(),
+        Some(0),
+        "refused while full"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // two sensors arrive: each takes the slot of a silent client, never the busy one's
+    for n in 0..2 {
+        let mut s = connect_from(&format!("127.0.0.{}", 30 + n), &addr);
+        s.write_all(format!("{{\"device\":\"new{n}\",\"metric\":\"m\",\"value\":1}}\n").as_bytes())
+            .expect("write");
+        ew.poll("/api/devices", Duration::from_secs(5), |v| {
+            v.to_string().contains(&format!("\"new{n}\""))
+        });
+        std::mem::forget(s); // keep it open for the rest of the test
+    }
+    let st = ew.get("/api/status");
+    assert_eq!(source(&st)["connections_refused"]["evicted"], 2);
+    assert_eq!(source(&st)["connections_refused"]["max_clients"], 1);
+    assert_eq!(source(&st)["connections"], 4, "exact: two out, two in");
+    let mut closed = 0;
+    for c in &mut silent {
+        c.set_read_timeout(Some(Duration::from_millis(300))).ok();
+        closed += usize::from(matches!(c.read(&mut [0u8; 8]), Ok(0)));
+    }
+    assert_eq!(closed, 2, "two silent clients were closed");
+    // the busy sensor kept its connection throughout
+    let before = samples(&ew);
+    ew.poll("/api/status", Duration::from_secs(5), |v| {
+        source(v)["samples"].as_u64() > Some(before + 2)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = feeder.join().expect("feeder");
+    busy.set_read_timeout(Some(Duration::from_millis(100))).ok();
+    assert!(
+        !matches!(busy.read(&mut [0u8; 8]), Ok(0)),
+        "the busy sensor was not closed"
+    );
+    assert!(sent > 5);
+    ew.wait_log(
+        "closed the connection silent for longest",
+        Duration::from_secs(5),
+    );
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM files in `dir`.
+fn tls_files(
+    dir: &std::path::Path,
+) -> (
+    rcgen::Certificate,
+    rcgen::KeyPair,
+    rcgen::Certificate,
+    rcgen::KeyPair,
+) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let leaf = |name: &str, usage| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec![name.to_string()]).expect("params");
+        p.extended_key_usages = vec![usage];
+        (p.signed_by(&key, &ca, &ca_key).expect("sign"), key)
+    };
+    let (server, server_key) = leaf("localhost", ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) = leaf("sensor-1", ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("server.pem"), server.pem()).expect("write");
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
+    (ca, ca_key, client, client_key)
+}
+
+/// Connects with TLS (trusting `ca`), presenting `client` when given, and sends `lines`;
+/// the error of the handshake or the first write, if any.
+fn tls_send(
+    addr: &str,
+    ca: &rcgen::Certificate,
+    client: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+    lines: &str,
+) -> Result<(), String> {
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).map_err(|e| e.to_string())?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let cfg = match client {
+            None => b.with_no_client_auth(),
+            Some((c, k)) => b
+                .with_client_auth_cert(
+                    vec![c.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der())),
+                )
+                .map_err(|e| e.to_string())?,
+        };
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(lines.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+        // TLS 1.3: a refused client certificate shows on the first read, after the write
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await {
+            Ok(Err(e)) => Err(e.to_string()),
+            _ => {
+                let _ = tls.shutdown().await;
+                Ok(())
+            }
+        }
+    })
+}
+
+#[test]
+fn tls_with_client_certificates_lets_only_trusted_sensors_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca, ca_key, client, client_key) = tls_files(dir.path());
+    let d = dir.path().display();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[source.tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server.key\"\nclient_ca = \"{d}/ca.pem\"\nhandshake_timeout = \"1s\"\n"
+        ),
+        "",
+    );
+    let mut ew = Edgewatch::start(&cfg);
+    let addr = ew.tcp_addr("t");
+    ew.wait_log("(tls)", Duration::from_secs(5));
+    // a sensor with a certificate from the CA gets its samples in
+    tls_send(
+        &addr,
+        &ca,
+        Some((&client, &client_key)),
+        "{\"device\":\"trusted\",\"metric\":\"m\",\"value\":1}\n{\"device\":\"trusted\",\"metric\":\"m\",\"value\":2}\n",
+    )
+    .expect("trusted client");
+    ew.poll("/api/status", Duration::from_secs(5), |v| {
+        source(v)["samples"] == 2
+    });
+    // no client certificate: refused in the handshake, nothing accepted
+    let e = tls_send(
+        &addr,
+        &ca,
+        None,
+        "{\"device\":\"anon\",\"metric\":\"m\",\"value\":1}\n",
+    )
+    .expect_err("no client certificate");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // a certificate from another CA: refused too
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let (_, _, stranger, stranger_key) = tls_files(&other);
+    let e = tls_send(
+        &addr,
+        &ca,
+        Some((&stranger, &stranger_key)),
+        "{\"device\":\"stranger\",\"metric\":\"m\",\"value\":1}\n",
+    )
+    .expect_err("untrusted client certificate");
+    assert!(!e.is_empty());
+    // plaintext on a TLS listener, and a client that never starts a handshake
+    let mut plain = Sender::connect(&addr);
+    plain.line("{\"device\":\"plain\",\"metric\":\"m\",\"value\":1}");
+    let _mute = TcpStream::connect(&addr).expect("connect");
+    let st = ew.poll("/api/status", Duration::from_secs(5), |v| {
+        source(v)["connections_refused"]["tls"] == 4
+    });
+    assert_eq!(
+        source(&st)["samples"],
+        2,
+        "only the trusted sensor's samples"
+    );
+    ew.wait_log("tls handshake failed", Duration::from_secs(5));
+    let devices = ew.get("/api/devices").to_string();
+    assert!(
+        devices.contains("trusted") && !devices.contains("anon"),
+        "{devices}"
+    );
+    drop(ca_key);
+}
+
+#[test]
+fn one_peer_flooding_the_api_cannot_starve_healthz_for_others() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = config(
+        dir.path(),
+        "",
+        "max_connections = 40\nmax_connections_per_ip = 10\nrequest_timeout = \"30s\"\nkeep_alive = \"30s\"\n",
+    );
+    let mut ew = Edgewatch::start(&cfg);
+    // 60 idle connections from one address: 10 are held, the other 50 are shut at once
+    let api = ew.api.clone();
+    let mut flood: Vec<TcpStream> = (0..60).map(|_| connect_from("127.0.0.2", &api)).collect();
+    ew.poll("/api/status", Duration::from_secs(10), |v| {
+        v["api"]["refused_per_ip"] == 50
+    });
+    let mut shut = 0;
+    for c in &mut flood {
+        c.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        shut += usize::from(matches!(c.read(&mut [0u8; 8]), Ok(0)));
+    }
+    assert_eq!(
+        shut, 50,
+        "the connections over the cap are closed, the others held"
+    );
+    // another address is served at once, repeatedly
+    for _ in 0..5 {
+        let mut c = connect_from("127.0.0.1", &api);
+        assert_eq!(
+            request(&mut c, "/healthz", Duration::from_secs(2)),
+            Some(200)
+        );
+    }
+    ew.wait_log(
+        "API connection refused: api.max_connections_per_ip reached",
+        Duration::from_secs(5),
+    );
+    // the flooder's held connections still work (they are capped, not banned)
+    assert_eq!(
+        request(&mut flood[0], "/healthz", Duration::from_secs(2)),
+        Some(200)
+    );
+    legit_sensor_delivers(&mut ew, 3);
+}

@@ -7,6 +7,7 @@ mod frame_limit;
 mod history;
 pub mod metrics;
 pub(crate) mod origin;
+mod per_peer;
 mod shed;
 mod ws;
 
@@ -59,6 +60,7 @@ pub struct ApiState {
 pub struct ApiLimits {
     /// Connections served at once, already lowered to fit the descriptors (`connection_cap`).
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub request_timeout: std::time::Duration,
     pub keep_alive: std::time::Duration,
     pub ws_max_frame: usize,
@@ -75,6 +77,7 @@ impl ApiLimits {
         let fit = free.saturating_sub(c.fd_reserve + reserved);
         ApiLimits {
             max_connections: c.max_connections.min(fit).max(4),
+            max_connections_per_ip: c.max_connections_per_ip,
             request_timeout: c.request_timeout.0,
             keep_alive: c.keep_alive.0,
             ws_max_frame: c.ws_max_frame,
@@ -125,6 +128,8 @@ pub fn start(
         limits.fd_reserve as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
+    let per_peer = per_peer::PerPeer::new(limits.max_connections_per_ip);
+    let board = state.status.clone();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         use actix_web::middleware::{from_fn, Compress};
@@ -169,6 +174,7 @@ pub fn start(
                     .configure(dashboard::routes),
             )
     })
+    .on_connect(move |io, ext| per_peer.on_connect(io, ext, &board.pipeline))
     .workers(1)
     // one worker: the per-worker cap is the whole cap
     .max_connections(limits.max_connections)

@@ -142,6 +142,9 @@ fn default_ws_buffer() -> usize {
 fn default_api_max_connections() -> usize {
     128
 }
+fn default_api_max_connections_per_ip() -> usize {
+    32
+}
 fn default_api_timeout() -> Dur {
     Dur::secs(5)
 }
@@ -175,6 +178,9 @@ pub struct ApiConfig {
     /// Lowered at start so the API never takes the descriptors kept for sources and the store.
     #[serde(default = "default_api_max_connections")]
     pub max_connections: usize,
+    /// Connections one peer address may hold (0: no cap); more are shut at once.
+    #[serde(default = "default_api_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Time a client has to send its request head; and how long an idle keep-alive
     /// connection is kept.
     #[serde(default = "default_api_timeout")]
@@ -206,6 +212,7 @@ impl Default for ApiConfig {
             token_file: None,
             metrics: MetricsConfig::default(),
             max_connections: default_api_max_connections(),
+            max_connections_per_ip: default_api_max_connections_per_ip(),
             request_timeout: default_api_timeout(),
             keep_alive: default_api_timeout(),
             ws_max_frame: default_ws_max_frame(),
@@ -679,6 +686,32 @@ pub struct TcpGuard {
     pub read_timeout: Dur,
     /// Peers allowed to connect (empty: any); others are closed at once and counted.
     pub allow_from: Vec<Cidr>,
+    /// When every slot is taken, a connection that has delivered no accepted sample for this
+    /// long is closed to let a newcomer in (the longest-silent first).
+    pub evict_after: Dur,
+    /// TLS on the listener (rustls), optionally requiring client certificates.
+    pub tls: Option<TcpTls>,
+}
+
+/// `[source.tls]` of a TCP server: PEM files read at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpTls {
+    /// The server's certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; set: a client without a
+    /// valid certificate is refused during the handshake.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Time a client has to finish the handshake.
+    #[serde(default = "default_tls_handshake")]
+    pub handshake_timeout: Dur,
+}
+
+fn default_tls_handshake() -> Dur {
+    Dur::secs(10)
 }
 
 impl Default for TcpGuard {
@@ -687,6 +720,8 @@ impl Default for TcpGuard {
             max_clients_per_ip: default_max_clients_per_ip(),
             read_timeout: default_read_timeout(),
             allow_from: Vec::new(),
+            evict_after: default_evict_after(),
+            tls: None,
         }
     }
 }
@@ -696,6 +731,9 @@ fn default_max_frame() -> usize {
 }
 fn default_max_clients() -> usize {
     256
+}
+fn default_evict_after() -> Dur {
+    Dur::secs(30)
 }
 fn default_max_clients_per_ip() -> usize {
     32
@@ -758,9 +796,9 @@ mod tcp_wire {
     use serde::{Deserialize, Deserializer};
 
     use super::{
-        default_backoff_max, default_backoff_min, default_format, default_max_clients,
-        default_max_clients_per_ip, default_max_frame, default_read_timeout, Cidr, Dur, Format,
-        MetricName, TcpGuard, TcpMode, TcpSource, TsUnit,
+        default_backoff_max, default_backoff_min, default_evict_after, default_format,
+        default_max_clients, default_max_clients_per_ip, default_max_frame, default_read_timeout,
+        Cidr, Dur, Format, MetricName, TcpGuard, TcpMode, TcpSource, TcpTls, TsUnit,
     };
 
     #[derive(Deserialize)]
@@ -783,6 +821,10 @@ mod tcp_wire {
         read_timeout: Dur,
         #[serde(default)]
         allow_from: Vec<Cidr>,
+        #[serde(default = "default_evict_after")]
+        evict_after: Dur,
+        #[serde(default)]
+        tls: Option<TcpTls>,
         #[serde(default = "default_format")]
         format: Format,
         #[serde(default)]
@@ -841,6 +883,8 @@ mod tcp_wire {
                         "max_clients_per_ip`",
                         "read_timeout`",
                         "allow_from`",
+                        "evict_after`",
+                        "tls`",
                     ]
                     .iter()
                     .any(|k| r.starts_with(k)) =>
@@ -875,6 +919,8 @@ mod tcp_wire {
                         max_clients_per_ip: s.max_clients_per_ip,
                         read_timeout: s.read_timeout,
                         allow_from: s.allow_from,
+                        evict_after: s.evict_after,
+                        tls: s.tls,
                     },
                 },
                 format: s.format,

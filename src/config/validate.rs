@@ -532,6 +532,24 @@ fn validate_source(s: &SourceConfig, p: &[Seg]) -> VResult<()> {
                 if guard.read_timeout.as_ms() == 0 {
                     return fail(at(p, &[key("read_timeout")]), "must be greater than 0");
                 }
+                if let Some(tls) = &guard.tls {
+                    if tls.handshake_timeout.as_ms() == 0 {
+                        return fail(
+                            at(p, &[key("tls"), key("handshake_timeout")]),
+                            "must be greater than 0",
+                        );
+                    }
+                    use crate::sources::tls::{acceptor, TlsError};
+                    if let Err(e) = acceptor(tls) {
+                        let field = match &e {
+                            TlsError::Read { field, .. } | TlsError::NoCert { field, .. } => {
+                                vec![key("tls"), key(field)]
+                            }
+                            TlsError::Rustls(_) => vec![key("tls")],
+                        };
+                        return fail(at(p, &field), e.to_string());
+                    }
+                }
             }
             if t.backoff_min.as_ms() == 0 {
                 return fail(at(p, &[key("backoff_min")]), "must be greater than 0");

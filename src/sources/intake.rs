@@ -86,6 +86,11 @@ impl Intake {
         }
     }
 
+    /// Frames accepted since the last flush (a connection that delivers none is only noise).
+    pub fn accepted_pending(&self) -> u64 {
+        self.accepted
+    }
+
     /// Counts one answer of a polled device (Modbus), which logs its failures per device itself.
     pub fn tally(&mut self, ok: bool) {
         if ok {

@@ -15,6 +15,7 @@ pub mod route;
 pub(crate) mod serial;
 pub mod sim;
 pub(crate) mod tcp;
+pub mod tls;
 pub(crate) mod udp;
 
 use std::future::Future;

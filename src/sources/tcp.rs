@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use super::backoff::Retry;
 use super::intake::{Decoder, Framed, Intake, Origin};
@@ -16,6 +17,7 @@ use super::route::{Closed, Router};
 use super::SourceError;
 use crate::config::{TcpGuard, TcpMode, TcpSource};
 use crate::decode::framing::Delimiter;
+use crate::model::now_ms;
 use crate::status::{RateLimitedLog, SourceStats};
 
 /// Read buffer per connection (256 clients hold 4 MiB of them at most).
@@ -52,23 +54,70 @@ fn framed(cfg: &TcpSource, idx: u16, router: &Router, stats: &Arc<SourceStats>) 
     )
 }
 
+/// The open connections of one server: per-peer counts and, for eviction, when each last
+/// delivered an accepted frame. Locked on connect, disconnect and eviction only.
+#[derive(Default)]
+struct Table {
+    per_ip: HashMap<IpAddr, usize>,
+    open: HashMap<u64, Conn>,
+    next_id: u64,
+}
+
+struct Conn {
+    ip: IpAddr,
+    /// When the connection last delivered an accepted frame (its connect time until then),
+    /// in ms; written by the connection's task after each read that delivered.
+    last_good: Arc<AtomicI64>,
+    /// Closes the connection when it is evicted.
+    kick: Arc<Notify>,
+}
+
+impl Table {
+    /// Forgets connection `id`; false when it was already gone (evicted).
+    fn release(&mut self, id: u64, stats: &SourceStats) -> bool {
+        let Some(c) = self.open.remove(&id) else {
+            return false;
+        };
+        if let Some(n) = self.per_ip.get_mut(&c.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
+        stats.connections.fetch_sub(1, Relaxed);
+        true
+    }
+
+    /// Closes the connection that has delivered nothing for longest, if that is at least
+    /// `after_ms`, and frees its slot now (its task ends at its next poll).
+    fn evict_silent(&mut self, now: i64, after_ms: i64, stats: &SourceStats) -> Option<IpAddr> {
+        let (&id, c) = self
+            .open
+            .iter()
+            .min_by_key(|(_, c)| c.last_good.load(Relaxed))?;
+        if now - c.last_good.load(Relaxed) < after_ms {
+            return None;
+        }
+        let (ip, kick) = (c.ip, c.kick.clone());
+        self.release(id, stats);
+        kick.notify_one();
+        Some(ip)
+    }
+}
+
 /// One accepted connection's place in the server's counts; freed when the connection ends.
 struct Slot {
-    ip: IpAddr,
-    per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    id: u64,
+    table: Arc<Mutex<Table>>,
     stats: Arc<SourceStats>,
+    last_good: Arc<AtomicI64>,
+    kick: Arc<Notify>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.stats.connections.fetch_sub(1, Relaxed);
-        if let Ok(mut m) = self.per_ip.lock() {
-            if let Some(n) = m.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&self.ip);
-                }
-            }
+        if let Ok(mut t) = self.table.lock() {
+            t.release(self.id, &self.stats);
         }
     }
 }
@@ -82,32 +131,73 @@ enum Refuse {
 }
 
 /// Admission: the allow-list, then the per-peer and total caps, counted exactly (the slot is
-/// taken here, in the accept loop, before the connection's task starts).
+/// taken here, in the accept loop, before the connection's task starts). When every slot is
+/// taken, the connection silent for longest (at least `evict_after`) makes room; `evicted`
+/// says whose.
 fn admit(
     guard: &TcpGuard,
     max_clients: usize,
     peer: IpAddr,
-    per_ip: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+    table: &Arc<Mutex<Table>>,
     stats: &Arc<SourceStats>,
-) -> Result<Slot, Refuse> {
+    now: i64,
+) -> Result<(Slot, Option<IpAddr>), Refuse> {
     if !guard.allow_from.is_empty() && !guard.allow_from.iter().any(|c| c.contains(peer)) {
         return Err(Refuse::NotAllowed);
     }
-    if stats.connections.load(Relaxed) >= max_clients as u64 {
-        return Err(Refuse::Full);
-    }
-    let mut m = per_ip.lock().map_err(|_| Refuse::Full)?;
-    let n = m.entry(peer).or_insert(0);
-    if *n >= guard.max_clients_per_ip {
+    let mut t = table.lock().map_err(|_| Refuse::Full)?;
+    if t.per_ip.get(&peer).copied().unwrap_or(0) >= guard.max_clients_per_ip {
         return Err(Refuse::PerIp);
     }
-    *n += 1;
+    let mut evicted = None;
+    if stats.connections.load(Relaxed) >= max_clients as u64 {
+        evicted = t.evict_silent(now, guard.evict_after.as_ms(), stats);
+        if evicted.is_none() {
+            return Err(Refuse::Full);
+        }
+        stats.refused.evicted.fetch_add(1, Relaxed);
+    }
+    *t.per_ip.entry(peer).or_insert(0) += 1;
     stats.connections.fetch_add(1, Relaxed);
-    Ok(Slot {
-        ip: peer,
-        per_ip: per_ip.clone(),
-        stats: stats.clone(),
-    })
+    let id = t.next_id;
+    t.next_id += 1;
+    let (last_good, kick) = (Arc::new(AtomicI64::new(now)), Arc::new(Notify::new()));
+    t.open.insert(
+        id,
+        Conn {
+            ip: peer,
+            last_good: last_good.clone(),
+            kick: kick.clone(),
+        },
+    );
+    Ok((
+        Slot {
+            id,
+            table: table.clone(),
+            stats: stats.clone(),
+            last_good,
+            kick,
+        },
+        evicted,
+    ))
+}
+
+/// Rate-limited logs of one server, shared by its connections.
+struct Logs {
+    refused: RateLimitedLog,
+    idle: RateLimitedLog,
+    tls: RateLimitedLog,
+}
+
+impl Logs {
+    fn new() -> Self {
+        let l = || RateLimitedLog::new(5, Duration::from_secs(10));
+        Logs {
+            refused: l(),
+            idle: l(),
+            tls: l(),
+        }
+    }
 }
 
 async fn serve(
@@ -119,6 +209,13 @@ async fn serve(
     router: Router,
     stats: Arc<SourceStats>,
 ) -> Result<(), SourceError> {
+    let tls = match &guard.tls {
+        Some(t) => Some((
+            super::tls::acceptor(t).map_err(|e| SourceError::Config(e.to_string()))?,
+            t.handshake_timeout.0,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| SourceError::Bind {
@@ -126,12 +223,12 @@ async fn serve(
             source,
         })?;
     let local = listener.local_addr().map_or(addr, |a| a);
-    tracing::info!(source = %cfg.id, "tcp source listening on {local}");
+    let scheme = if tls.is_some() { " (tls)" } else { "" };
+    tracing::info!(source = %cfg.id, "tcp source listening on {local}{scheme}");
     stats.set_listen_addr(local);
     stats.set_healthy(true);
-    let per_ip = Arc::new(Mutex::new(HashMap::new()));
-    let mut refused_log = RateLimitedLog::new(5, Duration::from_secs(10));
-    let idle_log = Arc::new(Mutex::new(RateLimitedLog::new(5, Duration::from_secs(10))));
+    let table = Arc::new(Mutex::new(Table::default()));
+    let logs = Arc::new(Mutex::new(Logs::new()));
     let read_timeout = guard.read_timeout.0;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -143,8 +240,17 @@ async fn serve(
                 continue;
             }
         };
-        let slot = match admit(guard, max_clients, peer.ip(), &per_ip, &stats) {
-            Ok(slot) => slot,
+        let slot = match admit(guard, max_clients, peer.ip(), &table, &stats, now_ms()) {
+            Ok((slot, evicted)) => {
+                if let Some(ip) = evicted {
+                    log(
+                        &logs,
+                        |l| &mut l.refused,
+                        |n| tracing::info!(source = %cfg.id, %peer, evicted = %ip, suppressed_before = n, "every slot taken: closed the connection silent for longest (evict_after)"),
+                    );
+                }
+                slot
+            }
             Err(why) => {
                 let r = &stats.refused;
                 let (counter, reason, limit) = match why {
@@ -157,32 +263,71 @@ async fn serve(
                     ),
                 };
                 counter.fetch_add(1, Relaxed);
-                if let (true, suppressed) = refused_log.allow() {
-                    tracing::warn!(source = %cfg.id, %peer, limit, suppressed_before = suppressed.unwrap_or(0), "connection refused: {reason}");
-                }
+                log(
+                    &logs,
+                    |l| &mut l.refused,
+                    |n| tracing::warn!(source = %cfg.id, %peer, limit, suppressed_before = n, "connection refused: {reason}"),
+                );
                 drop(stream);
                 continue;
             }
         };
         let mut intake = framed(cfg, idx, &router, &stats);
         intake.intake.set_from(peer.to_string());
-        let (id, stats, idle_log) = (cfg.id.clone(), stats.clone(), idle_log.clone());
+        let (id, stats, logs, tls) = (cfg.id.clone(), stats.clone(), logs.clone(), tls.clone());
         tokio::spawn(async move {
-            let _slot = slot;
             let _ = stream.set_nodelay(true);
-            stats.connects_total.fetch_add(1, Relaxed);
-            tracing::debug!(source = %id, %peer, "client connected");
-            let r = read_frames(stream, &mut intake, Some(read_timeout)).await;
-            if let Ok(Ended::Idle) = r {
-                stats.refused.idle.fetch_add(1, Relaxed);
-                if let Ok(mut l) = idle_log.lock() {
-                    if let (true, suppressed) = l.allow() {
-                        tracing::info!(source = %id, %peer, timeout = ?read_timeout, suppressed_before = suppressed.unwrap_or(0), "client closed: nothing received within read_timeout");
+            let r = match tls {
+                None => {
+                    stats.connects_total.fetch_add(1, Relaxed);
+                    read_frames(stream, &mut intake, Some(read_timeout), Some(&slot)).await
+                }
+                Some((acceptor, limit)) => {
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            stats.connects_total.fetch_add(1, Relaxed);
+                            read_frames(tls, &mut intake, Some(read_timeout), Some(&slot)).await
+                        }
+                        failed => {
+                            stats.refused.tls.fetch_add(1, Relaxed);
+                            let why = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no handshake within {limit:?}"),
+                            };
+                            log(
+                                &logs,
+                                |l| &mut l.tls,
+                                |n| tracing::warn!(source = %id, %peer, suppressed_before = n, "tls handshake failed: {why}"),
+                            );
+                            return;
+                        }
                     }
                 }
+            };
+            match r {
+                Ok(Ended::Idle) => {
+                    stats.refused.idle.fetch_add(1, Relaxed);
+                    log(
+                        &logs,
+                        |l| &mut l.idle,
+                        |n| tracing::info!(source = %id, %peer, timeout = ?read_timeout, suppressed_before = n, "client closed: nothing received within read_timeout"),
+                    );
+                }
+                r => tracing::debug!(source = %id, %peer, result = ?r, "client disconnected"),
             }
-            tracing::debug!(source = %id, %peer, result = ?r, "client disconnected");
         });
+    }
+}
+
+/// Writes a line through one of the server's rate-limited logs.
+fn log(
+    logs: &Mutex<Logs>,
+    which: impl FnOnce(&mut Logs) -> &mut RateLimitedLog,
+    line: impl FnOnce(u64),
+) {
+    let Ok(mut l) = logs.lock() else { return };
+    if let (true, suppressed) = which(&mut l).allow() {
+        line(suppressed.unwrap_or(0));
     }
 }
 
@@ -205,7 +350,7 @@ async fn connect_loop(
                 stats.set_healthy(true);
                 stats.connections.store(1, Relaxed);
                 stats.connects_total.fetch_add(1, Relaxed);
-                let r = read_frames(stream, &mut intake, None).await;
+                let r = read_frames(stream, &mut intake, None, None).await;
                 if intake.take_received() {
                     retry.healthy();
                 }
@@ -242,6 +387,8 @@ enum Ended {
     Error(std::io::Error),
     /// Nothing arrived within `read_timeout`.
     Idle,
+    /// Closed to make room for a newcomer (`evict_after`).
+    Evicted,
 }
 
 impl std::fmt::Display for Ended {
@@ -250,32 +397,45 @@ impl std::fmt::Display for Ended {
             Ended::Peer => f.write_str("closed by peer"),
             Ended::Error(e) => write!(f, "{e}"),
             Ended::Idle => f.write_str("idle beyond read_timeout"),
+            Ended::Evicted => f.write_str("evicted for a newcomer"),
         }
     }
 }
 
-/// Reads one connection until EOF, error or `idle` without data; returns why it ended, or
-/// `Closed` on shutdown.
-async fn read_frames(
-    mut stream: TcpStream,
+/// Reads one connection until EOF, error, eviction or `idle` without data; returns why it
+/// ended, or `Closed` on shutdown. A server connection's `slot` learns when it last delivered.
+async fn read_frames<S: AsyncRead + Unpin>(
+    mut stream: S,
     intake: &mut Framed,
     idle: Option<Duration>,
+    slot: Option<&Slot>,
 ) -> Result<Ended, Closed> {
     let mut buf = vec![0u8; READ_BUF];
+    let never = Notify::new();
+    let kick = slot.map_or(&never, |s| &*s.kick);
     let why = loop {
-        let read = match idle {
-            Some(t) => match tokio::time::timeout(t, stream.read(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => break Ended::Idle,
-            },
-            None => stream.read(&mut buf).await,
+        let read = async {
+            match idle {
+                Some(t) => tokio::time::timeout(t, stream.read(&mut buf)).await.ok(),
+                None => Some(stream.read(&mut buf).await),
+            }
+        };
+        let read = tokio::select! {
+            r = read => r,
+            _ = kick.notified() => break Ended::Evicted,
         };
         let n = match read {
-            Ok(0) => break Ended::Peer,
-            Ok(n) => n,
-            Err(e) => break Ended::Error(e),
+            None => break Ended::Idle,
+            Some(Ok(0)) => break Ended::Peer,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => break Ended::Error(e),
         };
         intake.feed(&buf[..n]);
+        if let Some(s) = slot {
+            if intake.intake.accepted_pending() > 0 {
+                s.last_good.store(now_ms(), Relaxed);
+            }
+        }
         intake.flush().await?;
     };
     intake.disconnected();
@@ -371,7 +531,7 @@ mod tests {
     #[test]
     fn the_guard_fields_are_read_and_checked() {
         let m = parse(
-            "listen = \"0.0.0.0:9000\"\nmax_clients_per_ip = 2\nread_timeout = \"30s\"\nallow_from = [\"192.168.1.0/24\", \"10.0.0.7\"]\n",
+            "listen = \"0.0.0.0:9000\"\nmax_clients_per_ip = 2\nread_timeout = \"30s\"\nallow_from = [\"192.168.1.0/24\", \"10.0.0.7\"]\nevict_after = \"1m\"\n",
         )
         .expect("guard");
         let TcpMode::Server { guard, .. } = m else {
@@ -386,8 +546,21 @@ mod tests {
                     Cidr::parse("192.168.1.0/24").expect("cidr"),
                     Cidr::parse("10.0.0.7").expect("cidr")
                 ],
+                evict_after: Dur::secs(60),
+                tls: None,
             }
         );
+        let e = parse("listen = \"0.0.0.0:1\"\n[source.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n")
+            .expect_err("missing cert");
+        assert!(
+            e.contains("source[0].tls.cert") && e.contains("/nonexistent/c.pem"),
+            "{e}"
+        );
+        let e = parse(
+            "mode = \"client\"\nconnect = \"h:1\"\n[source.tls]\ncert = \"c\"\nkey = \"k\"\n",
+        )
+        .expect_err("server-only tls");
+        assert!(e.contains("mode = \"server\""), "{e}");
         let e = parse("listen = \"0.0.0.0:1\"\nallow_from = [\"lan\"]\n").expect_err("bad cidr");
         assert!(
             e.contains("not an address") && e.contains("allow_from"),
@@ -408,7 +581,7 @@ mod tests {
         use super::{admit, Refuse};
         use std::sync::atomic::Ordering::Relaxed;
         let stats = std::sync::Arc::new(crate::status::SourceStats::new("t", "tcp"));
-        let per_ip = Default::default();
+        let table = Default::default();
         let guard = TcpGuard {
             max_clients_per_ip: 2,
             allow_from: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
@@ -417,25 +590,52 @@ mod tests {
         let a: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
         let b: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
         let outsider: std::net::IpAddr = "192.168.0.1".parse().expect("ip");
-        assert_eq!(
-            admit(&guard, 3, outsider, &per_ip, &stats).err(),
-            Some(Refuse::NotAllowed)
-        );
-        let s1 = admit(&guard, 3, a, &per_ip, &stats).expect("1st");
-        let _s2 = admit(&guard, 3, a, &per_ip, &stats).expect("2nd");
-        assert_eq!(
-            admit(&guard, 3, a, &per_ip, &stats).err(),
-            Some(Refuse::PerIp)
-        );
-        let _s3 = admit(&guard, 3, b, &per_ip, &stats).expect("3rd");
-        assert_eq!(
-            admit(&guard, 3, b, &per_ip, &stats).err(),
-            Some(Refuse::Full)
-        );
+        let now = 1_000_000;
+        let refused = |ip| admit(&guard, 3, ip, &table, &stats, now).err();
+        assert_eq!(refused(outsider), Some(Refuse::NotAllowed));
+        let s1 = admit(&guard, 3, a, &table, &stats, now).expect("1st");
+        let _s2 = admit(&guard, 3, a, &table, &stats, now).expect("2nd");
+        assert_eq!(refused(a), Some(Refuse::PerIp));
+        let _s3 = admit(&guard, 3, b, &table, &stats, now).expect("3rd");
+        // full, and nobody has been silent for evict_after yet
+        assert_eq!(refused(b), Some(Refuse::Full));
         assert_eq!(stats.connections.load(Relaxed), 3);
         drop(s1);
         assert_eq!(stats.connections.load(Relaxed), 2);
-        let _s4 = admit(&guard, 3, a, &per_ip, &stats).expect("a slot freed");
+        let _s4 = admit(&guard, 3, a, &table, &stats, now).expect("a slot freed");
+        assert_eq!(stats.connections.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn when_full_the_longest_silent_connection_makes_room() {
+        use super::admit;
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = std::sync::Arc::new(crate::status::SourceStats::new("t", "tcp"));
+        let table = Default::default();
+        let guard = TcpGuard::default(); // evict_after 30 s
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let t0 = 1_000_000;
+        let (quiet, _) = admit(&guard, 2, ip("10.0.0.1"), &table, &stats, t0).expect("1st");
+        let (busy, _) = admit(&guard, 2, ip("10.0.0.2"), &table, &stats, t0).expect("2nd");
+        // the second delivers a sample 20 s in; the first never does
+        busy.last_good.store(t0 + 20_000, Relaxed);
+        // at 25 s nobody is silent for 30 s: refused
+        assert!(admit(&guard, 2, ip("10.0.0.3"), &table, &stats, t0 + 25_000).is_err());
+        // at 40 s the first has been silent for 40 s: it is closed for the newcomer
+        let (_new, evicted) =
+            admit(&guard, 2, ip("10.0.0.3"), &table, &stats, t0 + 40_000).expect("room made");
+        assert_eq!(evicted, Some(ip("10.0.0.1")));
+        assert_eq!(stats.connections.load(Relaxed), 2, "exact: one out, one in");
+        assert_eq!(stats.refused.evicted.load(Relaxed), 1);
+        // the evicted connection's task is woken, and its slot is not freed twice
+        let kicked = quiet.kick.clone();
+        drop(quiet);
+        assert_eq!(stats.connections.load(Relaxed), 2);
+        let woke = futures_util::FutureExt::now_or_never(kicked.notified());
+        assert!(woke.is_some(), "the evicted connection was told to close");
+        // the busy one (silent only 20 s at t0+40s) is not evicted in its turn
+        assert!(admit(&guard, 2, ip("10.0.0.4"), &table, &stats, t0 + 40_000).is_err());
+        drop(busy);
     }
 
     #[test]
