@@ -139,6 +139,7 @@ pub fn mqtt(data: &[u8]) {
             ts_unit: decode::TsUnit::Auto,
             device_tag: None,
             influx_metric: Default::default(),
+            sparkplug: None,
         };
         let Ok(sub) = crate::sources::mqtt::payload::Sub::compile(&sub) else {
             continue;
