@@ -193,9 +193,22 @@ async fn decode_loop(
         .map(|s| s.sparkplug.clone().map(Sparkplug::new))
         .collect();
     let has_sparkplug = sparkplug.iter().any(Option::is_some);
-    let mut units_at: Option<Instant> = None;
+    let mut units = Units::default();
     loop {
-        if rx.recv_many(&mut buf, DECODE_BATCH).await == 0 {
+        // A health list held back by its pacing is published when the pace allows, even if no
+        // message comes.
+        let received = match units.pending_until() {
+            Some(at) => tokio::select! {
+                n = rx.recv_many(&mut buf, DECODE_BATCH) => Some(n),
+                _ = tokio::time::sleep_until(at.into()) => None,
+            },
+            None => Some(rx.recv_many(&mut buf, DECODE_BATCH).await),
+        };
+        let Some(received) = received else {
+            units.publish(&mut sparkplug, &cmds.stats, Instant::now(), true);
+            continue;
+        };
+        if received == 0 {
             return Ok(());
         }
         intake.begin();
@@ -217,35 +230,57 @@ async fn decode_loop(
             intake.count(r, Some(&p.topic), Some(&p.payload));
         }
         if has_sparkplug {
-            sparkplug_status(&mut sparkplug, &cmds.stats, &mut units_at, now);
+            units.publish(&mut sparkplug, &cmds.stats, now, false);
         }
         intake.flush().await?;
     }
 }
 
-/// Publishes the Sparkplug health list and counters: at once when a birth or death changed
-/// health, else at most every `UNITS_REFRESH`.
-fn sparkplug_status(
-    sps: &mut [Option<Sparkplug>],
-    stats: &SourceStats,
-    at: &mut Option<Instant>,
-    now: Instant,
-) {
-    let changed = sps
-        .iter_mut()
-        .flatten()
-        .fold(false, |c, sp| sp.take_changed() | c);
-    let due = at.is_none_or(|t| now.saturating_duration_since(t) >= sparkplug::UNITS_REFRESH);
-    if !(changed || due) {
-        return;
+/// Pacing of the Sparkplug health list (a list of every node and device, so not rebuilt for
+/// every round of messages).
+#[derive(Default)]
+struct Units {
+    last: Option<Instant>,
+    /// A change is not published yet.
+    pending: bool,
+}
+
+impl Units {
+    fn pending_until(&self) -> Option<Instant> {
+        self.pending
+            .then(|| self.last.map(|t| t + sparkplug::UNITS_REFRESH))
+            .flatten()
     }
-    *at = Some(now);
-    let mut units = Vec::new();
-    let mut total = SparkplugView::default();
-    for sp in sps.iter().flatten() {
-        units.extend(sp.units());
-        total.add(&sp.counts());
+
+    /// Publishes the counters (small: every round) and the health list: at once when a birth or
+    /// death changed health, else at most every `UNITS_REFRESH` (`force`: the pace allows now).
+    fn publish(
+        &mut self,
+        sps: &mut [Option<Sparkplug>],
+        stats: &SourceStats,
+        now: Instant,
+        force: bool,
+    ) {
+        let changed = sps
+            .iter_mut()
+            .flatten()
+            .fold(false, |c, sp| sp.take_changed() | c);
+        let mut total = SparkplugView::default();
+        for sp in sps.iter().flatten() {
+            total.add(&sp.counts());
+        }
+        stats.set_sparkplug(total);
+        let due = self
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= sparkplug::UNITS_REFRESH);
+        if !(changed || due || force) {
+            // Counters of devices (reads, errors) moved: published when the pace allows.
+            self.pending = true;
+            return;
+        }
+        self.last = Some(now);
+        self.pending = false;
+        let units: Vec<_> = sps.iter().flatten().flat_map(Sparkplug::units).collect();
+        stats.set_units(&units);
     }
-    stats.set_units(&units);
-    stats.set_sparkplug(total);
 }

@@ -735,6 +735,8 @@ impl Sparkplug {
         node.me.reads_ok += 1;
         node.bdseq = bdseq;
         node.seq = head.seq;
+        // The birth answers any request: a new unknown alias may ask again at once.
+        node.last_rebirth = None;
         self.counts.births += 1;
         self.changed = true;
         Ok(n)
@@ -833,6 +835,13 @@ impl Sparkplug {
         let head = match checked {
             Ok(h) => h,
             Err(e) => {
+                if matches!(
+                    e,
+                    SparkplugError::NodeNotBorn | SparkplugError::DeviceNotBorn
+                ) {
+                    // Garbage is garbage, born or not: it asks for no rebirth.
+                    walk(payload, |b| decode_metric(b).map(|_| ()))?;
+                }
                 if matches!(
                     e,
                     SparkplugError::NodeNotBorn
@@ -1105,6 +1114,9 @@ mod tests {
             Err(SparkplugError::UnknownAlias(99))
         );
         assert_eq!(s.0.len(), 3);
+        // The birth answered the first request, so this one is asked at once, then paced.
+        assert_eq!(sp.take_rebirths().len(), 1);
+        let _ = sp.handle("spBv1.0/G/DDATA/E/D", &bad, now, &mut s);
         assert!(sp.take_rebirths().is_empty(), "paced");
         let later = now + Duration::from_secs(11);
         let _ = sp.handle("spBv1.0/G/DDATA/E/D", &bad, later, &mut s);
