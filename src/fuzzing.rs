@@ -184,7 +184,10 @@ pub fn sparkplug(data: &[u8]) {
         }
     }
     let c = sp.counts();
-    assert!(c.nodes <= 2 && c.devices <= 2 && c.metrics <= 8, "caps: {c:?}");
+    assert!(
+        c.nodes <= 2 && c.devices <= 2 && c.metrics <= 8,
+        "caps: {c:?}"
+    );
     let _ = sp.units();
 }
 
