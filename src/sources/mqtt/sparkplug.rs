@@ -73,28 +73,29 @@ pub struct Metric {
     pub value: Option<Value>,
 }
 
-/// `Metric.value`. DataSet (17) and Template (18) are messages in the proto; they are kept as
-/// their undecoded bytes (the same length-delimited wire form), since they are skipped anyway.
+/// `Metric.value` (`int_value` .. `template_value`). DataSet (17) and Template (18) are messages
+/// in the proto; they are kept as their undecoded bytes (the same length-delimited wire form),
+/// since they are skipped anyway.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Value {
     #[prost(uint32, tag = "10")]
-    IntValue(u32),
+    Int(u32),
     #[prost(uint64, tag = "11")]
-    LongValue(u64),
+    Long(u64),
     #[prost(float, tag = "12")]
-    FloatValue(f32),
+    Float(f32),
     #[prost(double, tag = "13")]
-    DoubleValue(f64),
+    Double(f64),
     #[prost(bool, tag = "14")]
-    BooleanValue(bool),
+    Boolean(bool),
     #[prost(string, tag = "15")]
-    StringValue(String),
+    String(String),
     #[prost(bytes = "vec", tag = "16")]
-    BytesValue(Vec<u8>),
+    Bytes(Vec<u8>),
     #[prost(bytes = "vec", tag = "17")]
-    DatasetValue(Vec<u8>),
+    Dataset(Vec<u8>),
     #[prost(bytes = "vec", tag = "18")]
-    TemplateValue(Vec<u8>),
+    Template(Vec<u8>),
 }
 
 /// Why a Sparkplug message gave no samples.
@@ -295,15 +296,15 @@ fn number(datatype: Option<u32>, m: &Metric) -> Result<f64, Skip> {
         return Err(Skip::Null);
     }
     let v = match (datatype, m.value.as_ref().ok_or(Skip::Null)?) {
-        (Some(INT8), Value::IntValue(x)) => f64::from(*x as u8 as i8),
-        (Some(INT16), Value::IntValue(x)) => f64::from(*x as u16 as i16),
-        (Some(INT32 | INT64), Value::IntValue(x)) => f64::from(*x as i32),
-        (Some(INT8 | INT16 | INT32 | INT64), Value::LongValue(x)) => *x as i64 as f64,
-        (None | Some(UINT8 | UINT16 | UINT32 | UINT64), Value::IntValue(x)) => f64::from(*x),
-        (None | Some(UINT8 | UINT16 | UINT32 | UINT64), Value::LongValue(x)) => *x as f64,
-        (None | Some(FLOAT | DOUBLE), Value::FloatValue(x)) => f64::from(*x),
-        (None | Some(FLOAT | DOUBLE), Value::DoubleValue(x)) => *x,
-        (None | Some(BOOLEAN), Value::BooleanValue(b)) => f64::from(u8::from(*b)),
+        (Some(INT8), Value::Int(x)) => f64::from(*x as u8 as i8),
+        (Some(INT16), Value::Int(x)) => f64::from(*x as u16 as i16),
+        (Some(INT32 | INT64), Value::Int(x)) => f64::from(*x as i32),
+        (Some(INT8 | INT16 | INT32 | INT64), Value::Long(x)) => *x as i64 as f64,
+        (None | Some(UINT8 | UINT16 | UINT32 | UINT64), Value::Int(x)) => f64::from(*x),
+        (None | Some(UINT8 | UINT16 | UINT32 | UINT64), Value::Long(x)) => *x as f64,
+        (None | Some(FLOAT | DOUBLE), Value::Float(x)) => f64::from(*x),
+        (None | Some(FLOAT | DOUBLE), Value::Double(x)) => *x,
+        (None | Some(BOOLEAN), Value::Boolean(b)) => f64::from(u8::from(*b)),
         _ => return Err(Skip::NotNumeric),
     };
     if v.is_finite() {
@@ -440,7 +441,7 @@ pub fn rebirth_payload(ts: Millis) -> Vec<u8> {
         metrics: vec![Metric {
             name: Some(REBIRTH_METRIC.to_string()),
             datatype: Some(datatype::BOOLEAN),
-            value: Some(Value::BooleanValue(true)),
+            value: Some(Value::Boolean(true)),
             ..Metric::default()
         }],
         seq: None,
@@ -634,8 +635,8 @@ impl Sparkplug {
             let m = decode_metric(b)?;
             if m.name.as_deref() == Some(BDSEQ) {
                 bdseq = match m.value {
-                    Some(Value::LongValue(v)) => Some(v),
-                    Some(Value::IntValue(v)) => Some(u64::from(v)),
+                    Some(Value::Long(v)) => Some(v),
+                    Some(Value::Int(v)) => Some(u64::from(v)),
                     _ => None,
                 };
             }
@@ -1016,21 +1017,18 @@ mod tests {
                 },
             )
         };
-        assert_eq!(n(INT8, Value::IntValue(-5i32 as u32)), Ok(-5.0));
-        assert_eq!(n(INT8, Value::IntValue(0xFB)), Ok(-5.0));
-        assert_eq!(n(INT16, Value::IntValue(-300i32 as u32)), Ok(-300.0));
-        assert_eq!(n(INT32, Value::IntValue(-70000i32 as u32)), Ok(-70000.0));
-        assert_eq!(n(INT64, Value::LongValue(-5i64 as u64)), Ok(-5.0));
-        assert_eq!(n(UINT32, Value::IntValue(u32::MAX)), Ok(4294967295.0));
-        assert_eq!(n(UINT32, Value::LongValue(7)), Ok(7.0));
-        assert_eq!(n(FLOAT, Value::FloatValue(1.5)), Ok(1.5));
-        assert_eq!(n(BOOLEAN, Value::BooleanValue(true)), Ok(1.0));
-        assert_eq!(
-            n(DOUBLE, Value::DoubleValue(f64::NAN)),
-            Err(Skip::NotNumeric)
-        );
-        assert_eq!(n(12, Value::StringValue("x".into())), Err(Skip::NotNumeric));
-        assert_eq!(n(16, Value::DatasetValue(vec![])), Err(Skip::NotNumeric));
+        assert_eq!(n(INT8, Value::Int(-5i32 as u32)), Ok(-5.0));
+        assert_eq!(n(INT8, Value::Int(0xFB)), Ok(-5.0));
+        assert_eq!(n(INT16, Value::Int(-300i32 as u32)), Ok(-300.0));
+        assert_eq!(n(INT32, Value::Int(-70000i32 as u32)), Ok(-70000.0));
+        assert_eq!(n(INT64, Value::Long(-5i64 as u64)), Ok(-5.0));
+        assert_eq!(n(UINT32, Value::Int(u32::MAX)), Ok(4294967295.0));
+        assert_eq!(n(UINT32, Value::Long(7)), Ok(7.0));
+        assert_eq!(n(FLOAT, Value::Float(1.5)), Ok(1.5));
+        assert_eq!(n(BOOLEAN, Value::Boolean(true)), Ok(1.0));
+        assert_eq!(n(DOUBLE, Value::Double(f64::NAN)), Err(Skip::NotNumeric));
+        assert_eq!(n(12, Value::String("x".into())), Err(Skip::NotNumeric));
+        assert_eq!(n(16, Value::Dataset(vec![])), Err(Skip::NotNumeric));
     }
 
     #[test]
@@ -1042,7 +1040,7 @@ mod tests {
         let ddata = payload(
             1_700_000_000_100,
             1,
-            vec![metric(None, Some(1), 10, Value::DoubleValue(2.5))],
+            vec![metric(None, Some(1), 10, Value::Double(2.5))],
         );
         for _ in 0..3 {
             assert_eq!(
@@ -1055,20 +1053,15 @@ mod tests {
         assert_eq!(r[0].topic, "spBv1.0/G/NCMD/E");
         let cmd = Payload::decode(r[0].payload.as_slice()).expect("ncmd");
         assert_eq!(cmd.metrics[0].name.as_deref(), Some(REBIRTH_METRIC));
-        assert_eq!(cmd.metrics[0].value, Some(Value::BooleanValue(true)));
+        assert_eq!(cmd.metrics[0].value, Some(Value::Boolean(true)));
         // Births: bdSeq and node control are not samples; the temperature is.
         let nbirth = payload(
             1_700_000_000_000,
             0,
             vec![
-                metric(Some("bdSeq"), None, 8, Value::LongValue(3)),
-                metric(
-                    Some(REBIRTH_METRIC),
-                    Some(0),
-                    11,
-                    Value::BooleanValue(false),
-                ),
-                metric(Some("Temp"), Some(5), 9, Value::FloatValue(20.5)),
+                metric(Some("bdSeq"), None, 8, Value::Long(3)),
+                metric(Some(REBIRTH_METRIC), Some(0), 11, Value::Boolean(false)),
+                metric(Some("Temp"), Some(5), 9, Value::Float(20.5)),
             ],
         );
         assert_eq!(sp.handle("spBv1.0/G/NBIRTH/E", &nbirth, now, &mut s), Ok(1));
@@ -1076,8 +1069,8 @@ mod tests {
             1_700_000_000_050,
             1,
             vec![
-                metric(Some("Inputs/Level"), Some(1), 10, Value::DoubleValue(1.0)),
-                metric(Some("Label"), Some(2), 12, Value::StringValue("x".into())),
+                metric(Some("Inputs/Level"), Some(1), 10, Value::Double(1.0)),
+                metric(Some("Label"), Some(2), 12, Value::String("x".into())),
             ],
         );
         assert_eq!(
@@ -1089,7 +1082,7 @@ mod tests {
         ddata.metrics[0].timestamp = Some(1_700_000_000_200);
         ddata
             .metrics
-            .push(metric(None, Some(2), 12, Value::StringValue("y".into())));
+            .push(metric(None, Some(2), 12, Value::String("y".into())));
         let ddata = ddata.encode_to_vec();
         assert_eq!(sp.handle("spBv1.0/G/DDATA/E/D", &ddata, now, &mut s), Ok(1));
         assert_eq!(
@@ -1105,8 +1098,8 @@ mod tests {
             1,
             3,
             vec![
-                metric(None, Some(1), 10, Value::DoubleValue(3.0)),
-                metric(None, Some(99), 10, Value::DoubleValue(3.0)),
+                metric(None, Some(1), 10, Value::Double(3.0)),
+                metric(None, Some(99), 10, Value::Double(3.0)),
             ],
         );
         assert_eq!(
@@ -1129,13 +1122,7 @@ mod tests {
         };
         assert_eq!(units(&sp), [("E".into(), true), ("E/D".into(), true)]);
         // A stale NDEATH (older bdSeq) changes nothing; the right one kills node and devices.
-        let death = |bd| {
-            payload(
-                2,
-                0,
-                vec![metric(Some("bdSeq"), None, 8, Value::LongValue(bd))],
-            )
-        };
+        let death = |bd| payload(2, 0, vec![metric(Some("bdSeq"), None, 8, Value::Long(bd))]);
         assert_eq!(
             sp.handle("spBv1.0/G/NDEATH/E", &death(2), now, &mut s),
             Ok(0)
@@ -1181,7 +1168,7 @@ mod tests {
             1,
             0,
             (0..5)
-                .map(|i| metric(Some(&format!("m{i}")), Some(i), 9, Value::FloatValue(1.0)))
+                .map(|i| metric(Some(&format!("m{i}")), Some(i), 9, Value::Float(1.0)))
                 .collect(),
         );
         assert_eq!(sp.handle("spBv1.0/G/NBIRTH/E", &birth, now, &mut s), Ok(5));
@@ -1191,7 +1178,7 @@ mod tests {
             Err(SparkplugError::OverBudget("max_nodes"))
         );
         // Aliases over the budget are skipped, not answered with a rebirth.
-        let data = payload(2, 1, vec![metric(None, Some(4), 9, Value::FloatValue(2.0))]);
+        let data = payload(2, 1, vec![metric(None, Some(4), 9, Value::Float(2.0))]);
         assert_eq!(sp.handle("spBv1.0/G/NDATA/E", &data, now, &mut s), Ok(0));
         assert!(sp.take_rebirths().is_empty());
         assert!(sp.counts().over_budget >= 4);
