@@ -1142,9 +1142,9 @@ mod tests {
                 c.unknown_alias,
                 c.metrics
             ),
-            (2, 1, 1, 2, 0)
+            (2, 1, 1, 3, 0)
         );
-        assert_eq!(c.rebirths_requested, 2);
+        assert_eq!(c.rebirths_requested, 3);
         assert!(c.skipped_metrics >= 2, "{c:?}");
     }
 
