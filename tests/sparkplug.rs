@@ -345,6 +345,10 @@ rebirth_interval = "30s"
     assert_eq!(sp["rebirths_requested"], 2, "{sp}");
     assert_eq!(sp["births"], 5, "{sp}");
     assert_eq!(sp["metrics"], 0, "a dead node's aliases are freed: {sp}");
+    assert_eq!(
+        sp["seq_gaps"], 0,
+        "every seq followed the previous one: {sp}"
+    );
     // 3 before the birth, the garbage, 2 unknown aliases.
     assert_eq!(st["sources"][0]["frames_rejected"], 6, "{st}");
 }

@@ -1182,5 +1182,10 @@ mod tests {
         assert_eq!(sp.handle("spBv1.0/G/NDATA/E", &data, now, &mut s), Ok(0));
         assert!(sp.take_rebirths().is_empty());
         assert!(sp.counts().over_budget >= 4);
+        // seq follows 0 (birth), 1; then 5 is a gap.
+        assert_eq!(sp.counts().seq_gaps, 0);
+        let data = payload(3, 5, vec![metric(None, Some(0), 9, Value::Float(2.0))]);
+        assert_eq!(sp.handle("spBv1.0/G/NDATA/E", &data, now, &mut s), Ok(1));
+        assert_eq!(sp.counts().seq_gaps, 1);
     }
 }
