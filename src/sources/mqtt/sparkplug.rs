@@ -619,7 +619,7 @@ impl Sparkplug {
     /// Counts a gap when `seq` does not follow the node's previous one (mod 256).
     fn check_seq(node: &mut Node, seq: Option<u64>, gaps: &mut u64) {
         if let (Some(prev), Some(s)) = (node.seq, seq) {
-            if s != (prev + 1) % 256 {
+            if s != prev.wrapping_add(1) % 256 {
                 *gaps += 1;
             }
         }
@@ -646,7 +646,6 @@ impl Sparkplug {
     }
 
     /// Records a birth's aliases in `ent` and pushes its values (pass 2).
-    #[allow(clippy::too_many_arguments)]
     fn apply_birth(
         ent: &mut Entity,
         payload: &[u8],
@@ -1182,10 +1181,19 @@ mod tests {
         assert_eq!(sp.handle("spBv1.0/G/NDATA/E", &data, now, &mut s), Ok(0));
         assert!(sp.take_rebirths().is_empty());
         assert!(sp.counts().over_budget >= 4);
-        // seq follows 0 (birth), 1; then 5 is a gap.
-        assert_eq!(sp.counts().seq_gaps, 0);
-        let data = payload(3, 5, vec![metric(None, Some(0), 9, Value::Float(2.0))]);
-        assert_eq!(sp.handle("spBv1.0/G/NDATA/E", &data, now, &mut s), Ok(1));
-        assert_eq!(sp.counts().seq_gaps, 1);
+        // seq: 0 (birth), 1 and 2 follow; 5 is a gap; u64::MAX from a broken node is a gap
+        // like any other, twice (no overflow).
+        let data = |seq| payload(3, seq, vec![metric(None, Some(0), 9, Value::Float(2.0))]);
+        let mut gaps = |seq| {
+            assert_eq!(
+                sp.handle("spBv1.0/G/NDATA/E", &data(seq), now, &mut s),
+                Ok(1)
+            );
+            sp.counts().seq_gaps
+        };
+        assert_eq!(gaps(2), 0);
+        assert_eq!(gaps(5), 1);
+        assert_eq!(gaps(u64::MAX), 2);
+        assert_eq!(gaps(u64::MAX), 3);
     }
 }
