@@ -139,6 +139,7 @@ pub fn mqtt(data: &[u8]) {
             ts_unit: decode::TsUnit::Auto,
             device_tag: None,
             influx_metric: Default::default(),
+            sparkplug: None,
         };
         let Ok(sub) = crate::sources::mqtt::payload::Sub::compile(&sub) else {
             continue;
@@ -146,6 +147,48 @@ pub fn mqtt(data: &[u8]) {
         let mut out = Check::default();
         let _ = crate::sources::mqtt::payload::decode(&[sub], topic, payload, &mut out);
     }
+}
+
+/// Sparkplug B payloads (the rest) on a topic (first line, or a birth/data sequence when it is
+/// empty), through one state with small caps: births then data and deaths on the same bytes.
+pub fn sparkplug(data: &[u8]) {
+    use crate::sources::mqtt::sparkplug::Sparkplug;
+    let (topic, payload) = split(data);
+    let mut sp = Sparkplug::new(crate::config::SparkplugConfig {
+        max_nodes: 2,
+        max_devices: 2,
+        max_metrics: 8,
+        ..Default::default()
+    });
+    let now = std::time::Instant::now();
+    let topics: &[&str] = if topic.is_empty() {
+        &[
+            "spBv1.0/G/NBIRTH/E",
+            "spBv1.0/G/DBIRTH/E/D",
+            "spBv1.0/G/DDATA/E/D",
+            "spBv1.0/G/NDATA/E",
+            "spBv1.0/G/DDEATH/E/D",
+            "spBv1.0/G/NDEATH/E",
+            "spBv1.0/G/NDATA/E",
+        ]
+    } else {
+        &[topic]
+    };
+    for t in topics {
+        let mut out = Check::default();
+        if let Ok(n) = sp.handle(t, payload, now, &mut out) {
+            assert_eq!(n, out.0, "sparkplug count");
+        }
+        for r in sp.take_rebirths() {
+            assert!(r.topic.contains("/NCMD/"), "rebirth topic {}", r.topic);
+        }
+    }
+    let c = sp.counts();
+    assert!(
+        c.nodes <= 2 && c.devices <= 2 && c.metrics <= 8,
+        "caps: {c:?}"
+    );
+    let _ = sp.units();
 }
 
 /// Modbus register and bit responses for every type, word order and offset.
@@ -222,6 +265,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("path", path),
     ("framer", framer),
     ("mqtt", mqtt),
+    ("sparkplug", sparkplug),
     ("modbus", modbus),
     ("config", config),
     ("store", store_records),

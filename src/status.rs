@@ -36,6 +36,8 @@ pub struct SourceStats {
     last_error: Mutex<Option<(Millis, String)>>,
     /// Per polled device (Modbus slaves); empty for other sources. Updated once per poll round.
     units: Mutex<Vec<UnitView>>,
+    /// Sparkplug B counters of an MQTT source with a `format = "sparkplug_b"` subscription.
+    sparkplug: Mutex<Option<crate::sources::mqtt::sparkplug::SparkplugView>>,
     /// Where a listening source is bound (port 0 resolved), for in-process tests and embedders.
     listen: Mutex<Option<std::net::SocketAddr>>,
 }
@@ -61,6 +63,7 @@ impl SourceStats {
             last_samples: AtomicU64::new(0),
             last_error: Mutex::new(None),
             units: Mutex::new(Vec::new()),
+            sparkplug: Mutex::new(None),
             listen: Mutex::new(None),
         }
     }
@@ -81,6 +84,13 @@ impl SourceStats {
         if let Ok(mut g) = self.units.lock() {
             g.clear();
             g.extend_from_slice(units);
+        }
+    }
+
+    /// Replaces the Sparkplug B counters (once per decode round, not per message).
+    pub fn set_sparkplug(&self, v: crate::sources::mqtt::sparkplug::SparkplugView) {
+        if let Ok(mut g) = self.sparkplug.lock() {
+            *g = Some(v);
         }
     }
 
@@ -119,6 +129,7 @@ impl SourceStats {
                 .and_then(|g| g.clone())
                 .map(|(at, message)| ErrorView { at, message }),
             devices: self.units.lock().map(|g| g.clone()).unwrap_or_default(),
+            sparkplug: self.sparkplug.lock().ok().and_then(|g| g.clone()),
         }
     }
 }
@@ -403,6 +414,9 @@ pub struct SourceView {
     /// Polled devices of this source (Modbus), when it has any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<UnitView>,
+    /// Sparkplug B births, deaths, rebirth requests (MQTT sources with such a subscription).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparkplug: Option<crate::sources::mqtt::sparkplug::SparkplugView>,
 }
 
 /// Health of one polled device (a Modbus slave) of a source.

@@ -9,7 +9,7 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # need mosquitto mosquitto   (one line per system tool a test suite needs: command, package)
 need chromium chromium          # tests/dashboard.rs: the dashboard in headless Chromium
 need chromium fonts-liberation  # (a recommended package of chromium: text metrics like a desktop)
-need node nodejs                # tests/browser: playwright-core drives Chromium
+need node nodejs                # tests/browser: playwright-core drives Chromium; tests/sparkplug.rs: Tahu's payload codec
 need npm npm
 need mosquitto mosquitto
 need mosquitto_pub mosquitto-clients
@@ -34,6 +34,16 @@ have=$(node -p "try { require('./tests/browser/node_modules/playwright-core/pack
 if [ "$want" != "$have" ]; then
   echo "installing node packages of tests/browser (playwright-core $want)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Sparkplug B payloads in tests/sparkplug.rs are encoded by Eclipse Tahu's JavaScript library
+# (sparkplug-payload), installed the same way from tests/sparkplug's lock file.
+lock=tests/sparkplug/package-lock.json
+want=$(node -p "require('./$lock').packages['node_modules/sparkplug-payload'].version")
+have=$(node -p "try { require('./tests/sparkplug/node_modules/sparkplug-payload/package.json').version } catch { '' }")
+if [ "$want" != "$have" ]; then
+  echo "installing node packages of tests/sparkplug (sparkplug-payload $want)"
+  (cd tests/sparkplug && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # SKAB's scorer (tests/device.rs runs ../shared/skab/score.py) needs numpy for the `python3` on

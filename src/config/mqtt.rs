@@ -39,6 +39,66 @@ pub enum MqttPayload {
     Kv,
     /// Influx line protocol, one point per line (device: `device_tag`, the topic, or the measurement).
     Influx,
+    /// Sparkplug B protobuf payloads on the `spBv1.0/...` namespace (births, data, deaths);
+    /// device and metric names come from the topic and the births (`[source.subscribe.sparkplug]`).
+    #[serde(rename = "sparkplug_b")]
+    SparkplugB,
+}
+
+fn default_sp_device() -> String {
+    "{edge_node}/{device}".into()
+}
+fn default_sp_node_device() -> String {
+    "{edge_node}".into()
+}
+fn default_sp_max_nodes() -> usize {
+    1_000
+}
+fn default_sp_max_devices() -> usize {
+    10_000
+}
+fn default_sp_max_metrics() -> usize {
+    100_000
+}
+fn default_sp_rebirth_interval() -> Dur {
+    Dur::secs(10)
+}
+
+/// `format = "sparkplug_b"`: device ids, bounds of the alias tables, rebirth pacing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkplugConfig {
+    /// Device id of a device's metrics (DBIRTH/DDATA); `{group}`, `{edge_node}`, `{device}`.
+    #[serde(default = "default_sp_device")]
+    pub device: String,
+    /// Device id of an edge node's own metrics (NBIRTH/NDATA); `{group}`, `{edge_node}`.
+    #[serde(default = "default_sp_node_device")]
+    pub node_device: String,
+    /// Edge nodes tracked at most; births of more are refused and counted.
+    #[serde(default = "default_sp_max_nodes")]
+    pub max_nodes: usize,
+    /// Devices (over all nodes) tracked at most.
+    #[serde(default = "default_sp_max_devices")]
+    pub max_devices: usize,
+    /// Metric aliases (over all nodes and devices) remembered at most.
+    #[serde(default = "default_sp_max_metrics")]
+    pub max_metrics: usize,
+    /// Least time between two rebirth requests (NCMD) to one edge node.
+    #[serde(default = "default_sp_rebirth_interval")]
+    pub rebirth_interval: Dur,
+}
+
+impl Default for SparkplugConfig {
+    fn default() -> Self {
+        SparkplugConfig {
+            device: default_sp_device(),
+            node_device: default_sp_node_device(),
+            max_nodes: default_sp_max_nodes(),
+            max_devices: default_sp_max_devices(),
+            max_metrics: default_sp_max_metrics(),
+            rebirth_interval: default_sp_rebirth_interval(),
+        }
+    }
 }
 
 /// One subscription of an MQTT source.
@@ -74,6 +134,9 @@ pub struct MqttSubscription {
     /// `format = "influx"`: how metric names are formed.
     #[serde(default)]
     pub influx_metric: crate::decode::influx::MetricName,
+    /// `format = "sparkplug_b"`: device ids and bounds (defaults when absent).
+    #[serde(default)]
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 /// `[[source]] kind = "mqtt"`: subscribe to a broker.

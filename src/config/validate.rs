@@ -715,6 +715,16 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
             s.influx_metric,
             &sp,
         )?;
+        if s.format == MqttPayload::SparkplugB {
+            validate_sparkplug(s, &pat, &sp)?;
+            continue;
+        }
+        if s.sparkplug.is_some() {
+            return fail(
+                at(&sp, &[key("sparkplug")]),
+                "applies to format = \"sparkplug_b\" only",
+            );
+        }
         if s.value.is_some() && s.format != MqttPayload::Json {
             return fail(
                 at(&sp, &[key("value")]),
@@ -742,6 +752,94 @@ fn validate_mqtt_source(m: &super::MqttSource, p: &[Seg]) -> VResult<()> {
                 "this payload carries no names: capture {device} and {metric} in the topic (or set `device` / `metric`)",
             );
         }
+    }
+    Ok(())
+}
+
+/// A `format = "sparkplug_b"` subscription: names come from the Sparkplug topic and births, so
+/// no captures or fixed names; device id templates use `{group}`, `{edge_node}`, `{device}`.
+fn validate_sparkplug(
+    s: &super::MqttSubscription,
+    pat: &crate::sources::mqtt::topic::Pattern,
+    sp: &[Seg],
+) -> VResult<()> {
+    use crate::sources::mqtt::sparkplug::NAMESPACE;
+    if !s.topic.starts_with(&format!("{NAMESPACE}/")) || pat.has_device() || pat.has_metric() {
+        return fail(
+            at(sp, &[key("topic")]),
+            format!(
+                "a Sparkplug B subscription is an MQTT filter under {NAMESPACE}/ without captures, e.g. \"{NAMESPACE}/#\" or \"{NAMESPACE}/MyGroup/#\""
+            ),
+        );
+    }
+    for (f, set) in [
+        ("value", s.value.is_some()),
+        ("ts", s.ts.is_some()),
+        ("device", s.device.is_some()),
+        ("metric", s.metric.is_some()),
+        ("device_tag", s.device_tag.is_some()),
+        ("influx_metric", s.influx_metric != super::MetricName::Auto),
+        ("ts_unit", s.ts_unit != crate::decode::TsUnit::Auto),
+    ] {
+        if set {
+            return fail(
+                at(sp, &[key(f)]),
+                "does not apply to format = \"sparkplug_b\" (names and millisecond timestamps come from the payload; see [source.subscribe.sparkplug])",
+            );
+        }
+    }
+    let Some(c) = &s.sparkplug else {
+        return Ok(());
+    };
+    let sp = at(sp, &[key("sparkplug")]);
+    for (f, t, allowed, needed) in [
+        (
+            "device",
+            &c.device,
+            &["{group}", "{edge_node}", "{device}"][..],
+            "{device}",
+        ),
+        (
+            "node_device",
+            &c.node_device,
+            &["{group}", "{edge_node}"][..],
+            "{edge_node}",
+        ),
+    ] {
+        let mut rest = t.clone();
+        for a in allowed {
+            rest = rest.replace(a, "");
+        }
+        if rest.contains(['{', '}']) {
+            return fail(
+                at(&sp, &[key(f)]),
+                format!(
+                    "unknown placeholder in {t:?}: the placeholders are {}",
+                    allowed.join(" ")
+                ),
+            );
+        }
+        if !t.contains(needed) {
+            return fail(
+                at(&sp, &[key(f)]),
+                format!("{t:?} must contain {needed}, or different ones get the same id"),
+            );
+        }
+    }
+    for (f, v) in [
+        ("max_nodes", c.max_nodes),
+        ("max_devices", c.max_devices),
+        ("max_metrics", c.max_metrics),
+    ] {
+        if !(1..=1 << 24).contains(&v) {
+            return fail(at(&sp, &[key(f)]), "must be between 1 and 16777216");
+        }
+    }
+    if c.rebirth_interval.as_ms() < 100 {
+        return fail(
+            at(&sp, &[key("rebirth_interval")]),
+            "must be at least 100ms",
+        );
     }
     Ok(())
 }
@@ -975,6 +1073,41 @@ mod tests {
         assert!(e.contains("http://"), "{e}");
         let e = err("node_id = \"n\"\n[[sink]]\nkind = \"alertmanager\"\nid = \"a\"\nurl = \"http://x\"\nresend = \"1s\"\n");
         assert!(e.contains("resend"), "{e}");
+    }
+
+    #[test]
+    fn sparkplug_subscription_mistakes_are_located() {
+        let base = "node_id = \"n\"\n[[source]]\nid = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\n[[source.subscribe]]\nformat = \"sparkplug_b\"\n";
+        let ok = format!("{base}topic = \"spBv1.0/#\"\n[source.subscribe.sparkplug]\ndevice = \"{{group}}.{{edge_node}}.{{device}}\"\nmax_nodes = 5\n");
+        let r = parse_str(&ok, Path::new("c.toml")).expect("valid");
+        let crate::config::SourceConfig::Mqtt(m) = &r.config.sources[0] else {
+            panic!("not mqtt")
+        };
+        let c = m.subscriptions[0].sparkplug.as_ref().expect("table");
+        assert_eq!((c.max_nodes, c.max_devices), (5, 10_000));
+        let e = err(&format!("{base}topic = \"plant/{{device}}/{{metric}}\"\n"));
+        assert!(
+            e.starts_with("c.toml:8:") && e.contains("under spBv1.0/"),
+            "{e}"
+        );
+        let e = err(&format!("{base}topic = \"spBv1.0/#\"\nvalue = \"a\"\n"));
+        assert!(
+            e.starts_with("c.toml:9:") && e.contains("does not apply"),
+            "{e}"
+        );
+        let e = err(&format!("{base}topic = \"spBv1.0/#\"\n[source.subscribe.sparkplug]\nnode_device = \"{{device}}\"\n"));
+        assert!(
+            e.starts_with("c.toml:10:") && e.contains("unknown placeholder"),
+            "{e}"
+        );
+        let e = err(&format!("{base}topic = \"spBv1.0/#\"\n[source.subscribe.sparkplug]\ndevice = \"{{edge_node}}\"\n"));
+        assert!(e.contains("must contain {device}"), "{e}");
+        let e = err(&format!(
+            "{base}topic = \"spBv1.0/#\"\n[source.subscribe.sparkplug]\nmax_alias = 1\n"
+        ));
+        assert!(e.contains("max_alias"), "{e}");
+        let e = err("node_id = \"n\"\n[[source]]\nid = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\n[[source.subscribe]]\ntopic = \"a/{device}/{metric}\"\n[source.subscribe.sparkplug]\nmax_nodes = 1\n");
+        assert!(e.contains("sparkplug_b\" only"), "{e}");
     }
 
     #[test]

@@ -57,14 +57,26 @@ fn spawn(cfg: &ExecSource) -> std::io::Result<(Child, Group)> {
     Ok((child, group))
 }
 
-/// Logs the child's stderr lines, at most 5 per 10 s.
-fn log_stderr(id: String, err: Option<ChildStderr>) {
+/// The stderr log limit of one source, shared by all its runs (a command run every second that
+/// writes to stderr each time must not log more than a long-running one).
+type StderrLog = Arc<std::sync::Mutex<RateLimitedLog>>;
+
+fn stderr_log() -> StderrLog {
+    Arc::new(std::sync::Mutex::new(RateLimitedLog::new(
+        5,
+        Duration::from_secs(10),
+    )))
+}
+
+/// Logs the child's stderr lines, at most 5 per 10 s for the whole source.
+fn log_stderr(id: String, err: Option<ChildStderr>, log: StderrLog) {
     let Some(err) = err else { return };
     tokio::spawn(async move {
-        let mut log = RateLimitedLog::new(5, Duration::from_secs(10));
         let mut lines = BufReader::new(err).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let (allow, suppressed) = log.allow();
+            let Ok((allow, suppressed)) = log.lock().map(|mut l| l.allow()) else {
+                return;
+            };
             if let Some(n) = suppressed {
                 tracing::warn!(source = %id, suppressed = n, "more stderr lines were not logged");
             }
@@ -91,9 +103,10 @@ pub async fn run(
         },
     );
     framed.intake.set_from(cfg.command.join(" "));
+    let log = stderr_log();
     match cfg.interval {
-        Some(every) => periodic(&cfg, every.0, &mut framed, &stats).await,
-        None => long_running(&cfg, &mut framed, &stats).await,
+        Some(every) => periodic(&cfg, every.0, &mut framed, &stats, log).await,
+        None => long_running(&cfg, &mut framed, &stats, log).await,
     }
     .map_err(SourceError::Closed)
 }
@@ -103,6 +116,7 @@ async fn periodic(
     every: Duration,
     framed: &mut Framed,
     stats: &SourceStats,
+    log: StderrLog,
 ) -> Result<(), Closed> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,7 +130,7 @@ async fn periodic(
                 continue;
             }
         };
-        log_stderr(cfg.id.clone(), child.stderr.take());
+        log_stderr(cfg.id.clone(), child.stderr.take(), log.clone());
         let mut out = Vec::new();
         let mut stdout = child.stdout.take().map(|s| s.take(MAX_OUTPUT));
         let run = async {
@@ -160,6 +174,7 @@ async fn long_running(
     cfg: &ExecSource,
     framed: &mut Framed,
     stats: &SourceStats,
+    log: StderrLog,
 ) -> Result<(), Closed> {
     let mut retry = Retry::new(cfg.backoff_min.0, cfg.backoff_max.0);
     let mut buf = vec![0u8; 16 * 1024];
@@ -171,7 +186,7 @@ async fn long_running(
                 stats
                     .connects_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                log_stderr(cfg.id.clone(), child.stderr.take());
+                log_stderr(cfg.id.clone(), child.stderr.take(), log.clone());
                 if let Some(mut out) = child.stdout.take() {
                     loop {
                         match out.read(&mut buf).await {
@@ -273,6 +288,62 @@ mod tests {
         assert_eq!(&v[..2], &[21.5, 40.0]);
         assert!(stats.healthy.load(Relaxed));
         task.abort();
+    }
+
+    /// A writer into a shared buffer, to read back what was logged.
+    #[derive(Clone, Default)]
+    struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// stderr lines reach the log with the source id, at most 5 per 10 s for the source however
+    /// many runs write them (the test runtime is single-threaded, so the spawned reader tasks log
+    /// through this test's subscriber).
+    #[tokio::test]
+    async fn stderr_reaches_the_log_rate_limited_across_runs() {
+        let buf = LogBuf::default();
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(sub);
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = script(
+            dir.path(),
+            "noisy.sh",
+            "for i in 1 2 3 4 5 6 7 8; do echo \"warning $i\" >&2; done\necho 'v=1'\n",
+        );
+        let (task, stats, mut rx) = start(config(&format!(
+            "command = [{s:?}]\ninterval = \"100ms\"\nformat = \"kv\"\ndevice = \"pi\"\n"
+        )));
+        // Three runs: 24 stderr lines written.
+        let v = values(&mut rx, 3).await;
+        assert_eq!(v, [1.0, 1.0, 1.0]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        task.abort();
+        let text = String::from_utf8_lossy(&buf.0.lock().expect("log").clone()).into_owned();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("command wrote to stderr"))
+            .collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[0].contains("source=x") && lines[0].contains("stderr=warning 1"),
+            "{text}"
+        );
+        assert!(stats.healthy.load(Relaxed));
     }
 
     #[tokio::test]

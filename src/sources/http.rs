@@ -18,6 +18,7 @@ use super::route::Router;
 use super::SourceError;
 use crate::auth::ApiToken;
 use crate::config::HttpSource;
+use crate::decode::TsUnit;
 use crate::model::now_ms;
 use crate::status::{RateLimitedLog, SourceStats};
 
@@ -73,6 +74,7 @@ enum Outcome {
     TooLarge,
     TooMany,
     BadLine { line: usize, why: String },
+    BadQuery(String),
     Blocked,
     Closed,
 }
@@ -133,6 +135,23 @@ impl Ingest {
                 Some(_) => {}
             }
         }
+        let unit = match precision(req.query_string()) {
+            Ok(u) => u,
+            Err(why) => return Outcome::BadQuery(why),
+        };
+        // The request's `precision` replaces `ts_unit` (a clone per request, not per line).
+        let decoder = match (unit, &self.decoder) {
+            (Some(ts_unit), Decoder::Format { format, settings }) => {
+                std::borrow::Cow::Owned(Decoder::Format {
+                    format: *format,
+                    settings: crate::decode::Settings {
+                        ts_unit,
+                        ..settings.clone()
+                    },
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(&self.decoder),
+        };
         let Ok(_permit) = self.inflight.try_acquire() else {
             return Outcome::TooMany;
         };
@@ -151,9 +170,7 @@ impl Ingest {
                     self.cfg.max_frame
                 ))
             } else {
-                self.decoder
-                    .decode(line, &mut sink)
-                    .map_err(|e| e.to_string())
+                decoder.decode(line, &mut sink).map_err(|e| e.to_string())
             };
             match r {
                 Ok(0) => {}
@@ -199,6 +216,7 @@ impl Ingest {
                     "line": line,
                 }))
             }
+            Outcome::BadQuery(why) => (StatusCode::BAD_REQUEST, why),
             Outcome::TooMany => {
                 return HttpResponse::TooManyRequests()
                     .insert_header((header::RETRY_AFTER, "1"))
@@ -233,6 +251,29 @@ impl Ingest {
             tracing::warn!(source = %id, %peer, ?outcome, "ingest request refused");
         }
     }
+}
+
+/// The `precision` query parameter of an InfluxDB write (`/write?db=x&precision=s`, as Telegraf,
+/// the InfluxDB clients and v1/v2 write APIs send it): `ns` (or `n`), `us` (or `u`), `ms`, `s`.
+/// Other parameters (`db`, `bucket`, `org`, `rp`) are ignored.
+fn precision(query: &str) -> Result<Option<TsUnit>, String> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "precision" {
+            continue;
+        }
+        return match v {
+            "ns" | "n" => Ok(Some(TsUnit::Ns)),
+            "us" | "u" => Ok(Some(TsUnit::Us)),
+            "ms" => Ok(Some(TsUnit::Ms)),
+            "s" => Ok(Some(TsUnit::S)),
+            _ => Err(format!(
+                "precision {:?} is not supported: ns, us (or u), ms or s; nothing was taken",
+                v.chars().take(16).collect::<String>()
+            )),
+        };
+    }
+    Ok(None)
 }
 
 /// The body, at most `limit` bytes (413 beyond; a `Content-Length` over it is refused unread).
@@ -429,6 +470,56 @@ mod tests {
             e.contains("only one http source can use the API listener"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn precision_parameter() {
+        assert_eq!(precision(""), Ok(None));
+        assert_eq!(precision("db=telegraf&rp=autogen"), Ok(None));
+        assert_eq!(precision("db=x&precision=s"), Ok(Some(TsUnit::S)));
+        assert_eq!(precision("precision=u"), Ok(Some(TsUnit::Us)));
+        assert_eq!(
+            precision("bucket=b&precision=ns&org=o"),
+            Ok(Some(TsUnit::Ns))
+        );
+        let e = precision("precision=h").expect_err("hours");
+        assert!(e.contains("\"h\" is not supported"), "{e}");
+    }
+
+    /// `?precision=` overrides `ts_unit` per request, through a real HTTP client.
+    #[actix_rt::test]
+    async fn the_query_precision_overrides_ts_unit() {
+        let cfg = config("listen = \"127.0.0.1:0\"\nformat = \"influx\"\nts_unit = \"ns\"\n")
+            .expect("config");
+        let (tx, mut rx) = mpsc::channel::<Queued>(8);
+        let stats = Arc::new(SourceStats::new("h", "http"));
+        let task = tokio::spawn(run(Arc::new(cfg), 0, Router::new(vec![tx]), stats.clone()));
+        let url = listening(&stats).await;
+        let now = now_ms();
+        for (query, stamp, want) in [
+            (
+                "?db=telegraf&precision=s",
+                (now / 1000).to_string(),
+                now / 1000 * 1000,
+            ),
+            ("?precision=ms", now.to_string(), now),
+            ("?precision=u", format!("{now}123"), now),
+            ("?bucket=b&org=o&precision=ns", format!("{now}123456"), now),
+            // none: the configured ts_unit (ns)
+            ("", format!("{now}654321"), now),
+        ] {
+            let body = format!("env,host=pi t=1 {stamp}\n").into_bytes();
+            let (code, _, text) = post(format!("{url}{query}"), None, body).await;
+            assert_eq!(code, 204, "{query}: {text}");
+            let got = rx.recv().await.expect("batch");
+            let ts: Vec<i64> = got.batch.iter().map(|s| s.ts).collect();
+            assert_eq!(ts, [want], "{query}");
+        }
+        let (code, _, text) = post(format!("{url}?precision=h"), None, b"m v=1 1".to_vec()).await;
+        assert_eq!(code, 400, "{text}");
+        assert!(text.contains("precision"), "{text}");
+        assert!(rx.try_recv().is_err(), "a refused body queues nothing");
+        task.abort();
     }
 
     /// A real HTTP client against the source's own listener, with a router whose one shard

@@ -2,13 +2,14 @@
 //! event loop never waits for analysis: messages go through a bounded queue (overflow is counted).
 
 pub mod payload;
+pub mod sparkplug;
 pub mod topic;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, Packet, Publish, SubscribeFilter, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use tokio::sync::mpsc;
 
 use super::backoff::Retry;
@@ -17,7 +18,8 @@ use super::route::{Closed, Router};
 use super::SourceError;
 use crate::config::MqttSource;
 use crate::status::{RateLimitedLog, SourceStats};
-use payload::Sub;
+use payload::{PayloadError, Sub};
+use sparkplug::{Sparkplug, SparkplugView};
 
 /// Most messages decoded into one round of batches.
 const DECODE_BATCH: usize = 1024;
@@ -46,6 +48,11 @@ pub async fn run(
         queued.clone(),
         subs.clone(),
         Intake::new(&router, idx, stats.clone(), Origin::Topic),
+        Commands {
+            client: client.clone(),
+            stats: stats.clone(),
+            log: RateLimitedLog::new(5, Duration::from_secs(60)),
+        },
     ));
     let filters: Vec<SubscribeFilter> = subs
         .iter()
@@ -137,25 +144,143 @@ pub async fn run(
     }
 }
 
+/// What the decode task needs besides the samples' way out: the client to publish Sparkplug
+/// rebirth requests with, and the stats its health and counters go to.
+struct Commands {
+    client: AsyncClient,
+    stats: Arc<SourceStats>,
+    log: RateLimitedLog,
+}
+
+impl Commands {
+    /// Publishes the rebirth requests of `sp` (QoS 0, as Sparkplug hosts send commands).
+    fn rebirths(&mut self, sp: &mut Sparkplug) {
+        for r in sp.take_rebirths() {
+            let res = self
+                .client
+                .try_publish(r.topic.clone(), QoS::AtMostOnce, false, r.payload);
+            let (allow, suppressed) = self.log.allow();
+            if !allow {
+                continue;
+            }
+            let id = &self.stats.id;
+            let n = suppressed.unwrap_or(0);
+            match res {
+                Ok(()) => {
+                    tracing::info!(source = %id, topic = %r.topic, suppressed_before = n, "Sparkplug rebirth requested")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %id, topic = %r.topic, error = %e, suppressed_before = n, "cannot queue the Sparkplug rebirth request")
+                }
+            }
+        }
+    }
+}
+
 /// Decodes queued messages in rounds of up to `DECODE_BATCH` and hands the batches to the shards,
-/// waiting when they are full (the event loop keeps running meanwhile).
+/// waiting when they are full (the event loop keeps running meanwhile). Sparkplug subscriptions
+/// keep their state here (one task: no lock).
 async fn decode_loop(
     mut rx: mpsc::Receiver<Publish>,
     queued: Arc<AtomicUsize>,
     subs: Arc<Vec<Sub>>,
     mut intake: Intake,
+    mut cmds: Commands,
 ) -> Result<(), Closed> {
     let mut buf = Vec::with_capacity(DECODE_BATCH);
+    let mut sparkplug: Vec<Option<Sparkplug>> = subs
+        .iter()
+        .map(|s| s.sparkplug.clone().map(Sparkplug::new))
+        .collect();
+    let has_sparkplug = sparkplug.iter().any(Option::is_some);
+    let mut units = Units::default();
     loop {
-        if rx.recv_many(&mut buf, DECODE_BATCH).await == 0 {
+        // A health list held back by its pacing is published when the pace allows, even if no
+        // message comes.
+        let received = match units.pending_until() {
+            Some(at) => tokio::select! {
+                n = rx.recv_many(&mut buf, DECODE_BATCH) => Some(n),
+                _ = tokio::time::sleep_until(at.into()) => None,
+            },
+            None => Some(rx.recv_many(&mut buf, DECODE_BATCH).await),
+        };
+        let Some(received) = received else {
+            units.publish(&mut sparkplug, &cmds.stats, Instant::now(), true);
+            continue;
+        };
+        if received == 0 {
             return Ok(());
         }
         intake.begin();
+        let now = Instant::now();
         for p in buf.drain(..) {
             queued.fetch_sub(p.payload.len() + p.topic.len(), Relaxed);
-            let r = payload::decode(&subs, &p.topic, &p.payload, intake.sink());
+            let r = match payload::find(&subs, &p.topic) {
+                None => Err(PayloadError::NoPattern),
+                Some((i, c)) => match sparkplug.get_mut(i).and_then(Option::as_mut) {
+                    Some(sp) => {
+                        let r = sp.handle(&p.topic, &p.payload, now, intake.sink());
+                        cmds.rebirths(sp);
+                        r.map_err(PayloadError::from)
+                    }
+                    None => payload::decode_one(&subs[i], c, &p.payload, intake.sink())
+                        .map_err(PayloadError::from),
+                },
+            };
             intake.count(r, Some(&p.topic), Some(&p.payload));
         }
+        if has_sparkplug {
+            units.publish(&mut sparkplug, &cmds.stats, now, false);
+        }
         intake.flush().await?;
+    }
+}
+
+/// Pacing of the Sparkplug health list (a list of every node and device, so not rebuilt for
+/// every round of messages).
+#[derive(Default)]
+struct Units {
+    last: Option<Instant>,
+    /// A change is not published yet.
+    pending: bool,
+}
+
+impl Units {
+    fn pending_until(&self) -> Option<Instant> {
+        self.pending
+            .then(|| self.last.map(|t| t + sparkplug::UNITS_REFRESH))
+            .flatten()
+    }
+
+    /// Publishes the counters (small: every round) and the health list: at once when a birth or
+    /// death changed health, else at most every `UNITS_REFRESH` (`force`: the pace allows now).
+    fn publish(
+        &mut self,
+        sps: &mut [Option<Sparkplug>],
+        stats: &SourceStats,
+        now: Instant,
+        force: bool,
+    ) {
+        let changed = sps
+            .iter_mut()
+            .flatten()
+            .fold(false, |c, sp| sp.take_changed() | c);
+        let mut total = SparkplugView::default();
+        for sp in sps.iter().flatten() {
+            total.add(&sp.counts());
+        }
+        stats.set_sparkplug(total);
+        let due = self
+            .last
+            .is_none_or(|t| now.saturating_duration_since(t) >= sparkplug::UNITS_REFRESH);
+        if !(changed || due || force) {
+            // Counters of devices (reads, errors) moved: published when the pace allows.
+            self.pending = true;
+            return;
+        }
+        self.last = Some(now);
+        self.pending = false;
+        let units: Vec<_> = sps.iter().flatten().flat_map(Sparkplug::units).collect();
+        stats.set_units(&units);
     }
 }

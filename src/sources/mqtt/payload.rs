@@ -22,6 +22,8 @@ pub struct Sub {
     pub metric: Option<String>,
     /// Timestamp unit and Influx mapping (its `device` is unused: the topic's or `device` is).
     pub settings: Settings,
+    /// `format = "sparkplug_b"`: its settings (the state lives in the decode task).
+    pub sparkplug: Option<crate::config::SparkplugConfig>,
 }
 
 impl Sub {
@@ -47,6 +49,8 @@ impl Sub {
                 device_tag: s.device_tag.clone(),
                 influx_metric: s.influx_metric,
             },
+            sparkplug: (s.format == MqttPayload::SparkplugB)
+                .then(|| s.sparkplug.clone().unwrap_or_default()),
         })
     }
 }
@@ -58,6 +62,17 @@ pub enum PayloadError {
     NoPattern,
     #[error("{0}")]
     Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Sparkplug(#[from] super::sparkplug::SparkplugError),
+    #[error("Sparkplug B payloads are decoded with the source's state")]
+    Stateful,
+}
+
+/// The first subscription whose pattern matches `topic`, with its index and captures.
+pub fn find<'t>(subs: &[Sub], topic: &'t str) -> Option<(usize, Captures<'t>)> {
+    subs.iter()
+        .enumerate()
+        .find_map(|(i, s)| s.pattern.captures(topic).map(|c| (i, c)))
 }
 
 /// Finds the first subscription whose pattern matches `topic` and decodes `payload` with it.
@@ -68,15 +83,16 @@ pub fn decode(
     payload: &[u8],
     out: &mut impl SampleSink,
 ) -> Result<usize, PayloadError> {
-    for s in subs {
-        if let Some(c) = s.pattern.captures(topic) {
-            return Ok(decode_one(s, c, payload, out)?);
-        }
+    let (i, c) = find(subs, topic).ok_or(PayloadError::NoPattern)?;
+    let s = &subs[i];
+    if s.sparkplug.is_some() {
+        return Err(PayloadError::Stateful);
     }
-    Err(PayloadError::NoPattern)
+    Ok(decode_one(s, c, payload, out)?)
 }
 
-fn decode_one(
+/// Decodes `payload` with one stateless subscription.
+pub fn decode_one(
     s: &Sub,
     c: Captures<'_>,
     payload: &[u8],
@@ -114,6 +130,7 @@ fn decode_one(
                 n => Ok(n),
             }
         }
+        (MqttPayload::SparkplugB, _) => Err(DecodeError::MissingField("Sparkplug B state")),
         (MqttPayload::Csv | MqttPayload::Kv | MqttPayload::Influx, _) => {
             let f = match s.format {
                 MqttPayload::Csv => Format::Csv,
@@ -150,6 +167,7 @@ mod tests {
             ts_unit: Default::default(),
             device_tag: None,
             influx_metric: Default::default(),
+            sparkplug: None,
         })
         .expect("compile")
     }
