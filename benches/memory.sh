@@ -69,6 +69,6 @@ PY
     [ "$got" -ge "$want" ] && break; sleep 0.2
   done
   sleep 1
-  echo "det=$DET history=$history window=$WINDOW devices=$N metrics=$((M * N)): $(awk '/VmRSS|VmHWM/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$pid/status)"
+  echo "det=$DET history=$history window=$WINDOW devices=$N metrics=$((M * N)): $(awk '/VmRSS|VmHWM|RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$pid/status)"
   kill -TERM $pid; wait $pid || true
 done
