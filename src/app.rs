@@ -316,6 +316,8 @@ pub fn serve(
             },
             &cfg.node_id,
         );
+        let mut queue = queue;
+        queue.samples = matches!(k, crate::config::SinkConfig::Influxdb(i) if i.samples != crate::config::SampleMode::None);
         queues.push(queue);
         sink_parts.push((k.clone(), feed));
     }

@@ -221,6 +221,32 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
                 if x.batch == 0 {
                     return fail(at(&p, &[key("batch")]), "must be at least 1");
                 }
+                if let super::SampleMode::Every(d) = x.samples {
+                    if d < std::time::Duration::from_secs(1)
+                        || d > std::time::Duration::from_secs(86_400)
+                    {
+                        return fail(
+                            at(&p, &[key("samples")]),
+                            "an interval must be between 1s and 24h",
+                        );
+                    }
+                }
+                if x.samples != super::SampleMode::None {
+                    let other = config.sinks.iter().find_map(|o| match o {
+                        super::SinkConfig::Influxdb(o)
+                            if o.samples != super::SampleMode::None && o.samples != x.samples =>
+                        {
+                            Some(o.id.as_str())
+                        }
+                        _ => None,
+                    });
+                    if let Some(o) = other {
+                        return fail(
+                            at(&p, &[key("samples")]),
+                            format!("sink {o:?} asks for other samples; all influxdb sinks with samples must use the same setting"),
+                        );
+                    }
+                }
                 match x.api {
                     super::InfluxApi::V1 if x.database.is_none() => {
                         return fail(at(&p, &[key("database")]), "api = \"v1\" needs a database");

@@ -71,8 +71,9 @@ impl Built {
                 tracing::info!(sink = %s.id(), "posting alert transitions to a webhook");
                 tokio::spawn(consumer::run(s, feed));
             }
-            Built::Influx(s) => {
+            Built::Influx(mut s) => {
                 tracing::info!(sink = %s.id(), "writing summaries and alerts to InfluxDB");
+                s.count_into(feed.stats.clone());
                 tokio::spawn(consumer::run(s, feed));
             }
             Built::RemoteWrite(s) => {
