@@ -3,6 +3,7 @@
 
 pub mod alertmanager;
 pub mod consumer;
+pub mod homeassistant;
 pub mod http;
 pub mod influx;
 pub mod mqtt;
