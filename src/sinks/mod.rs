@@ -22,7 +22,7 @@ pub enum Built {
     Mqtt(Box<mqtt::Sink>),
     Alertmanager(alertmanager::Alertmanager),
     Webhook(webhook::Webhook),
-    Influx(influx::Influx),
+    Influx(Box<influx::Influx>),
     RemoteWrite(remote_write::Sink),
 }
 
@@ -50,7 +50,9 @@ impl Built {
                 Built::Alertmanager(alertmanager::Alertmanager::new(a, node.into())?)
             }
             SinkConfig::Webhook(w) => Built::Webhook(webhook::Webhook::new(w)?),
-            SinkConfig::Influxdb(i) => Built::Influx(influx::Influx::new(i, node.into())?),
+            SinkConfig::Influxdb(i) => {
+                Built::Influx(Box::new(influx::Influx::new(i, node.into())?))
+            }
             SinkConfig::PrometheusRemoteWrite(r) => {
                 Built::RemoteWrite(remote_write::Sink::new(r, node.into()))
             }
@@ -75,7 +77,7 @@ impl Built {
             Built::Influx(mut s) => {
                 tracing::info!(sink = %s.id(), "writing summaries and alerts to InfluxDB");
                 s.count_into(feed.stats.clone());
-                tokio::spawn(consumer::run(s, feed));
+                tokio::spawn(consumer::run(*s, feed));
             }
             Built::RemoteWrite(s) => {
                 tracing::info!(sink = %s.cfg.id, url = %s.cfg.url, "writing series to a Prometheus remote-write receiver");
