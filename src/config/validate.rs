@@ -986,6 +986,45 @@ mod tests {
     }
 
     #[test]
+    fn influx_samples_and_homeassistant_mistakes_are_located() {
+        let sink = "node_id = \"n\"\n[[sink]]\nkind = \"influxdb\"\nid = \"i\"\nurl = \"http://x\"\ndatabase = \"d\"\n";
+        let e = err(&format!("{sink}samples = \"sometimes\"\n"));
+        assert!(e.starts_with("c.toml:7:"), "{e}");
+        assert!(
+            e.contains("expected \"all\", \"none\" or an interval"),
+            "{e}"
+        );
+        let e = err(&format!("{sink}samples = \"100ms\"\n"));
+        assert!(
+            e.starts_with("c.toml:7:") && e.contains("between 1s and 24h"),
+            "{e}"
+        );
+        let two = format!(
+            "{sink}samples = \"all\"\n{}samples = \"10s\"\n",
+            &sink[13..].replace("\"i\"", "\"j\"")
+        );
+        assert!(err(&two).contains("must use the same setting"), "{two}");
+        let mqtt = "node_id = \"n\"\n[[sink]]\nkind = \"mqtt\"\nid = \"m\"\nurl = \"mqtt://x\"\n";
+        let e = err(&format!("{mqtt}[sink.homeassistant]\nprefx = \"ha\"\n"));
+        assert!(e.starts_with("c.toml:7:") && e.contains("prefx"), "{e}");
+        let e = err(&format!("{mqtt}homeassistant = \"yes\"\n"));
+        assert!(
+            e.starts_with("c.toml:6:") && e.contains("true, false or a table"),
+            "{e}"
+        );
+        for ok in [
+            "homeassistant = true\n",
+            "[sink.homeassistant]\nprefix = \"ha\"\n",
+        ] {
+            let r = parse_str(&format!("{mqtt}{ok}"), Path::new("c.toml")).expect("valid");
+            let crate::config::SinkConfig::Mqtt(m) = &r.config.sinks[0] else {
+                panic!("mqtt sink");
+            };
+            assert!(m.homeassistant().is_some(), "{ok}");
+        }
+    }
+
+    #[test]
     fn zero_window_is_located() {
         let e = err("node_id = \"n\"\n[template.t]\nwindow = 0\n");
         assert!(e.starts_with("c.toml:3:1: window must be between"), "{e}");
