@@ -23,8 +23,6 @@ pub enum SinkError {
     Connection(Box<rumqttc::ConnectionError>),
     #[error("no CONNACK within 10 s")]
     ConnectTimeout,
-    #[error("mqtt client: {0}")]
-    Client(String),
     #[error("outbox: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -178,27 +176,24 @@ impl Connection {
         }
     }
 
-    /// Publishes queued discovery messages (cancel-safe: a message leaves the queue only once
-    /// the client took it).
-    async fn drain_ha(&mut self) -> Result<(), SinkError> {
+    /// Publishes queued discovery messages while the client's request queue has room. No await:
+    /// `next` may be dropped at any point, and `awaiting` must match what the client took.
+    fn drain_ha(&mut self) {
         for _ in 0..HA_DRAIN {
             let Some(m) = self.ha_pending.front() else {
-                return Ok(());
+                return;
             };
             let (topic, payload) = (m.topic.clone(), m.payload.clone());
             if self
                 .client
-                .publish(topic, QoS::AtLeastOnce, true, payload)
-                .await
-                .map_err(|e| SinkError::Client(e.to_string()))
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
                 .is_err()
             {
-                return Err(SinkError::Client("request queue closed".into()));
+                return; // full: the events of what is in flight wake `next` again
             }
             self.ha_pending.pop_front();
             self.awaiting.push_back(None);
         }
-        Ok(())
     }
 }
 
@@ -330,9 +325,7 @@ impl consumer::Session for Connection {
     }
 
     async fn next(&mut self) -> Result<Peer, SinkError> {
-        if !self.ha_pending.is_empty() {
-            self.drain_ha().await?;
-        }
+        self.drain_ha();
         tokio::select! {
             ev = self.events.recv() => match ev {
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
