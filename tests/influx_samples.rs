@@ -265,3 +265,67 @@ backoff_min = "50ms"
     let st = ew.get("/api/status");
     assert_eq!(st["sinks"][0]["id"], "vm");
 }
+
+#[test]
+fn a_full_outbox_drops_the_oldest_sample_blocks_counted_and_reported_as_a_gap() {
+    if !servers::have("influxd") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut influx = servers::influxdb(dir.path());
+    servers::influx_query(&influx, "", "CREATE DATABASE ew");
+    influx.stop();
+    let cfg = write_config(
+        dir.path(),
+        &config(&format!(
+            r#"
+[[sink]]
+kind = "influxdb"
+id = "tsdb"
+url = "{}"
+database = "ew"
+samples = "all"
+backoff_min = "50ms"
+backoff_max = "300ms"
+
+[sink.budget]
+max_bytes = 100000
+"#,
+            influx.url()
+        )),
+    );
+    let mut ew = Edgewatch::start(&cfg);
+    let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
+    let base = now_ms() - 600_000;
+    // InfluxDB is down: 30,000 samples (~30 blocks of ~16 kB) cannot fit in 100 kB.
+    for k in 0..10 {
+        send(&mut tx, &["b1", "b2", "b3"], 1000, base + k * 1000);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let dropped = wait_until("blocks dropped", Duration::from_secs(20), || {
+        let st = ew.get("/api/status");
+        let s = &st["sinks"][0];
+        let d = s["dropped"].as_u64().unwrap_or(0);
+        (d > 0 && analysed(&ew) == 30_000 && s["outbox_bytes"].as_u64() <= Some(100_000))
+            .then_some(d)
+    });
+    influx.start_again();
+    // What was kept arrives, and the loss is recorded there as gap points whose counts add up.
+    let gap_total = |i: &servers::Server| {
+        let v = servers::influx_query(i, "ew", "SELECT sum(\"count\") FROM \"edgewatch_gap\"");
+        v["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let total = wait_until("gap points", Duration::from_secs(30), || {
+        let st = ew.get("/api/status");
+        let d = st["sinks"][0]["dropped"].as_u64().unwrap_or(0);
+        (d >= dropped && gap_total(&influx) == d && st["sinks"][0]["outbox_summaries"] == 0)
+            .then_some(d)
+    });
+    let kept = servers::influx_count(&influx, "ew", "edgewatch_sample", "value");
+    assert!(
+        kept > 0 && kept < 30_000,
+        "kept {kept} of 30000, {total} blocks dropped"
+    );
+}
