@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use crate::config::HomeAssistant;
-use crate::model::Summary;
+use crate::model::{Millis, Summary};
 
 /// One retained message to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,9 @@ pub struct Msg {
 struct Device {
     /// Metric → latest value (from summaries).
     values: BTreeMap<String, f64>,
+    /// Metric → summary time it was last in.
+    seen: BTreeMap<String, Millis>,
+    last_seen: Millis,
     /// (metric, detector) of the alerts firing now.
     firing: BTreeSet<(String, String)>,
 }
@@ -35,6 +38,9 @@ pub struct Discovery {
     sensors: usize,
     /// Device metrics not announced because `max_sensors` was reached.
     pub skipped: u64,
+    /// Series not in a summary this long are removed (`analysis.expire_after`), checked each minute.
+    expire_after_ms: Option<Millis>,
+    next_scan: Millis,
 }
 
 /// `[a-zA-Z0-9_-]` only (Home Assistant's rule for discovery topic ids); when a character had to
@@ -81,7 +87,63 @@ impl Discovery {
             devices: HashMap::new(),
             sensors: 0,
             skipped: 0,
+            expire_after_ms: None,
+            next_scan: 0,
         }
+    }
+
+    /// Removes what the shards would have expired: sensors (and then devices) not in a summary
+    /// for `after` (the analysis' `expire_after`).
+    pub fn expire_after(&mut self, after: std::time::Duration) {
+        self.expire_after_ms = i64::try_from(after.as_millis()).ok();
+    }
+
+    /// Empty retained payloads for series (and devices without series) not seen since `now - ttl`.
+    fn expire(&mut self, now: Millis, out: &mut Vec<Msg>) {
+        let Some(ttl) = self.expire_after_ms else {
+            return;
+        };
+        if now < self.next_scan {
+            return;
+        }
+        self.next_scan = now.saturating_add(60_000.min(ttl.max(1_000)));
+        let cutoff = now.saturating_sub(ttl);
+        let empty = |topic: String| Msg {
+            topic,
+            payload: Vec::new(),
+        };
+        let mut gone_devices = Vec::new();
+        let mut removed = 0usize;
+        for (id, d) in &mut self.devices {
+            let old: Vec<String> = d
+                .seen
+                .iter()
+                .filter(|(_, &t)| t < cutoff)
+                .map(|(m, _)| m.clone())
+                .collect();
+            for m in old {
+                d.seen.remove(&m);
+                d.values.remove(&m);
+                removed += 1;
+                let oid = object_id(&[&self.node, id, &m]);
+                out.push(empty(format!("{}/sensor/{oid}/config", self.cfg.prefix)));
+            }
+            if d.values.is_empty() && d.firing.is_empty() && d.last_seen < cutoff {
+                gone_devices.push(id.clone());
+            }
+        }
+        for id in gone_devices {
+            self.devices.remove(&id);
+            removed += 1;
+            let oid = object_id(&[&self.node, &id, "problem"]);
+            out.push(empty(format!(
+                "{}/binary_sensor/{oid}/config",
+                self.cfg.prefix
+            )));
+            out.push(empty(fill(&self.cfg.problem_topic, &self.node, &id)));
+            out.push(empty(fill(&self.cfg.state_topic, &self.node, &id)));
+        }
+        self.sensors = self.sensors.saturating_sub(removed);
     }
 
     fn availability(&self, v: &mut Value) {
@@ -259,6 +321,8 @@ impl Discovery {
             }
             if let Some(d) = self.devices.get_mut(&e.device) {
                 d.values.insert(e.metric.clone(), e.last);
+                d.seen.insert(e.metric.clone(), s.ts);
+                d.last_seen = s.ts;
                 touched.insert(e.device.as_str());
             }
         }
@@ -267,6 +331,7 @@ impl Discovery {
                 out.push(self.device_state(id, d));
             }
         }
+        self.expire(s.ts, &mut out);
         out
     }
 
@@ -374,5 +439,42 @@ mod tests {
         );
         assert_eq!(d.on_alert("d1", "h", "z", false)[0].payload, b"OFF");
         assert_eq!(d.on_connect().len(), 1 + 2 + 2 + 1);
+    }
+
+    #[test]
+    fn series_not_summarised_for_expire_after_are_removed_with_empty_retained_payloads() {
+        let mut d = Discovery::new(HomeAssistant::default(), "pi".into(), "s".into());
+        d.expire_after(std::time::Duration::from_secs(120));
+        let at = |ts, devices| Summary {
+            ts,
+            interval_ms: 1000,
+            devices,
+        };
+        d.on_summary(&at(
+            1_000,
+            vec![entry("d1", "t", 1.0), entry("d2", "t", 1.0)],
+        ));
+        d.on_summary(&at(100_000, vec![entry("d1", "t", 2.0)]));
+        let out = d.on_summary(&at(200_000, vec![entry("d1", "t", 3.0)]));
+        let gone: Vec<&str> = out
+            .iter()
+            .filter(|m| m.payload.is_empty())
+            .map(|m| m.topic.as_str())
+            .collect();
+        assert_eq!(
+            gone,
+            [
+                "homeassistant/sensor/pi_d2_t/config",
+                "homeassistant/binary_sensor/pi_d2_problem/config",
+                "edgewatch/pi/problem/d2",
+                "edgewatch/pi/state/d2",
+            ]
+        );
+        assert_eq!(d.sensors, 2, "d1 and d1/t remain");
+        // It may come back: announced again.
+        let back = d.on_summary(&at(201_000, vec![entry("d2", "t", 1.0)]));
+        assert!(back
+            .iter()
+            .any(|m| m.topic == "homeassistant/sensor/pi_d2_t/config" && !m.payload.is_empty()));
     }
 }

@@ -59,6 +59,14 @@ impl Built {
         })
     }
 
+    /// Home Assistant discovery removes entities of series the analysis would have expired.
+    pub fn expire_after(self, after: std::time::Duration) -> Self {
+        if let Built::Mqtt(s) = &self {
+            s.expire_after(after);
+        }
+        self
+    }
+
     /// Runs the sink's outbox consumer on the runtime until the appliance stops.
     pub fn spawn(self, feed: consumer::Feed) {
         match self {

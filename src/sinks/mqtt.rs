@@ -118,6 +118,15 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// See [`Discovery::expire_after`].
+    pub fn expire_after(&self, after: Duration) {
+        if let Some(Ok(mut d)) = self.ha.as_ref().map(|h| h.lock()) {
+            d.expire_after(after);
+        }
+    }
+}
+
 /// Runs until the process stops (the shared consumer drives the sessions).
 pub async fn run(s: Sink, feed: Feed) {
     consumer::run(s, feed).await
