@@ -316,6 +316,8 @@ pub fn serve(
             },
             &cfg.node_id,
         );
+        let mut queue = queue;
+        queue.samples = matches!(k, crate::config::SinkConfig::Influxdb(i) if i.samples != crate::config::SampleMode::None);
         queues.push(queue);
         sink_parts.push((k.clone(), feed));
     }
@@ -362,7 +364,8 @@ pub fn serve(
         for (k, feed) in sink_parts {
             let id = k.id().to_string();
             let sink = crate::sinks::Built::new(k, &cfg.node_id, &events)
-                .with_context(|| format!("sink {id:?}"))?;
+                .with_context(|| format!("sink {id:?}"))?
+                .expire_after(cfg.analysis.expire_after.0);
             sinks.push((sink, feed));
         }
         let hub = Hub::new(

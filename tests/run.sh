@@ -16,8 +16,8 @@ need mosquitto_pub mosquitto-clients
 need python3 python3        # tests/replay.rs runs NAB's scorer (../shared/nab/score.py; skipped, saying why, without ../shared)
 need fusermount3 fuse3       # tests/powercut.rs mounts a FUSE filesystem (fuser)
 need prometheus-alertmanager prometheus-alertmanager  # tests/push.rs, tests/fleet_push.rs: the alertmanager sink
-need influxd influxdb        # tests/push.rs, tests/fleet_push.rs: the influxdb sink (v1 API)
-need victoria-metrics victoria-metrics  # tests/push.rs: the influxdb sink's v2 write API
+need influxd influxdb        # tests/push.rs, tests/fleet_push.rs, tests/influx_samples.rs: the influxdb sink (v1 API)
+need victoria-metrics victoria-metrics  # tests/push.rs, tests/influx_samples.rs: the influxdb sink's v2 write API
 need prometheus prometheus   # tests/prometheus.rs: scrapes /metrics, receives remote write
 need promtool prometheus     # tests/prometheus.rs: `promtool check metrics` on the exposition
 if ((${#missing[@]})); then

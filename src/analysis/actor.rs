@@ -11,7 +11,7 @@ use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
 use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
 use crate::sources::route::Ingest;
-use crate::store::{DropSnapshots, SaveHistory, SaveSnapshot, StoreActor};
+use crate::store::{DropSnapshots, QueueSamples, SaveHistory, SaveSnapshot, StoreActor};
 
 /// Alert transitions a shard raised, for whoever fans them out (the hub).
 #[derive(Message)]
@@ -54,6 +54,13 @@ impl ShardActor {
         }
     }
 
+    /// Hands the sample block collected so far to the store (one outbox message per block).
+    fn save_samples(&mut self, close_open: bool) {
+        if let Some(b) = self.core.take_samples(close_open) {
+            self.store.do_send(QueueSamples(b));
+        }
+    }
+
     fn emit_alerts(&mut self) {
         if !self.out.is_empty() {
             self.hub.do_send(Alerts(std::mem::take(&mut self.out)));
@@ -71,6 +78,7 @@ impl Actor for ShardActor {
         ctx.run_interval(Duration::from_secs(1), |act, _| {
             act.core.tick(now_ms(), &mut act.out);
             act.emit_alerts();
+            act.save_samples(false);
             let evicted = act.core.take_evicted();
             if !evicted.is_empty() {
                 act.store.do_send(DropSnapshots(evicted));
@@ -98,6 +106,9 @@ impl StreamHandler<Ingest> for ShardActor {
         self.core
             .ingest(msg.source, &msg.batch, now_ms(), &mut self.out);
         self.emit_alerts();
+        if self.core.sample_rows() >= super::samples::BLOCK_ROWS {
+            self.save_samples(false);
+        }
     }
 
     /// The queue closes only at shutdown; keep the actor alive for the final snapshot.
@@ -126,6 +137,7 @@ impl Handler<TakeSnapshot> for ShardActor {
     fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
         // Queued before the caller's SaveSnapshot, whose flush makes both durable.
         self.save_history();
+        self.save_samples(true);
         MessageResult(self.core.snapshot())
     }
 }
@@ -183,6 +195,8 @@ impl Handler<Reconfigure> for ShardActor {
     type Result = MessageResult<Reconfigure>;
     fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) -> Self::Result {
         self.save_history();
+        // The core is rebuilt: what it collected (open intervals closed) goes out first.
+        self.save_samples(true);
         MessageResult(self.core.reconfigure(msg.0, now_ms()))
     }
 }

@@ -7,5 +7,6 @@ pub mod detector;
 pub mod device;
 pub(crate) mod history;
 pub(crate) mod lifecycle;
+pub mod samples;
 pub mod shard;
 pub mod stats;

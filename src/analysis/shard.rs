@@ -16,10 +16,19 @@ use super::detector::{DetectorSpec, DetectorState, Verdict};
 use super::device::{CorrelationView, DeviceLevel, LevelSnapshot, LevelView};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
+use super::samples::{Block, SeriesTap, Tap};
 use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
 use crate::store::history::{Bucket, MinuteAcc, SeriesBuckets};
+
+/// What the InfluxDB sinks ask of raw samples (validation allows one setting for all of them).
+fn sample_mode(cfg: &crate::config::Config) -> Option<i64> {
+    cfg.sinks.iter().find_map(|k| match k {
+        crate::config::SinkConfig::Influxdb(i) => i.samples.interval_ms(),
+        _ => None,
+    })
+}
 
 /// How often a shard looks for devices and series to expire at most: every minute, or every
 /// quarter of `analysis.expire_after` when that is shorter (at least once a second).
@@ -76,6 +85,8 @@ struct MetricState {
     seen: Millis,
     /// Named in the config: never expires on its own.
     named: bool,
+    /// Its place in the current sample block and its open interval (InfluxDB `samples`).
+    tap: SeriesTap,
 }
 
 struct DeviceState {
@@ -194,6 +205,8 @@ pub struct ShardCore {
     /// Devices evicted whose saved state the store should drop (taken by the actor).
     evicted: Vec<String>,
     next_expiry: Millis,
+    /// Raw samples or interval statistics for the InfluxDB sinks that want them.
+    tap: Option<Tap>,
 }
 
 impl MetricState {
@@ -226,6 +239,7 @@ impl MetricState {
             cost,
             seen: now,
             named,
+            tap: SeriesTap::default(),
         }
     }
 
@@ -429,6 +443,7 @@ impl ShardCore {
             .pipeline
             .budget
             .set_limits(&policies.resolved.config.analysis);
+        let tap = Tap::new(sample_mode(&policies.resolved.config));
         let mut core = ShardCore {
             index,
             rng: SmallRng::seed_from_u64(now as u64 ^ ((index as u64) << 48)),
@@ -441,6 +456,7 @@ impl ShardCore {
             costs: HashMap::new(),
             evicted: Vec::new(),
             next_expiry: 0,
+            tap,
         };
         let policies = core.policies.clone();
         for (id, dp) in &policies.resolved.devices {
@@ -578,6 +594,9 @@ impl ShardCore {
                 );
             }
             m.history.push(self.history_cap, s.ts, s.value, band, fired);
+            if let Some(t) = &mut self.tap {
+                t.push(&mut m.tap, s.device, &m.name, s.ts, s.value, now);
+            }
             if self.keep_minutes {
                 if let Some(closed) = m.minute.push(s.ts, s.value) {
                     m.closed.push(closed);
@@ -606,6 +625,26 @@ impl ShardCore {
             }
         }
         out
+    }
+
+    /// Rows collected for the sample outbox so far (the actor hands a block over at
+    /// `samples::BLOCK_ROWS`).
+    pub fn sample_rows(&self) -> usize {
+        self.tap.as_ref().map_or(0, Tap::rows)
+    }
+
+    /// The sample block collected so far; with `close_open`, open intervals are closed first
+    /// (at shutdown).
+    pub fn take_samples(&mut self, close_open: bool) -> Option<Block> {
+        let t = self.tap.as_mut()?;
+        if close_open {
+            for d in &mut self.devices {
+                for m in &mut d.metrics {
+                    t.close(&mut m.tap, &d.id, &m.name);
+                }
+            }
+        }
+        t.take()
     }
 
     /// Minutes of one series not in the store yet (closed ones and the open one so far).
@@ -698,9 +737,14 @@ impl ShardCore {
         while i < self.devices.len() {
             let dev = &mut self.devices[i];
             let gone = dev.registered && dev.last_seen.unwrap_or(0) < cutoff;
-            dev.metrics.retain(|m| {
+            let tap = &mut self.tap;
+            let id = &dev.id;
+            dev.metrics.retain_mut(|m| {
                 let keep = !gone && (m.named || m.seen >= cutoff);
                 if !keep {
+                    if let Some(t) = tap.as_mut() {
+                        t.close(&mut m.tap, id, &m.name);
+                    }
                     p.budget.free_series(u64::from(m.cost));
                     let firing = m.detectors.iter().filter(|d| d.active.is_some()).count();
                     p.alerts_firing.fetch_sub(firing as u64, Relaxed);
@@ -756,6 +800,9 @@ impl ShardCore {
         for dev in self.devices.iter_mut() {
             let id = &dev.id;
             for m in &mut dev.metrics {
+                if let Some(t) = &mut self.tap {
+                    t.tick(&mut m.tap, id, &m.name, now);
+                }
                 let (ts, value) = m.last.unwrap_or((now, f64::NAN));
                 for slot in &mut m.detectors {
                     if let Some(v) = slot.state.tick(&slot.spec, now) {

@@ -25,8 +25,10 @@ pub(crate) mod push;
 
 /// One detector as written in the file (`type`-tagged; each kind's fields in its own file).
 pub use crate::analysis::detector::DetectorConfig;
-pub use mqtt::{MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig, SparkplugConfig};
-pub use push::{AlertmanagerSink, InfluxApi, InfluxSink, WebhookSink};
+pub use mqtt::{
+    HomeAssistant, MqttPayload, MqttSink, MqttSource, MqttSubscription, SinkConfig, SparkplugConfig,
+};
+pub use push::{AlertmanagerSink, InfluxApi, InfluxSink, SampleMode, WebhookSink};
 pub use validate::{default_detectors, DEFAULT_EWMA_ALPHA, DEFAULT_WINDOW};
 pub use validate::{MetricPolicy, Resolved};
 

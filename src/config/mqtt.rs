@@ -315,6 +315,97 @@ pub struct MqttSink {
     pub window: usize,
     #[serde(default)]
     pub budget: OutboxBudget,
+    /// Home Assistant MQTT discovery: `homeassistant = true` or a `[sink.homeassistant]` table.
+    #[serde(default)]
+    pub homeassistant: Option<HomeAssistantSetting>,
+}
+
+fn default_ha_prefix() -> String {
+    "homeassistant".into()
+}
+fn default_ha_state_topic() -> String {
+    "edgewatch/{node}/state/{device}".into()
+}
+fn default_ha_problem_topic() -> String {
+    "edgewatch/{node}/problem/{device}".into()
+}
+fn default_ha_max_sensors() -> usize {
+    2000
+}
+
+/// `homeassistant = true | false | { ... }` (a bool or a table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HomeAssistantSetting(pub HomeAssistant);
+
+impl MqttSink {
+    /// Discovery settings when enabled.
+    pub fn homeassistant(&self) -> Option<&HomeAssistant> {
+        self.homeassistant
+            .as_ref()
+            .map(|h| &h.0)
+            .filter(|h| h.enabled)
+    }
+}
+
+/// `[sink.homeassistant]`: discovery configs under `prefix`, device states and problem states.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistant {
+    /// Home Assistant's discovery prefix.
+    #[serde(default = "default_ha_prefix")]
+    pub prefix: String,
+    /// Retained JSON of each device's latest metric values (`{node}`, `{device}`).
+    #[serde(default = "default_ha_state_topic")]
+    pub state_topic: String,
+    /// Retained `ON`/`OFF` of each device's problem sensor (`{node}`, `{device}`).
+    #[serde(default = "default_ha_problem_topic")]
+    pub problem_topic: String,
+    /// Sensors announced at most (device metrics beyond it are counted and logged, not announced).
+    #[serde(default = "default_ha_max_sensors")]
+    pub max_sensors: usize,
+    /// `homeassistant = false` parses to this being false.
+    #[serde(skip, default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for HomeAssistant {
+    fn default() -> Self {
+        HomeAssistant {
+            prefix: default_ha_prefix(),
+            state_topic: default_ha_state_topic(),
+            problem_topic: default_ha_problem_topic(),
+            max_sensors: default_ha_max_sensors(),
+            enabled: true,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HomeAssistantSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HomeAssistantSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "true, false or a table (prefix, state_topic, problem_topic, max_sensors)",
+                )
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(HomeAssistantSetting(HomeAssistant {
+                    enabled: v,
+                    ..HomeAssistant::default()
+                }))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                HomeAssistant::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(HomeAssistantSetting)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl MqttSink {

@@ -137,8 +137,50 @@ http_sink! {
         /// Outbox messages per request at most (a summary becomes one line per device metric).
         #[serde(default = "default_batch")]
         pub batch: usize,
-        /// Measurement names are this prefix + `summary` / `alert`.
+        /// Measurement names are this prefix + `summary` / `alert` / `sample` / `sample_interval`.
         #[serde(default = "default_measurement_prefix")]
         pub measurement_prefix: String,
+        /// Raw samples too: `"none"` (default), `"all"` (every accepted sample as a point) or an
+        /// interval such as `"10s"` (per device metric and interval: min/mean/max/last/count).
+        #[serde(default)]
+        pub samples: SampleMode,
+    }
+}
+
+/// Which raw samples an InfluxDB sink writes (`samples = "all" | "none" | "<interval>"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleMode {
+    #[default]
+    None,
+    All,
+    /// Per device metric and interval of this length (sample time, aligned to the epoch).
+    Every(std::time::Duration),
+}
+
+impl SampleMode {
+    /// The interval in ms of `Every`, 0 for `All`, `None` for `None`.
+    pub fn interval_ms(self) -> Option<i64> {
+        match self {
+            SampleMode::None => None,
+            SampleMode::All => Some(0),
+            SampleMode::Every(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "none" => Ok(SampleMode::None),
+            "all" => Ok(SampleMode::All),
+            other => humantime::parse_duration(other)
+                .map(SampleMode::Every)
+                .map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "invalid samples {other:?}: expected \"all\", \"none\" or an interval such as \"10s\" ({e})"
+                    ))
+                }),
+        }
     }
 }

@@ -221,6 +221,32 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
                 if x.batch == 0 {
                     return fail(at(&p, &[key("batch")]), "must be at least 1");
                 }
+                if let super::SampleMode::Every(d) = x.samples {
+                    if d < std::time::Duration::from_secs(1)
+                        || d > std::time::Duration::from_secs(86_400)
+                    {
+                        return fail(
+                            at(&p, &[key("samples")]),
+                            "an interval must be between 1s and 24h",
+                        );
+                    }
+                }
+                if x.samples != super::SampleMode::None {
+                    let other = config.sinks.iter().find_map(|o| match o {
+                        super::SinkConfig::Influxdb(o)
+                            if o.samples != super::SampleMode::None && o.samples != x.samples =>
+                        {
+                            Some(o.id.as_str())
+                        }
+                        _ => None,
+                    });
+                    if let Some(o) = other {
+                        return fail(
+                            at(&p, &[key("samples")]),
+                            format!("sink {o:?} asks for other samples; all influxdb sinks with samples must use the same setting"),
+                        );
+                    }
+                }
                 match x.api {
                     super::InfluxApi::V1 if x.database.is_none() => {
                         return fail(at(&p, &[key("database")]), "api = \"v1\" needs a database");
@@ -1108,6 +1134,45 @@ mod tests {
         assert!(e.contains("max_alias"), "{e}");
         let e = err("node_id = \"n\"\n[[source]]\nid = \"m\"\nkind = \"mqtt\"\nurl = \"mqtt://127.0.0.1\"\n[[source.subscribe]]\ntopic = \"a/{device}/{metric}\"\n[source.subscribe.sparkplug]\nmax_nodes = 1\n");
         assert!(e.contains("sparkplug_b\" only"), "{e}");
+    }
+
+    #[test]
+    fn influx_samples_and_homeassistant_mistakes_are_located() {
+        let sink = "node_id = \"n\"\n[[sink]]\nkind = \"influxdb\"\nid = \"i\"\nurl = \"http://x\"\ndatabase = \"d\"\n";
+        let e = err(&format!("{sink}samples = \"sometimes\"\n"));
+        assert!(e.starts_with("c.toml:7:"), "{e}");
+        assert!(
+            e.contains("expected \"all\", \"none\" or an interval"),
+            "{e}"
+        );
+        let e = err(&format!("{sink}samples = \"100ms\"\n"));
+        assert!(
+            e.starts_with("c.toml:7:") && e.contains("between 1s and 24h"),
+            "{e}"
+        );
+        let two = format!(
+            "{sink}samples = \"all\"\n{}samples = \"10s\"\n",
+            &sink[13..].replace("\"i\"", "\"j\"")
+        );
+        assert!(err(&two).contains("must use the same setting"), "{two}");
+        let mqtt = "node_id = \"n\"\n[[sink]]\nkind = \"mqtt\"\nid = \"m\"\nurl = \"mqtt://x\"\n";
+        let e = err(&format!("{mqtt}[sink.homeassistant]\nprefx = \"ha\"\n"));
+        assert!(e.starts_with("c.toml:7:") && e.contains("prefx"), "{e}");
+        let e = err(&format!("{mqtt}homeassistant = \"yes\"\n"));
+        assert!(
+            e.starts_with("c.toml:6:") && e.contains("true, false or a table"),
+            "{e}"
+        );
+        for ok in [
+            "homeassistant = true\n",
+            "[sink.homeassistant]\nprefix = \"ha\"\n",
+        ] {
+            let r = parse_str(&format!("{mqtt}{ok}"), Path::new("c.toml")).expect("valid");
+            let crate::config::SinkConfig::Mqtt(m) = &r.config.sinks[0] else {
+                panic!("mqtt sink");
+            };
+            assert!(m.homeassistant().is_some(), "{ok}");
+        }
     }
 
     #[test]

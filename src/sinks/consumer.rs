@@ -84,6 +84,8 @@ pub struct DeliveryStats {
     pub connects: AtomicU64,
     pub sent: AtomicU64,
     pub acked: AtomicU64,
+    /// Request bytes an HTTP output put on the wire (bodies as sent, after gzip), when it counts.
+    pub wire_bytes: AtomicU64,
     /// Highest seq that is durable on disk (announced by the store after each flush).
     durable: watch::Receiver<u64>,
     last_error: Mutex<Option<(Millis, String)>>,
@@ -98,6 +100,7 @@ impl DeliveryStats {
             connects: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
             durable,
             last_error: Mutex::new(None),
             url: Mutex::new(String::new()),
@@ -127,6 +130,7 @@ impl DeliveryStats {
             connects: self.connects.load(Relaxed),
             sent: self.sent.load(Relaxed),
             acked: self.acked.load(Relaxed),
+            wire_bytes: self.wire_bytes.load(Relaxed),
             last_seq: outbox.last_seq(),
             durable_seq: self.durable_seq(),
             outbox_alerts: outbox.len(Lane::Alert),
@@ -152,6 +156,7 @@ pub struct DeliveryView {
     pub connects: u64,
     pub sent: u64,
     pub acked: u64,
+    pub wire_bytes: u64,
     pub last_seq: u64,
     pub durable_seq: u64,
     pub outbox_alerts: u64,
@@ -185,6 +190,7 @@ pub fn feed(
         summaries,
         node: node.to_string(),
         budget,
+        samples: false,
         flushed: tx,
     };
     (

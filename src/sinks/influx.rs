@@ -6,10 +6,14 @@ use std::io::Write as _;
 
 use serde::Deserialize;
 
-use crate::config::{InfluxApi, InfluxSink};
+use crate::analysis::samples::Block;
+use crate::config::{InfluxApi, InfluxSink, SampleMode};
 use crate::model::Summary;
 use crate::sinks::alertmanager::Msg;
-use crate::sinks::consumer::{self, Delivery, Output, Peer};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::sinks::consumer::{self, Delivery, DeliveryStats, Output, Peer};
 use crate::sinks::http::{read_secret, Client, PushError};
 use crate::sources::backoff::Backoff;
 use crate::store::outbox::Item;
@@ -23,6 +27,8 @@ pub struct Influx {
     url: String,
     /// Extra headers: v2's token.
     auth: Option<String>,
+    /// Where request bytes are counted (`/api/status` → `sinks[].wire_bytes`).
+    stats: Option<Arc<DeliveryStats>>,
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
@@ -83,11 +89,17 @@ impl Influx {
             client,
             url,
             auth,
+            stats: None,
         })
     }
 
     pub fn id(&self) -> &str {
         &self.cfg.id
+    }
+
+    /// Counts the bytes of accepted requests in these stats.
+    pub fn count_into(&mut self, stats: Arc<DeliveryStats>) {
+        self.stats = Some(stats);
     }
 }
 
@@ -184,8 +196,62 @@ struct SummaryMsg {
     summary: Summary,
 }
 
-/// Appends the lines of one queued message (JSON of `protocol.rs`) to `out`.
+/// Most sample blocks (`analysis::samples::BLOCK_ROWS` rows each) in one request.
+const SAMPLE_BLOCKS_PER_REQUEST: usize = 50;
+
+/// Lines of a sample block: `<prefix>sample value=` per raw sample at its own time, or
+/// `<prefix>sample_interval min,mean,max,last,count,interval_ms` at each interval's start.
+fn encode_samples(out: &mut String, prefix: &str, node: &str, b: &Block) {
+    let names = |i: u32| b.series.get(i as usize);
+    for r in &b.raw {
+        let Some((device, metric)) = names(r.series) else {
+            continue;
+        };
+        if !r.value.is_finite() {
+            continue;
+        }
+        head(
+            out,
+            prefix,
+            "sample",
+            &[("node", node), ("device", device), ("metric", metric)],
+        );
+        Fields { out, first: true }.float("value", r.value);
+        let _ = writeln!(out, " {}", r.ts.saturating_mul(NS_PER_MS));
+    }
+    for s in &b.stats {
+        let Some((device, metric)) = names(s.series) else {
+            continue;
+        };
+        if s.count == 0 || !s.sum.is_finite() {
+            continue;
+        }
+        head(
+            out,
+            prefix,
+            "sample_interval",
+            &[("node", node), ("device", device), ("metric", metric)],
+        );
+        Fields { out, first: true }
+            .float("min", s.min)
+            .float("mean", s.sum / f64::from(s.count))
+            .float("max", s.max)
+            .float("last", s.last)
+            .int("count", i64::from(s.count))
+            .int("interval_ms", b.interval_ms);
+        let _ = writeln!(out, " {}", s.start.saturating_mul(NS_PER_MS));
+    }
+}
+
+/// Appends the lines of one queued message (JSON of `protocol.rs`, or a sample block) to `out`.
 pub fn encode(out: &mut String, prefix: &str, node: &str, json: &[u8]) {
+    if json.starts_with(crate::analysis::samples::MAGIC) {
+        match Block::decode(json) {
+            Some(b) => encode_samples(out, prefix, node, &b),
+            None => tracing::error!("a damaged sample block in the outbox is skipped"),
+        }
+        return;
+    }
     if json.starts_with(br#"{"type":"summary""#) {
         let Ok(s) = serde_json::from_slice::<SummaryMsg>(json) else {
             return;
@@ -264,6 +330,7 @@ pub struct Session {
     gzip: bool,
     prefix: String,
     node: String,
+    stats: Option<Arc<DeliveryStats>>,
 }
 
 impl Output for Influx {
@@ -278,7 +345,12 @@ impl Output for Influx {
     }
 
     fn window(&self) -> usize {
-        self.cfg.batch
+        // A sample block holds up to 1000 points: keep a request's body to a few MB.
+        if self.cfg.samples == SampleMode::None {
+            self.cfg.batch
+        } else {
+            self.cfg.batch.min(SAMPLE_BLOCKS_PER_REQUEST)
+        }
     }
 
     fn delivery(&self) -> Delivery {
@@ -297,6 +369,7 @@ impl Output for Influx {
             gzip: self.cfg.gzip,
             prefix: self.cfg.measurement_prefix.clone(),
             node: self.node.clone(),
+            stats: self.stats.clone(),
         })
     }
 }
@@ -329,8 +402,14 @@ impl consumer::Session for Session {
         } else {
             text.into_bytes()
         };
+        let len = body.len() as u64;
         match self.client.post(self.url.clone(), headers, body).await {
-            Ok(()) => Ok(n),
+            Ok(()) => {
+                if let Some(s) = &self.stats {
+                    s.wire_bytes.fetch_add(len, Relaxed);
+                }
+                Ok(n)
+            }
             Err(e) if e.rejected() => {
                 tracing::error!(url = %self.url, error = %e, count = n, "influxdb refused these points; they are dropped");
                 Ok(n)
@@ -365,5 +444,58 @@ mod tests {
             "e_alert,node=n,device=d,metric=t,detector=zscore,severity=warning firing=1i,state=\"firing\",value=9.0,score=7.0,anomaly=0.8,sample_ts=900i,message=\"say \\\"hi\\\"\",id=\"a1\" 1000000003\n"
         );
         assert_eq!(query_escape("a b&c"), "a%20b%26c");
+    }
+
+    #[test]
+    fn sample_blocks_become_one_line_per_sample_or_interval() {
+        use crate::analysis::samples::{Raw, Stat};
+        let b = Block {
+            interval_ms: 0,
+            series: vec![("d 1".into(), "t".into())],
+            raw: vec![
+                Raw {
+                    series: 0,
+                    ts: 5,
+                    value: 1.5,
+                },
+                Raw {
+                    series: 0,
+                    ts: 6,
+                    value: f64::NAN,
+                },
+                Raw {
+                    series: 9,
+                    ts: 7,
+                    value: 1.0,
+                },
+            ],
+            stats: vec![],
+        };
+        let mut out = String::new();
+        encode(&mut out, "e_", "n", &b.encode());
+        assert_eq!(
+            out,
+            "e_sample,node=n,device=d\\ 1,metric=t value=1.5 5000000\n"
+        );
+        let b = Block {
+            interval_ms: 10_000,
+            series: vec![("d".into(), "t".into())],
+            raw: vec![],
+            stats: vec![Stat {
+                series: 0,
+                start: 10_000,
+                min: 1.0,
+                max: 4.0,
+                sum: 10.0,
+                last: 2.0,
+                count: 4,
+            }],
+        };
+        out.clear();
+        encode(&mut out, "e_", "n", &b.encode());
+        assert_eq!(
+            out,
+            "e_sample_interval,node=n,device=d,metric=t min=1.0,mean=2.5,max=4.0,last=2.0,count=4i,interval_ms=10000i 10000000000\n"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod alertmanager;
 pub mod consumer;
+pub mod homeassistant;
 pub mod http;
 pub mod influx;
 pub mod mqtt;
@@ -21,7 +22,7 @@ pub enum Built {
     Mqtt(Box<mqtt::Sink>),
     Alertmanager(alertmanager::Alertmanager),
     Webhook(webhook::Webhook),
-    Influx(influx::Influx),
+    Influx(Box<influx::Influx>),
     RemoteWrite(remote_write::Sink),
 }
 
@@ -49,11 +50,21 @@ impl Built {
                 Built::Alertmanager(alertmanager::Alertmanager::new(a, node.into())?)
             }
             SinkConfig::Webhook(w) => Built::Webhook(webhook::Webhook::new(w)?),
-            SinkConfig::Influxdb(i) => Built::Influx(influx::Influx::new(i, node.into())?),
+            SinkConfig::Influxdb(i) => {
+                Built::Influx(Box::new(influx::Influx::new(i, node.into())?))
+            }
             SinkConfig::PrometheusRemoteWrite(r) => {
                 Built::RemoteWrite(remote_write::Sink::new(r, node.into()))
             }
         })
+    }
+
+    /// Home Assistant discovery removes entities of series the analysis would have expired.
+    pub fn expire_after(self, after: std::time::Duration) -> Self {
+        if let Built::Mqtt(s) = &self {
+            s.expire_after(after);
+        }
+        self
     }
 
     /// Runs the sink's outbox consumer on the runtime until the appliance stops.
@@ -71,9 +82,10 @@ impl Built {
                 tracing::info!(sink = %s.id(), "posting alert transitions to a webhook");
                 tokio::spawn(consumer::run(s, feed));
             }
-            Built::Influx(s) => {
+            Built::Influx(mut s) => {
                 tracing::info!(sink = %s.id(), "writing summaries and alerts to InfluxDB");
-                tokio::spawn(consumer::run(s, feed));
+                s.count_into(feed.stats.clone());
+                tokio::spawn(consumer::run(*s, feed));
             }
             Built::RemoteWrite(s) => {
                 tracing::info!(sink = %s.cfg.id, url = %s.cfg.url, "writing series to a Prometheus remote-write receiver");

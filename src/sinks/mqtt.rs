@@ -2,7 +2,7 @@
 //! on PubAck), summaries live from the hub, a retained birth message and a Last Will.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::config::MqttSink;
 use crate::protocol::{self, Kind, Wire};
 use crate::sinks::consumer::{self, Delivery, Feed, Output, Peer};
+use crate::sinks::homeassistant::{self, Discovery};
 use crate::sources::backoff::Backoff;
 use crate::store::outbox::Item;
 use crate::store::{Lane, Outbox, StoreError};
@@ -35,6 +36,8 @@ pub struct Sink {
     /// The hub's local stream, for summaries.
     pub events: broadcast::Receiver<Arc<Wire>>,
     opts: MqttOptions,
+    /// Home Assistant discovery state, kept across sessions (`homeassistant`).
+    ha: Option<Arc<Mutex<Discovery>>>,
 }
 
 /// A value put into a topic: `+`, `#` and NUL would make the topic invalid.
@@ -101,12 +104,26 @@ impl Sink {
             true,
         ));
         opts.set_inflight(cfg.window.clamp(1, 65_000) as u16);
+        let ha = cfg.homeassistant().map(|h| {
+            let status = cfg.status_topic.replace("{node}", &topic_safe(&node));
+            Arc::new(Mutex::new(Discovery::new(h.clone(), node.clone(), status)))
+        });
         Ok(Sink {
             cfg,
             node,
             events,
             opts,
+            ha,
         })
+    }
+}
+
+impl Sink {
+    /// See [`Discovery::expire_after`].
+    pub fn expire_after(&self, after: Duration) {
+        if let Some(Ok(mut d)) = self.ha.as_ref().map(|h| h.lock()) {
+            d.expire_after(after);
+        }
     }
 }
 
@@ -141,6 +158,52 @@ pub struct Connection {
     /// Every publish yields one `Outgoing::Publish(pkid)`, in request order: alerts carry their seq.
     awaiting: VecDeque<Option<u64>>,
     in_flight: HashMap<u16, u64>,
+    ha: Option<Arc<Mutex<Discovery>>>,
+    /// Discovery messages to publish (retained, QoS 1), drained by `next`; bounded.
+    ha_pending: VecDeque<homeassistant::Msg>,
+    ha_cap: usize,
+}
+
+/// Discovery messages published per `next` call at most, so acknowledgements keep flowing.
+const HA_DRAIN: usize = 64;
+
+impl Connection {
+    fn queue_ha(&mut self, msgs: Vec<homeassistant::Msg>) {
+        for m in msgs {
+            if self.ha_pending.len() >= self.ha_cap {
+                tracing::warn!(topic = %m.topic, "homeassistant: publish queue full; message skipped (all are sent again on reconnect)");
+                continue;
+            }
+            self.ha_pending.push_back(m);
+        }
+    }
+
+    fn with_ha<T: Default>(&self, f: impl FnOnce(&mut Discovery) -> T) -> T {
+        match &self.ha {
+            Some(h) => h.lock().map(|mut d| f(&mut d)).unwrap_or_default(),
+            None => T::default(),
+        }
+    }
+
+    /// Publishes queued discovery messages while the client's request queue has room. No await:
+    /// `next` may be dropped at any point, and `awaiting` must match what the client took.
+    fn drain_ha(&mut self) {
+        for _ in 0..HA_DRAIN {
+            let Some(m) = self.ha_pending.front() else {
+                return;
+            };
+            let (topic, payload) = (m.topic.clone(), m.payload.clone());
+            if self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_err()
+            {
+                return; // full: the events of what is in flight wake `next` again
+            }
+            self.ha_pending.pop_front();
+            self.awaiting.push_back(None);
+        }
+    }
 }
 
 impl Output for Sink {
@@ -209,6 +272,12 @@ impl Output for Sink {
             in_flight: HashMap::new(),
             status_topic: self.cfg.status_topic.clone(),
             node,
+            ha: self.ha.clone(),
+            ha_pending: VecDeque::new(),
+            ha_cap: self
+                .cfg
+                .homeassistant()
+                .map_or(0, |h| h.max_sensors.saturating_mul(3) + 64),
         };
         if c.client
             .try_publish(
@@ -221,6 +290,9 @@ impl Output for Sink {
         {
             c.awaiting.push_back(None);
         }
+        // Discovery again on every connection (after the birth message, so entities are online).
+        let again = c.with_ha(|d| d.on_connect());
+        c.queue_ha(again);
         Ok(c)
     }
 }
@@ -237,6 +309,8 @@ impl consumer::Session for Connection {
                 &self.node,
                 &item.json,
             );
+            // Alerts are rare: a copy for discovery's problem state only when it is on.
+            let ha_json = self.ha.is_some().then(|| item.json.clone());
             if self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, self.retain, item.json)
@@ -246,11 +320,21 @@ impl consumer::Session for Connection {
             }
             self.awaiting.push_back(Some(item.seq));
             taken += 1;
+            if let Some(json) = ha_json {
+                let h: Head<'_> = serde_json::from_slice(&json).unwrap_or_default();
+                if let (Some("alert"), Some(device)) = (h.kind, h.device) {
+                    let firing = h.state == Some("firing");
+                    let (metric, detector) = (h.metric.unwrap_or(""), h.detector.unwrap_or(""));
+                    let msgs = self.with_ha(|d| d.on_alert(device, metric, detector, firing));
+                    self.queue_ha(msgs);
+                }
+            }
         }
         Ok(taken)
     }
 
     async fn next(&mut self) -> Result<Peer, SinkError> {
+        self.drain_ha();
         tokio::select! {
             ev = self.events.recv() => match ev {
                 Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
@@ -267,10 +351,14 @@ impl consumer::Session for Connection {
                 None => Err(SinkError::ConnectTimeout),
             },
             w = self.live.recv() => match w {
-                Ok(w) if w.kind == Kind::Summary && !self.summary_topic.is_empty() => {
+                Ok(w) if w.kind == Kind::Summary => {
                     // Summaries are not durable: when the request queue is full, one is skipped.
-                    if self.client.try_publish(&self.summary_topic, self.summary_qos, false, w.json.clone()).is_ok() {
+                    if !self.summary_topic.is_empty() && self.client.try_publish(&self.summary_topic, self.summary_qos, false, w.json.clone()).is_ok() {
                         self.awaiting.push_back(None);
+                    }
+                    if let Some(s) = &w.summary {
+                        let msgs = self.with_ha(|d| d.on_summary(s));
+                        self.queue_ha(msgs);
                     }
                     Ok(Peer::Nothing)
                 }

@@ -26,6 +26,8 @@ pub struct UpstreamQueue {
     pub summaries: SummaryFeed,
     pub node: String,
     pub budget: Budget,
+    /// Whether sample blocks (`analysis::samples`) are queued too (an InfluxDB sink's `samples`).
+    pub samples: bool,
     /// Highest seq that is durable on disk; the upstream sender never sends beyond it.
     pub flushed: watch::Sender<u64>,
 }
@@ -296,6 +298,29 @@ impl Handler<SaveHistory> for StoreActor {
         match h.save(&msg.0).and_then(|_| self.store.flush()) {
             Ok(_) => tracing::debug!(series = msg.0.len(), "history saved"),
             Err(e) => tracing::error!(error = %e, "cannot save history"),
+        }
+    }
+}
+
+/// A shard's block of raw samples or interval statistics, for the outboxes that take samples:
+/// encoded once, appended as one message in the summary lane (so the budget drops it before
+/// any alert, with a gap notice), durable with the next group flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QueueSamples(pub crate::analysis::samples::Block);
+
+impl Handler<QueueSamples> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: QueueSamples, _: &mut Self::Context) {
+        if self.is_abandoned() || !self.queues.iter().any(|u| u.samples) {
+            return;
+        }
+        let bytes = msg.0.encode();
+        for u in self.queues.iter().filter(|u| u.samples) {
+            match u.outbox.append(Lane::Summary, now_ms(), |_| bytes.clone()) {
+                Ok(_) => self.dirty = true,
+                Err(e) => tracing::error!(error = %e, "cannot queue samples"),
+            }
         }
     }
 }

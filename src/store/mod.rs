@@ -11,8 +11,8 @@ mod recovery;
 pub mod stats;
 
 pub use actor::{
-    DropSnapshots, LogAlerts, QueryAlerts, QueueSummary, SaveHistory, SaveSnapshot, StoreActor,
-    SummaryFeed, UpstreamQueue,
+    DropSnapshots, LogAlerts, QueryAlerts, QueueSamples, QueueSummary, SaveHistory, SaveSnapshot,
+    StoreActor, SummaryFeed, UpstreamQueue,
 };
 pub use outbox::{Budget, Lane, Outbox};
 pub use recovery::{is_disk_full, open_or_recover, Recovery};
