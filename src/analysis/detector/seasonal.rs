@@ -199,8 +199,11 @@ impl Profile {
         if self.bins == 0 {
             return None;
         }
-        if self.mean.len() != self.bins as usize || self.visits.len() != self.bins as usize {
-            // Inconsistent restored state: start the profile over.
+        if self.mean.len() != self.bins as usize
+            || self.visits.len() != self.bins as usize
+            || self.current.is_some_and(|c| c >= self.bins)
+        {
+            // Inconsistent restored state (a damaged snapshot): start the profile over.
             self.mean = vec![0.0; self.bins as usize];
             self.visits = vec![0; self.bins as usize];
             self.current = None;
@@ -222,16 +225,16 @@ impl Profile {
     }
 
     fn close_visit(&mut self) {
-        if let Some(c) = self.current {
-            let i = c as usize;
+        let i = self.current.map_or(usize::MAX, |c| c as usize);
+        if let (Some(mean), Some(visits)) = (self.mean.get_mut(i), self.visits.get_mut(i)) {
             if self.count > 0 {
                 let m = self.sum / f64::from(self.count);
-                self.mean[i] = if self.visits[i] == 0 {
+                *mean = if *visits == 0 {
                     m
                 } else {
-                    self.mean[i] + PROFILE_ALPHA * (m - self.mean[i])
+                    *mean + PROFILE_ALPHA * (m - *mean)
                 };
-                self.visits[i] = self.visits[i].saturating_add(1);
+                *visits = visits.saturating_add(1);
             }
         }
         self.sum = 0.0;
