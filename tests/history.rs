@@ -8,18 +8,11 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{write_config, InProcess};
+use common::{now_ms, write_config, InProcess};
 use serde_json::Value;
 
 const MIN: i64 = 60_000;
 const DAY: i64 = 86_400_000;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn send(addr: &str, lines: &str) {
     let mut s = TcpStream::connect(addr).expect("connect");

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::servers;
-use common::{write_config, Edgewatch, Sender};
+use common::{now_ms, wait_until, write_config, Edgewatch, Sender};
 use serde_json::Value;
 
 fn config(sink: &str) -> String {
@@ -30,23 +30,6 @@ format = "csv"
 {sink}
 "#
     )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `n` samples for each of `devices`, metric `x`, each at its own millisecond from `base`.

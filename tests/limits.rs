@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{write_config, Edgewatch, Sender};
+use common::{now_ms, write_config, Edgewatch, Sender};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite;
 
@@ -199,12 +199,6 @@ id = "restamp"
 kind = "tcp"
 listen = "127.0.0.1:0"
 "#;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Status and body of a GET with extra headers.
 fn get_with(api: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {

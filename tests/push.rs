@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::servers::{self, Receiver};
-use common::{write_config, Edgewatch, Sender};
+use common::{wait_until, write_config, Edgewatch, Sender};
 use serde_json::Value;
 
 fn config(sinks: &str) -> String {
@@ -42,17 +42,6 @@ fn flip(tx: &mut Sender, device: &str, n: usize) {
         ));
     }
     tx.send(buf.as_bytes());
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn am_active(am: &servers::Server, device: &str) -> Option<Value> {

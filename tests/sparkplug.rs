@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::broker::{publish_all, Broker, Watcher};
-use common::{write_config, Edgewatch};
+use common::{now_ms, write_config, Edgewatch};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 
@@ -67,13 +67,6 @@ fn encode(payloads: &[Value]) -> Vec<Vec<u8>> {
 fn decode(payload: &[u8]) -> Value {
     let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
     codec("decode", &json!([hex]))[0].clone()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn last_value(devs: &Value, device: &str, metric: &str) -> Option<(f64, Option<i64>)> {

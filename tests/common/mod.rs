@@ -409,3 +409,22 @@ pub fn noise(i: u64) -> f64 {
     let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
     (x as f64 / (1u64 << 53) as f64) - 0.5
 }
+
+/// Wall-clock time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Polls `f` every 100 ms until it gives a value, failing the test with `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
