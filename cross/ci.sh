@@ -46,6 +46,9 @@ done
 dpkg-deb --field "$deb" Conffiles 2>/dev/null | grep -q /etc/edgewatch/edgewatch.toml ||
   dpkg-deb -I "$deb" conffiles | grep -qx /etc/edgewatch/edgewatch.toml
 dpkg-deb -I "$deb" | grep -E "Package|Version|Architecture|Depends"
+# The ARMv7 armhf package carries the preinst that refuses a Pi 1 / Zero (ARMv6).
+SUFFIX=-ci-cross COMPRESS=gzip OUT="$tmp" cross/deb.sh armhf
+dpkg-deb -I "$tmp"/edgewatch_*_armhf.deb preinst | grep -q armhf-armv6.deb
 ROOT="$tmp/root" cross/install.sh dist/edgewatch-arm64-ci-cross >/dev/null
 test -x "$tmp/root/usr/local/bin/edgewatch" && grep -q /usr/local/bin/edgewatch "$tmp/root/etc/systemd/system/edgewatch.service"
 test -f "$tmp/root/usr/local/share/doc/edgewatch/docs/SOURCES.md"

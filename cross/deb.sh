@@ -2,7 +2,9 @@
 # Builds Debian packages from the binaries cross/build.sh left in dist/ (SUFFIX=-ci-cross: from
 # the CI profile's binaries; no cargo-deb needed: dpkg-deb only).
 # Usage: cross/deb.sh [arm64|armhf|armv6|amd64]...   (default: arm64 armhf) → dist/edgewatch_<v>_<arch>.deb
-#   armv6: the static ARMv6 binary (Pi 1 / Zero) as an armhf package, dist/edgewatch_<v>_armhf-armv6.deb
+#   armv6: the static ARMv6 binary (Pi 1 / Zero) as an armhf package, dist/edgewatch_<v>_armhf-armv6.deb,
+#          version <v>+armv6 (so `dpkg -l` tells it from the ARMv7 build); the ARMv7 armhf package
+#          gets a preinst that refuses an ARMv6 CPU (cross/README.md, "ARMv6").
 #   amd64: the host's binary (target/debug or BIN=...), for tests of the package itself.
 # BIN=FILE packages that binary; OUT=DIR writes the .deb there instead of dist/; COMPRESS=gzip|none
 # instead of xz (tests).
@@ -36,11 +38,11 @@ run_bin() { # run_bin ARCH BIN ARGS...
 }
 
 for arch in "${arches[@]}"; do
-  debarch=$arch name=$arch
+  debarch=$arch name=$arch debversion=$version
   case $arch in
     arm64) objdump=aarch64-linux-gnu-objdump ;;
     armhf) objdump=arm-linux-gnueabihf-objdump ;;
-    armv6) objdump="" debarch=armhf name=armhf-armv6 ;;  # static: no libc dependency
+    armv6) objdump="" debarch=armhf name=armhf-armv6 debversion=$version+armv6 ;;  # static: no libc dependency
     amd64) objdump=objdump ;;
     *) echo "unknown arch $arch (arm64, armhf, armv6, amd64)" >&2; exit 2 ;;
   esac
@@ -76,11 +78,12 @@ for arch in "${arches[@]}"; do
 
   mkdir -p "$root/DEBIAN"
   install -m755 cross/deb/postinst cross/deb/prerm cross/deb/postrm "$root/DEBIAN/"
+  if [ "$arch" = armhf ]; then install -m755 cross/deb/preinst-armv7 "$root/DEBIAN/preinst"; fi
   echo /etc/edgewatch/edgewatch.toml > "$root/DEBIAN/conffiles"
   size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
   cat > "$root/DEBIAN/control" <<CTRL
 Package: edgewatch
-Version: $version
+Version: $debversion
 Architecture: $debarch
 Maintainer: edgewatch developers <edgewatch@localhost>
 Installed-Size: $size

@@ -358,14 +358,31 @@ fn probe(resolved: &config::Resolved, opts: &edgewatch::probe::Options, which: &
     }
 }
 
+/// `RUST_LOG` as a level and/or `target=level` list (`debug`, `warn,edgewatch=debug`); unset or
+/// unparsable: `info`. `Targets` rather than `EnvFilter`: no span/field directives, but no regex
+/// engine in the binary either (about 0.5 MB of the aarch64 build, see cross/README.md).
+fn log_filter() -> tracing_subscriber::filter::Targets {
+    let info = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v.parse().unwrap_or_else(|e| {
+            eprintln!("edgewatch: RUST_LOG={v:?} ignored ({e}); logging at info");
+            info()
+        }),
+        _ => info(),
+    }
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::prelude::*;
+    let filter = log_filter();
     if format == LogFormat::Json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .init();
         return;
     }
@@ -373,7 +390,6 @@ fn init_logging(format: LogFormat) {
     if format == LogFormat::Auto && std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(layer) => {
-                use tracing_subscriber::prelude::*;
                 tracing_subscriber::registry()
                     .with(filter)
                     .with(layer.with_syslog_identifier("edgewatch".into()))
@@ -384,11 +400,14 @@ fn init_logging(format: LogFormat) {
         }
     }
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
 }
 

@@ -207,3 +207,79 @@ fn install_sh_installs_docs_man_pages_and_completions_into_a_root() {
         "{unit}"
     );
 }
+
+/// The Pi 1 / Zero package (`cross/deb.sh armv6`), built here around the binary under test: the
+/// packaging path only (CI has no ARMv6 toolchain; cross/README.md has the real build). It must
+/// say `armhf` (what 32-bit Raspberry Pi OS calls itself on an ARMv6 Pi), carry a version of its
+/// own, need no libc (the binary is static) and leave out the ARMv7 package's CPU check.
+#[test]
+fn the_armv6_deb_is_armhf_with_its_own_version_no_libc_dependency_and_no_cpu_check() {
+    if !have("dpkg-deb") {
+        eprintln!("SKIP: dpkg-deb not installed (apt install dpkg)");
+        return;
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let bin = out.path().join("edgewatch");
+    stdout(
+        Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(env!("CARGO_BIN_EXE_edgewatch"))
+            .arg(&bin),
+    );
+    let built = stdout(
+        Command::new(repo().join("cross/deb.sh"))
+            .arg("armv6")
+            .env("BIN", &bin)
+            .env("OUT", out.path())
+            .env("COMPRESS", "gzip"),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = out
+        .path()
+        .join(format!("edgewatch_{version}_armhf-armv6.deb"));
+    assert!(deb.is_file(), "{built}");
+    let field = |name: &str| {
+        stdout(Command::new("dpkg-deb").arg("--field").arg(&deb).arg(name))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(field("Architecture"), "armhf");
+    assert_eq!(field("Version"), format!("{version}+armv6"));
+    assert_eq!(field("Depends"), "adduser");
+    let ctrl = out.path().join("ctrl");
+    stdout(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctrl));
+    assert!(ctrl.join("postinst").is_file());
+    assert!(
+        !ctrl.join("preinst").exists(),
+        "the armv6 package runs on every ARM Pi"
+    );
+}
+
+/// The ARMv7 `armhf` package's preinst: on an ARMv6 CPU (`uname -m` = armv6l) it refuses, naming
+/// the package to use; on ARMv7 and ARMv8 it lets the install go on.
+#[test]
+fn the_armv7_package_refuses_to_install_on_an_armv6_pi() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let preinst = repo().join("cross/deb/preinst-armv7");
+    for (machine, ok) in [("armv6l", false), ("armv7l", true), ("aarch64", true)] {
+        let uname = dir.path().join("uname");
+        std::fs::write(&uname, format!("#!/bin/sh\necho {machine}\n")).expect("write");
+        stdout(Command::new("chmod").arg("755").arg(&uname));
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .arg(&preinst)
+            .arg("install")
+            .env("PATH", path)
+            .output()
+            .expect("run preinst");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{machine}: {err}");
+        if !ok {
+            assert!(err.contains("armhf-armv6.deb"), "{err}");
+        }
+    }
+}

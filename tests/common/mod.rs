@@ -262,7 +262,7 @@ impl InProcess {
         if std::env::var_os("EDGEWATCH_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_test_writer()
-                .with_env_filter("info")
+                .with_max_level(tracing::Level::INFO)
                 .try_init();
         }
         let resolved = edgewatch::config::load_file(config)
