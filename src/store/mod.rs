@@ -48,6 +48,8 @@ pub struct Store {
     /// `sync_file_range`, which neither flushes a drive's cache nor the file's size).
     sync: durable::Syncer,
     outbox: Outbox,
+    /// Every outbox (upstream and named ones), whose seq each flush writes first.
+    outboxes: std::sync::Mutex<Vec<Outbox>>,
     history: history::History,
     state: sled::Tree,
     alerts: sled::Tree,
@@ -117,8 +119,9 @@ impl Store {
                 outbox.skip_to(m.outbox_seq);
             }
         }
-        let history = history::History::open(&db, damage.clone())?;
+        let history = history::History::open(&db, damage.clone(), writes.clone())?;
         Ok(Store {
+            outboxes: std::sync::Mutex::new(vec![outbox.clone()]),
             outbox,
             history,
             alerts,
@@ -157,6 +160,10 @@ impl Store {
     pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
         let o = Outbox::open(&self.db, name, self.writes.clone())?;
         o.report_damage(&format!("outbox_{name}"), &self.damage);
+        self.outboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(o.clone());
         Ok(o)
     }
 
@@ -231,7 +238,7 @@ impl Store {
             let Ok(v) = record::open(&k, &v) else {
                 continue; // counted at start; damage written since is caught there next time
             };
-            let a: Alert = match serde_json::from_slice(v) {
+            let a: Alert = match serde_json::from_slice(&v) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable alert log record");
@@ -279,7 +286,7 @@ impl Store {
             }
             self.alerts.remove(&k)?;
             let body = record::open(&k, &v).unwrap_or_default();
-            if let Ok(a) = serde_json::from_slice::<Alert>(body) {
+            if let Ok(a) = serde_json::from_slice::<Alert>(&body) {
                 self.alert_keys.remove(a.id.as_bytes())?;
             }
             removed += 1;
@@ -290,6 +297,14 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
+        for o in self
+            .outboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            o.persist_seq()?;
+        }
         let n = self.db.flush()?;
         self.sync.log()?;
         self.writes.flushed();
