@@ -39,11 +39,11 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// Encoded device states: (device id, bytes).
+type Snapshots = Vec<(String, Vec<u8>)>;
+
 /// The snapshots whose encoding differs from the one saved last, with their new hashes.
-fn changed_since(
-    saved: &HashMap<String, u64>,
-    snap: Vec<(String, Vec<u8>)>,
-) -> (Vec<(String, Vec<u8>)>, Vec<(String, u64)>) {
+fn changed_since(saved: &HashMap<String, u64>, snap: Snapshots) -> (Snapshots, Vec<(String, u64)>) {
     let mut hashes = Vec::with_capacity(snap.len());
     let changed = snap
         .into_iter()

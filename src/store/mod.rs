@@ -62,15 +62,40 @@ pub struct Store {
 }
 
 const STATE_VERSION: &[u8] = b"state-format-2";
+/// sled's default log segment size.
+pub const SEGMENT_SIZE: usize = 512 * 1024;
+
+/// The segment size recorded in sled's `conf` file of an existing database.
+fn existing_segment_size(dir: &Path) -> Option<usize> {
+    let conf = std::fs::read(dir.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse().ok())
+}
 /// Marks a database whose values are all sealed (`record::seal`); older ones are sealed once.
 const RECORD_FORMAT: &[u8] = b"crc32-1";
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    #[cfg(test)]
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_sized(dir, cache_bytes, SEGMENT_SIZE)
+    }
+
+    /// [`Store::open`] creating a new database with sled log segments of `segment_size` bytes
+    /// (a power of two). An existing database keeps the size it was created with (sled refuses
+    /// another one, and that must not look like damage).
+    pub fn open_sized(
+        dir: &Path,
+        cache_bytes: u64,
+        segment_size: usize,
+    ) -> Result<Self, StoreError> {
+        let segment_size = existing_segment_size(dir).unwrap_or(segment_size);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .segment_size(segment_size)
             // No background flusher: `Store::flush` makes writes durable when the store actor
             // says (every 500 ms while messages are queued, at each snapshot, every minute),
             // and fsyncs them. sled's own flusher added log writes of its own on top (each

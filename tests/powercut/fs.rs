@@ -71,6 +71,8 @@ struct State {
     /// Total bytes of file data allowed (None: unlimited); beyond it writes fail with ENOSPC.
     capacity: Option<u64>,
     ops: Ops,
+    /// fsyncs per file name (the name the file had when it was fsynced).
+    fsyncs_by_name: HashMap<OsString, u64>,
 }
 
 /// What was not durable at a cut, and what the cut did.
@@ -109,6 +111,7 @@ impl State {
             last_write: None,
             capacity: None,
             ops: Ops::default(),
+            fsyncs_by_name: HashMap::new(),
         }
     }
 
@@ -523,10 +526,12 @@ impl Filesystem for Fs {
         // fsync of a file makes its data and size durable, not its name.
         if let Some(Node {
             kind: Kind::File { data, synced },
+            name,
             ..
         }) = st.nodes.get_mut(&ino.0)
         {
             synced.clone_from(data);
+            *st.fsyncs_by_name.entry(name.clone()).or_default() += 1;
             if st.last_write.as_ref().is_some_and(|w| w.0 == ino.0) {
                 st.last_write = None;
             }
@@ -688,6 +693,52 @@ impl PowerCutFs {
             }
         }
         (files, dirs)
+    }
+
+    /// Files whose unsynced changes rewrite bytes that were synced (rather than only append):
+    /// (name, offset of the first rewritten byte; `None`: the file was cut shorter). For sled's
+    /// log that is a freed segment being reused or the file truncated (the end of its segment
+    /// cleanup), or its tail rewritten after a recovery.
+    pub fn overwritten(&self) -> Vec<(String, Option<usize>)> {
+        let st = self.st();
+        let mut out = Vec::new();
+        for n in st.nodes.values() {
+            if let Kind::File { data, synced } = &n.kind {
+                let common = data.len().min(synced.len());
+                // Slice compares (memcmp) first: this runs while the program is frozen.
+                let first = (data[..common] != synced[..common]).then(|| {
+                    let chunk = (0..common)
+                        .step_by(4096)
+                        .find(|&i| {
+                            let e = (i + 4096).min(common);
+                            data[i..e] != synced[i..e]
+                        })
+                        .unwrap_or(0);
+                    let e = (chunk + 4096).min(common);
+                    chunk
+                        + data[chunk..e]
+                            .iter()
+                            .zip(&synced[chunk..e])
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(0)
+                });
+                if data.len() < synced.len() {
+                    out.push((n.name.to_string_lossy().into_owned(), None));
+                } else if first.is_some() {
+                    out.push((n.name.to_string_lossy().into_owned(), first));
+                }
+            }
+        }
+        out
+    }
+
+    /// How often a file of this name was fsynced since mount.
+    pub fn fsyncs_of(&self, name: &str) -> u64 {
+        self.st()
+            .fsyncs_by_name
+            .get(std::ffi::OsStr::new(name))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn ops(&self) -> Ops {
