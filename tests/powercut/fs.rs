@@ -71,8 +71,6 @@ struct State {
     /// Total bytes of file data allowed (None: unlimited); beyond it writes fail with ENOSPC.
     capacity: Option<u64>,
     ops: Ops,
-    /// fsyncs per file name (the name the file had when it was fsynced).
-    fsyncs_by_name: HashMap<OsString, u64>,
 }
 
 /// What was not durable at a cut, and what the cut did.
@@ -111,7 +109,6 @@ impl State {
             last_write: None,
             capacity: None,
             ops: Ops::default(),
-            fsyncs_by_name: HashMap::new(),
         }
     }
 
@@ -526,12 +523,10 @@ impl Filesystem for Fs {
         // fsync of a file makes its data and size durable, not its name.
         if let Some(Node {
             kind: Kind::File { data, synced },
-            name,
             ..
         }) = st.nodes.get_mut(&ino.0)
         {
             synced.clone_from(data);
-            *st.fsyncs_by_name.entry(name.clone()).or_default() += 1;
             if st.last_write.as_ref().is_some_and(|w| w.0 == ino.0) {
                 st.last_write = None;
             }
@@ -730,15 +725,6 @@ impl PowerCutFs {
             }
         }
         out
-    }
-
-    /// How often a file of this name was fsynced since mount.
-    pub fn fsyncs_of(&self, name: &str) -> u64 {
-        self.st()
-            .fsyncs_by_name
-            .get(std::ffi::OsStr::new(name))
-            .copied()
-            .unwrap_or(0)
     }
 
     pub fn ops(&self) -> Ops {
