@@ -112,22 +112,33 @@ impl Actor for ShardActor {
             }
         });
         ctx.run_interval(self.persist_every, |act, ctx| {
+            act.emit_alerts();
             act.save_history();
             let (snap, hashes) = changed_since(&act.saved, act.core.snapshot());
             if snap.is_empty() {
                 return;
             }
             let shard = act.core.index();
-            act.store
-                .send(SaveSnapshot(snap))
-                .into_actor(act)
-                .map(move |r, act, _| match r {
-                    // Only what is durable counts as saved (a failed round is written again).
-                    Ok(Ok(())) => act.saved.extend(hashes),
-                    Ok(Err(e)) => tracing::error!(shard, error = %e, "snapshot failed"),
-                    Err(e) => tracing::error!(shard, error = %e, "store unavailable"),
-                })
-                .spawn(ctx);
+            // The alerts this state has raised go shard -> hub -> store, the snapshot straight to
+            // the store: it could overtake them, be flushed first, and a power cut then would
+            // restore an alert the outbox and the alert log never got (its resolution would go
+            // upstream for an alert never announced; the power-cut test found it). An empty
+            // `Alerts` through the hub first: once answered, the hub has handed every earlier
+            // alert of this shard to the store, which takes them before the snapshot.
+            let barrier = act.hub.send(Alerts(Vec::new()));
+            let store = act.store.clone();
+            async move {
+                let _ = barrier.await;
+                store.send(SaveSnapshot(snap)).await
+            }
+            .into_actor(act)
+            .map(move |r, act, _| match r {
+                // Only what is durable counts as saved (a failed round is written again).
+                Ok(Ok(())) => act.saved.extend(hashes),
+                Ok(Err(e)) => tracing::error!(shard, error = %e, "snapshot failed"),
+                Err(e) => tracing::error!(shard, error = %e, "store unavailable"),
+            })
+            .spawn(ctx);
         });
     }
 }
