@@ -43,7 +43,7 @@ fn crc(key: &[u8], payload: &[u8]) -> u32 {
 }
 
 /// The value to store under `key` for `payload`: deflated (format 2) when that saves at least an
-/// eighth, else plain (format 1). JSON messages shrink 3-5x, detector state little.
+/// eighth, else plain (format 1). JSON messages shrink ~3x, detector state little.
 pub fn seal(key: &[u8], payload: &[u8]) -> Vec<u8> {
     if payload.len() >= MIN_DEFLATE && payload.len() <= MAX_INFLATED {
         if let Some(v) = deflated(key, payload) {
