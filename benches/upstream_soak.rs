@@ -60,6 +60,33 @@ fn dir_size(p: &std::path::Path) -> u64 {
     total
 }
 
+/// sled's files: the log's size, blob files (count, MB), other names (page-table snapshots).
+fn layout(data: &std::path::Path) -> String {
+    let db = std::fs::metadata(data.join("db")).map_or(0, |m| m.len());
+    let (mut n, mut blob_bytes) = (0, 0);
+    if let Ok(rd) = std::fs::read_dir(data.join("blobs")) {
+        for e in rd.flatten() {
+            n += 1;
+            blob_bytes += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    let mut other: Vec<String> = std::fs::read_dir(data)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !["db", "blobs", "conf"].contains(&n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    other.sort();
+    format!(
+        "db {:.1} MB, {n} blobs {:.1} MB, {}",
+        db as f64 / 1e6,
+        blob_bytes as f64 / 1e6,
+        other.join(" ")
+    )
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return; // only `cargo bench` runs it; `cargo test --all-targets` just builds it
@@ -177,13 +204,44 @@ backoff_max = "2s"
     let rx = Receiver::start(&format!("127.0.0.1:{rx_port}"), Behaviour::default());
     std::thread::sleep(Duration::from_secs(30)); // warm-up: detectors, first snapshot
     let (w0, t0, s0) = (write_bytes(pid), Instant::now(), status(&api));
-    let mut per_min = String::from("steady MB written per minute:");
-    let mut last = w0;
+    let mut per_min = String::from(
+        "steady per minute (MB written: snapshots/outbox/alert log/history handed to sled):",
+    );
+    let (mut last, mut last_st) = (w0, s0.clone());
+    // Every 10 s: bursts (more than 1 MB in 10 s) with what the store wrote meanwhile and the
+    // data directory's layout, to find who writes them.
+    let mut bursts = Vec::new();
+    let mut last10 = w0;
     for _ in 0..steady {
-        std::thread::sleep(Duration::from_secs(60));
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_secs(10));
+            let w = write_bytes(pid);
+            if w - last10 > 1_000_000 && bursts.len() < 40 {
+                bursts.push(format!(
+                    "  +{:.0} s: {:.2} MB in 10 s; {}",
+                    t0.elapsed().as_secs_f64(),
+                    (w - last10) as f64 / 1e6,
+                    layout(&data)
+                ));
+            }
+            last10 = w;
+        }
         let w = write_bytes(pid);
-        per_min.push_str(&format!(" {:.2}", (w - last) as f64 / 1e6));
-        last = w;
+        let st = status(&api);
+        let d = |k: &str| {
+            (st["store"]["writes"][k].as_u64().unwrap_or(0)
+                - last_st["store"]["writes"][k].as_u64().unwrap_or(0)) as f64
+                / 1e6
+        };
+        per_min.push_str(&format!(
+            " {:.2} ({:.2}/{:.2}/{:.2}/{:.2})",
+            (w - last) as f64 / 1e6,
+            d("snapshot_bytes"),
+            d("outbox_bytes"),
+            d("alert_log_bytes"),
+            d("history_bytes")
+        ));
+        (last, last_st) = (w, st);
     }
     let secs = t0.elapsed().as_secs_f64();
     let per_hour = (write_bytes(pid) - w0) as f64 / secs * 3600.0;
@@ -197,20 +255,28 @@ backoff_max = "2s"
         dir_size(&data) as f64 / 1e6
     );
     println!("{per_min}");
+    println!("steady bursts (> 1 MB in 10 s): {}", bursts.len());
+    for b in &bursts {
+        println!("{b}");
+    }
+    println!("data dir at the end: {}", layout(&data));
     // What the store handed to sled, per cause, per hour; the rest is sled's and the kernel's.
     let d = |k: &str| {
         let (a, b) = (&st["store"]["writes"][k], &s0["store"]["writes"][k]);
         (a.as_u64().unwrap_or(0) - b.as_u64().unwrap_or(0)) as f64 / secs * 3600.0
     };
-    let logical = d("snapshot_bytes") + d("alert_log_bytes") + d("outbox_bytes");
+    let logical =
+        d("snapshot_bytes") + d("alert_log_bytes") + d("outbox_bytes") + d("history_bytes");
     println!(
-        "steady breakdown per hour: snapshots {:.2} MB ({:.0} records), alert log {:.2} MB ({:.0} records), outbox {:.2} MB ({:.0} records), removals {:.0}; {:.0} flushes ({:.1} MB at one 4 KiB page each), {:.0} manifests; sled + filesystem overhead {:.2} MB",
+        "steady breakdown per hour: snapshots {:.2} MB ({:.0} records), alert log {:.2} MB ({:.0} records), outbox {:.2} MB ({:.0} records), history {:.2} MB ({:.0} records), removals {:.0}; {:.0} flushes ({:.1} MB at one 4 KiB page each), {:.0} manifests; sled + filesystem overhead {:.2} MB",
         d("snapshot_bytes") / 1e6,
         d("snapshot_records"),
         d("alert_log_bytes") / 1e6,
         d("alert_log_records"),
         d("outbox_bytes") / 1e6,
         d("outbox_records"),
+        d("history_bytes") / 1e6,
+        d("history_records"),
         d("removals"),
         d("flushes"),
         d("flushes") * 4096.0 / 1e6,

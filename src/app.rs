@@ -92,9 +92,10 @@ const KEEP_DAMAGED: usize = 3;
 fn open_store(
     dir: &std::path::Path,
     cache: u64,
+    segment: usize,
 ) -> anyhow::Result<(Store, Option<crate::store::Recovery>)> {
     loop {
-        match crate::store::open_or_recover(dir, cache, KEEP_DAMAGED) {
+        match crate::store::open_or_recover(dir, cache, segment, KEEP_DAMAGED) {
             Ok(r) => return Ok(r),
             Err(e) if crate::store::is_disk_full(&e) => {
                 tracing::error!(data_dir = %dir.display(), error = %e, "disk full: cannot open the store; retrying in 10 s");
@@ -275,7 +276,8 @@ pub fn serve(
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
-    let (store, recovery) = open_store(&cfg.data_dir, cfg.store.cache_bytes)?;
+    let (store, recovery) =
+        open_store(&cfg.data_dir, cfg.store.cache_bytes, cfg.store.segment_size)?;
     let saved = store.load_snapshots().context("cannot read saved state")?;
     let mut queues = Vec::new();
     let sender = match &cfg.upstream {

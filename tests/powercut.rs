@@ -97,6 +97,15 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const DEVICES: usize = 5;
+/// The cycle's alert log keeps this many alerts, pruned every 300 ms: retention runs during
+/// most cycles (the log grows by ~10 alerts/s).
+const ALERT_LOG_MAX: usize = 40;
+/// sled log segment size in the cycle test (`[store] segment_size`).
+const SEGMENT: usize = 64 << 10;
+/// The phase of a cut while sled starts reusing a segment it cleaned.
+const SEGMENT_CLEANUP: &str = "sled segment cleanup: freed segment reused";
+/// What edgewatch logs after an alert-log retention pass removed something.
+const RETENTION_LINE: &str = "alert log retention applied";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -137,6 +146,18 @@ impl Proc {
             }
         });
         Proc { child, log }
+    }
+
+    fn log_len(&self) -> usize {
+        self.log.lock().expect("log").len()
+    }
+
+    /// Whether a line containing `needle` was logged at or after line `from` (moved past it).
+    fn saw_since(&self, from: &mut usize, needle: &str) -> bool {
+        let l = self.log.lock().expect("log");
+        let seen = l[(*from).min(l.len())..].iter().any(|x| x.contains(needle));
+        *from = l.len();
+        seen
     }
 
     fn tail(&self) -> String {
@@ -206,6 +227,15 @@ struct Ledger {
     owed: BTreeSet<u64>,
     /// Latest state of every alert id seen upstream: true = resolved.
     alerts: HashMap<String, (String, bool)>,
+    /// `raised_at` of every alert seen upstream (retention removes the oldest first).
+    raised: HashMap<String, i64>,
+    /// The alert log as read before the cut, known durable (a flush of the log followed the
+    /// read): id → (resolved, raised_at). All of it must be there after the restart.
+    synced_log: HashMap<String, (bool, i64)>,
+    /// Alert-log records checked against `synced_log` after restarts.
+    log_checked: u64,
+    /// The last cut (phase, torn write), for violation reports.
+    last_cut: String,
     /// Seqs covered by gap notices.
     gaps: Vec<(u64, u64)>,
     checked: u64,
@@ -279,6 +309,9 @@ impl Ledger {
                     _ => {}
                 }
                 let r = resolved || self.alerts.get(&id).is_some_and(|a| a.1);
+                if let Some(t) = m["raised_at"].as_i64() {
+                    self.raised.insert(id.clone(), t);
+                }
                 self.alerts.insert(id, (device, r));
             }
         }
@@ -301,41 +334,100 @@ impl Ledger {
                 ),
             ),
         }
-        let mut log: HashMap<String, bool> = HashMap::new();
-        for d in 0..DEVICES {
-            let Some(Value::Array(list)) =
-                get(api, &format!("/api/alerts?device=dev{d}&limit=10000"))
-            else {
-                self.violation(cycle, "GET /api/alerts failed".into());
-                return;
-            };
-            for a in list {
-                log.insert(
-                    a["id"].as_str().unwrap_or_default().to_string(),
-                    a["state"] == "resolved",
-                );
-            }
-        }
+        let Some(log) = read_alert_log(api) else {
+            self.violation(cycle, "GET /api/alerts failed".into());
+            return;
+        };
+        // Retention removes the oldest alerts beyond ALERT_LOG_MAX: a removed one had that many
+        // newer ones, which were durable before its removal was, and stay (or are removed for
+        // still newer ones). So an alert is missing legitimately only behind that many newer.
+        let mut times: Vec<i64> = log.values().map(|v| v.1).collect();
+        times.sort_unstable();
+        let pruned = |t: i64| times.len() - times.partition_point(|x| *x < t) >= ALERT_LOG_MAX;
         let mut missing = Vec::new();
         for (id, (_, resolved)) in &self.alerts {
+            let t = self.raised.get(id).copied().unwrap_or(i64::MAX);
             match log.get(id) {
+                None if pruned(t) => {}
                 None => missing.push(format!("{id} missing")),
-                Some(false) if *resolved => {
+                Some((false, _)) if *resolved => {
                     missing.push(format!("{id} firing, upstream saw it resolved"))
                 }
+                _ => {}
+            }
+        }
+        // Alerts in the log before the last sync are still there, in that state (whether or
+        // not they ever went upstream): records sled loses in recovery are caught here.
+        for (id, (resolved, t)) in std::mem::take(&mut self.synced_log) {
+            self.log_checked += 1;
+            match log.get(&id) {
+                None if pruned(t) => {}
+                None => missing.push(format!(
+                    "{id} (raised {t}, in the log before the last sync) missing, {} newer",
+                    times.len() - times.partition_point(|x| *x < t)
+                )),
+                Some((false, _)) if resolved => missing.push(format!(
+                    "{id} firing, the log had it resolved before the last sync"
+                )),
                 _ => {}
             }
         }
         if !missing.is_empty() {
             missing.sort();
             let what = format!(
-                "{} alerts seen upstream are not (so) in the alert log: {:?}",
+                "{} alerts seen upstream or synced are not (so) in the alert log: {:?}; {} alerts in the log now; last cut: {}",
                 missing.len(),
-                &missing[..missing.len().min(5)]
+                &missing[..missing.len().min(5)],
+                log.len(),
+                self.last_cut
             );
             self.violation(cycle, what);
         }
     }
+}
+
+/// The whole alert log: id → (resolved, raised_at).
+fn read_alert_log(api: &str) -> Option<HashMap<String, (bool, i64)>> {
+    let mut log = HashMap::new();
+    for d in 0..DEVICES {
+        let Some(Value::Array(list)) = get(api, &format!("/api/alerts?device=dev{d}&limit=10000"))
+        else {
+            return None;
+        };
+        for a in list {
+            log.insert(
+                a["id"].as_str().unwrap_or_default().to_string(),
+                (
+                    a["state"] == "resolved",
+                    a["raised_at"].as_i64().unwrap_or(i64::MIN),
+                ),
+            );
+        }
+    }
+    Some(log)
+}
+
+/// The store's count of completed flushes (each counted after its fsyncs).
+fn store_flushes(api: &str) -> Option<u64> {
+    get(api, "/api/status")?["store"]["writes"]["flushes"].as_u64()
+}
+
+/// The alert log as it is now, returned once it is durable: the store completed a flush after
+/// the read. The store actor answers the read and runs its flushes one at a time, so a flush
+/// counted after the answer arrived began after the read. (An fsync of sled's log file is no
+/// such witness: sled fsyncs it itself when it truncates the log, without writing what it holds
+/// in memory.) None if that took over 5 s.
+fn durable_alert_log(api: &str) -> Option<HashMap<String, (bool, i64)>> {
+    let log = read_alert_log(api)?;
+    let after = store_flushes(api)?;
+    let end = Instant::now() + Duration::from_secs(5);
+    while store_flushes(api)? <= after {
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(log)
 }
 
 fn signal(p: &Proc, sig: &str) {
@@ -351,7 +443,18 @@ fn freeze(p: &Proc) {
 /// What is unsynced in the filesystem now.
 fn phase_of(fs: &PowerCutFs) -> &'static str {
     let (files, dirs) = fs.pending();
-    if files.iter().any(|f| f.starts_with("snap.")) {
+    // The cycle's sled segments are 64 KiB: segment cleanup relocates live pages (appends),
+    // frees the segment, then truncates the log or reuses the segment from its start (header
+    // first), overwriting its old bytes; a recovery continues the log over what a cut left
+    // after the last good entry, which also overwrites synced bytes.
+    let rewritten = fs.overwritten().into_iter().find(|(f, _)| f == "db");
+    if let Some((_, at)) = rewritten {
+        match at {
+            None => "sled segment cleanup: log truncated",
+            Some(at) if at % SEGMENT < 64 => SEGMENT_CLEANUP,
+            Some(_) => "sled writing over synced log bytes (a reused segment or a recovered tail)",
+        }
+    } else if files.iter().any(|f| f.starts_with("snap.")) {
         "sled snapshot file"
     } else if files.iter().any(|f| f == "db") {
         "unsynced log writes"
@@ -372,12 +475,44 @@ fn cut_moment(
     rng: &mut impl Rng,
 ) -> &'static str {
     let end = Instant::now() + Duration::from_secs(2);
+    if target == Some("retention") {
+        // Frozen as soon as a pass that removed records is logged: its removals are in sled's
+        // memory, written at the next flush (sled writes nothing between flushes but a full
+        // 512 KiB buffer), so a cut now is a cut in the middle of retention as the disk sees it.
+        // Then, for up to 700 ms, it is frozen repeatedly until the flush that follows has
+        // written them and not yet synced them.
+        let mut from = p.log_len();
+        while Instant::now() < end {
+            if p.saw_since(&mut from, RETENTION_LINE) {
+                let until = Instant::now() + Duration::from_millis(700);
+                loop {
+                    freeze(p);
+                    fs.hold(true);
+                    if fs.pending().0.iter().any(|f| f == "db") {
+                        return "retention (removals written, unsynced)";
+                    }
+                    if Instant::now() > until {
+                        return "retention (removals in memory only)";
+                    }
+                    fs.hold(false);
+                    signal(p, "-CONT");
+                    std::thread::sleep(Duration::from_micros(rng.gen_range(100..1000)));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        freeze(p);
+        fs.hold(true);
+        return phase_of(fs);
+    }
     loop {
         freeze(p);
+        fs.hold(true);
         let phase = phase_of(fs);
         if target.is_none_or(|t| t == phase) || Instant::now() > end {
             return phase;
         }
+        fs.hold(false);
         signal(p, "-CONT");
         std::thread::sleep(Duration::from_micros(rng.gen_range(200..3000)));
     }
@@ -411,7 +546,9 @@ summary_interval = "500ms"
 persist_interval = "1s"
 
 [store]
-alert_log_max = 1000000
+alert_log_max = {ALERT_LOG_MAX}
+retention_interval = "300ms"
+segment_size = {SEGMENT}
 
 [unknown_devices]
 policy = "register"
@@ -449,6 +586,9 @@ fn power_cuts_never_lose_reissue_or_half_restore() {
         return;
     };
     let cycles = env_u64("POWERCUT_CYCLES", 20);
+    // Without a flush latency, sled's log is unsynced only for the instant between its write
+    // and the store's fsync (sled's own flusher is off), and few cuts land there.
+    fs.set_fsync_delay(Duration::from_millis(5));
     let seed = env_u64(
         "POWERCUT_SEED",
         std::time::SystemTime::now()
@@ -541,13 +681,23 @@ fn power_cuts_never_lose_reissue_or_half_restore() {
         // The cut, aimed at a moment when something is in flight for most cycles: the process is
         // frozen (SIGSTOP), the filesystem asked what is unsynced, and either cut or let go on.
         let target = match rng.gen_range(0..100) {
-            0..45 => Some("unsynced log writes"),
-            45..60 => Some("unsynced directory"),
-            60..70 => Some("sled snapshot file"),
+            0..35 => Some("unsynced log writes"),
+            35..47 => Some("unsynced directory"),
+            47..55 => Some("sled snapshot file"),
+            55..67 => Some("retention"),
+            67..77 => Some(SEGMENT_CLEANUP),
             _ => None,
         };
+        // The log as it was before the last sync: it must all be there after the cut.
+        if !early {
+            match durable_alert_log(&api) {
+                Some(log) => ledger.synced_log = log,
+                None => ledger.violation(cycle, "no flush of the store within 5 s".into()),
+            }
+        }
         let phase = if early {
             freeze(&p);
+            fs.hold(true);
             "starting"
         } else {
             cut_moment(&p, &fs, target, &mut rng)
@@ -559,6 +709,7 @@ fn power_cuts_never_lose_reissue_or_half_restore() {
             .cut(if tear { Some(&mut rng) } else { None })
             .expect("power cut");
         torn += u64::from(r.torn.is_some());
+        ledger.last_cut = format!("{phase}, torn {:?}, lost {} bytes", r.torn, r.lost_bytes);
         ledger.absorb(cycle, &rx);
         if !ledger.violations.is_empty() && std::env::var_os("POWERCUT_KEEP_GOING").is_none() {
             break;
@@ -599,13 +750,14 @@ fn power_cuts_never_lose_reissue_or_half_restore() {
     p.kill();
     let ops = fs.ops();
     eprintln!(
-        "powercut: {cycles} cycles in {:.0?}, seed {seed}\n  cuts by phase: {:?}\n  cycles by receiver: {:?}\n  torn writes: {torn}\n  messages checked: {} (distinct seqs {}), alerts tracked: {}\n  fs ops in total: {ops:?}\n  violations: {}",
+        "powercut: {cycles} cycles in {:.0?}, seed {seed}\n  cuts by phase: {:?}\n  cycles by receiver: {:?}\n  torn writes: {torn}\n  messages checked: {} (distinct seqs {}), alerts tracked: {}, alert-log records checked after restarts: {}\n  fs ops in total: {ops:?}\n  violations: {}",
         started.elapsed(),
         phases.0,
         modes.0,
         ledger.checked,
         ledger.content.len(),
         ledger.alerts.len(),
+        ledger.log_checked,
         ledger.violations.len()
     );
     assert!(

@@ -277,6 +277,12 @@ pub struct StoreConfig {
     /// ...and none older than this.
     #[serde(default = "default_alert_age")]
     pub alert_log_max_age: Dur,
+    /// sled log segment size for a new store (an existing one keeps its own).
+    #[serde(default = "default_segment_size")]
+    pub segment_size: usize,
+    /// How often retention runs (alert log limits, history compaction check).
+    #[serde(default = "default_retention_interval")]
+    pub retention_interval: Dur,
     /// Downsampled history of every series in sled (charts over hours to weeks).
     #[serde(default = "default_true")]
     pub history: bool,
@@ -294,6 +300,8 @@ impl Default for StoreConfig {
             cache_bytes: default_cache(),
             alert_log_max: default_alert_keep(),
             alert_log_max_age: default_alert_age(),
+            retention_interval: default_retention_interval(),
+            segment_size: default_segment_size(),
             history: true,
             history_1m_max_age: default_history_1m(),
             history_15m_max_age: default_history_15m(),
@@ -301,6 +309,12 @@ impl Default for StoreConfig {
     }
 }
 
+fn default_segment_size() -> usize {
+    crate::store::SEGMENT_SIZE
+}
+fn default_retention_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
 fn default_history_1m() -> Dur {
     Dur(std::time::Duration::from_secs(48 * 3600))
 }

@@ -123,6 +123,19 @@ pub(super) fn validate(mut config: Config, path: PathBuf) -> VResult<Resolved> {
             "must be at least 1",
         );
     }
+    let seg = config.store.segment_size;
+    if !seg.is_power_of_two() || !(1 << 16..=1 << 24).contains(&seg) {
+        return fail(
+            vec![key("store"), key("segment_size")],
+            "must be a power of two from 65536 (64 KiB) to 16777216 (16 MiB)",
+        );
+    }
+    if config.store.retention_interval.as_ms() < 100 {
+        return fail(
+            vec![key("store"), key("retention_interval")],
+            "must be at least 100ms",
+        );
+    }
     if config.store.history_1m_max_age.as_ms() < 3_600_000 {
         return fail(
             vec![key("store"), key("history_1m_max_age")],
@@ -1262,6 +1275,16 @@ mod tests {
         assert!(r.api_token.expect("token").verify("abc"));
         let e = err("node_id = \"n\"\n[analysis]\nhistory = 1000000\n");
         assert!(e.starts_with("c.toml:3:1: must be at most 100000"), "{e}");
+    }
+
+    #[test]
+    fn store_segment_size_and_retention_interval_are_bounded_and_located() {
+        let e = err("node_id = \"n\"\n[store]\nsegment_size = 100000\n");
+        assert!(e.starts_with("c.toml:3:1: must be a power of two"), "{e}");
+        let e = err("node_id = \"n\"\n[store]\nsegment_size = 32768\n");
+        assert!(e.contains("from 65536"), "{e}");
+        let e = err("node_id = \"n\"\n[store]\nretention_interval = \"10ms\"\n");
+        assert!(e.starts_with("c.toml:3:1: must be at least 100ms"), "{e}");
     }
 
     #[test]

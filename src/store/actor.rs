@@ -154,7 +154,7 @@ impl Actor for StoreActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Days that aged while the appliance was off are compacted now, not in a minute.
         self.compact_history();
-        ctx.run_interval(Duration::from_secs(60), |act, _| {
+        ctx.run_interval(self.retention.retention_interval.0, |act, _| {
             let r = &act.retention;
             match act
                 .store

@@ -222,19 +222,25 @@ fn parse_key(k: &[u8]) -> Option<(&[u8], u8, Millis)> {
 pub struct History {
     tree: sled::Tree,
     damage: std::sync::Arc<DamageLog>,
+    writes: std::sync::Arc<super::stats::Writes>,
 }
 
 impl History {
-    pub fn open(db: &sled::Db, damage: std::sync::Arc<DamageLog>) -> Result<Self, StoreError> {
+    pub fn open(
+        db: &sled::Db,
+        damage: std::sync::Arc<DamageLog>,
+        writes: std::sync::Arc<super::stats::Writes>,
+    ) -> Result<Self, StoreError> {
         Ok(History {
             tree: db.open_tree("history")?,
             damage,
+            writes,
         })
     }
 
     fn read(&self, k: &[u8], v: &[u8]) -> Option<Record> {
         let why = match record::open(k, v) {
-            Ok(payload) => match postcard::from_bytes::<Record>(payload) {
+            Ok(payload) => match postcard::from_bytes::<Record>(&payload) {
                 Ok(r) => return Some(r),
                 Err(e) => record::Damaged::Decode(e.to_string()),
             },
@@ -244,9 +250,10 @@ impl History {
         None
     }
 
-    fn write(batch: &mut sled::Batch, k: Vec<u8>, r: &Record) {
+    fn write(&self, batch: &mut sled::Batch, k: Vec<u8>, r: &Record) {
         if let Ok(payload) = postcard::to_allocvec(r) {
             let v = record::seal(&k, &payload);
+            self.writes.history(k.len() + v.len());
             batch.insert(k, v);
         }
     }
@@ -275,7 +282,7 @@ impl History {
                     rec.merge(((start - hour) / MINUTE) as u8, b);
                     i += 1;
                 }
-                Self::write(&mut batch, k, &rec);
+                self.write(&mut batch, k, &rec);
                 records += 1;
                 late |= hour + HOUR <= done;
             }
@@ -400,7 +407,7 @@ impl History {
             }
         }
         for (k, r) in &days {
-            Self::write(&mut batch, k.clone(), r);
+            self.write(&mut batch, k.clone(), r);
         }
         batch.insert(COMPACTED, &time_bytes(upto));
         self.tree.apply_batch(batch)?;
@@ -458,7 +465,7 @@ mod tests {
     fn open() -> (tempfile::TempDir, History) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = sled::Config::new().path(dir.path()).open().expect("sled");
-        let h = History::open(&db, Default::default()).expect("open");
+        let h = History::open(&db, Default::default(), Default::default()).expect("open");
         (dir, h)
     }
 
@@ -624,7 +631,7 @@ mod tests {
             .cache_capacity(8 << 20)
             .open()
             .expect("sled");
-        let h = History::open(&db, Default::default()).expect("open");
+        let h = History::open(&db, Default::default(), Default::default()).expect("open");
         let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY;
         let snapshot = |h: &History, db: &sled::Db, from: Millis, series: usize| {
             let batch: Vec<SeriesBuckets> = (0..series)
@@ -664,7 +671,7 @@ mod tests {
             .cache_capacity(8 << 20)
             .open()
             .expect("sled");
-        let h = History::open(&db, Default::default()).expect("open");
+        let h = History::open(&db, Default::default(), Default::default()).expect("open");
         for k in 0..(30 * 24 * 6) {
             snapshot(&h, &db, t0 + k * 10 * MINUTE, series);
             if k % (24 * 6) == 0 {

@@ -48,6 +48,8 @@ pub struct Store {
     /// `sync_file_range`, which neither flushes a drive's cache nor the file's size).
     sync: durable::Syncer,
     outbox: Outbox,
+    /// Every outbox (upstream and named ones), whose seq each flush writes first.
+    outboxes: std::sync::Mutex<Vec<Outbox>>,
     history: history::History,
     state: sled::Tree,
     alerts: sled::Tree,
@@ -60,15 +62,40 @@ pub struct Store {
 }
 
 const STATE_VERSION: &[u8] = b"state-format-2";
+/// sled's default log segment size.
+pub const SEGMENT_SIZE: usize = 512 * 1024;
+
+/// The segment size recorded in sled's `conf` file of an existing database.
+fn existing_segment_size(dir: &Path) -> Option<usize> {
+    let conf = std::fs::read(dir.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse().ok())
+}
 /// Marks a database whose values are all sealed (`record::seal`); older ones are sealed once.
 const RECORD_FORMAT: &[u8] = b"crc32-1";
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of `cache_bytes`.
+    #[cfg(test)]
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        Self::open_sized(dir, cache_bytes, SEGMENT_SIZE)
+    }
+
+    /// [`Store::open`] creating a new database with sled log segments of `segment_size` bytes
+    /// (a power of two). An existing database keeps the size it was created with (sled refuses
+    /// another one, and that must not look like damage).
+    pub fn open_sized(
+        dir: &Path,
+        cache_bytes: u64,
+        segment_size: usize,
+    ) -> Result<Self, StoreError> {
+        let segment_size = existing_segment_size(dir).unwrap_or(segment_size);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .segment_size(segment_size)
             // No background flusher: `Store::flush` makes writes durable when the store actor
             // says (every 500 ms while messages are queued, at each snapshot, every minute),
             // and fsyncs them. sled's own flusher added log writes of its own on top (each
@@ -117,8 +144,9 @@ impl Store {
                 outbox.skip_to(m.outbox_seq);
             }
         }
-        let history = history::History::open(&db, damage.clone())?;
+        let history = history::History::open(&db, damage.clone(), writes.clone())?;
         Ok(Store {
+            outboxes: std::sync::Mutex::new(vec![outbox.clone()]),
             outbox,
             history,
             alerts,
@@ -157,6 +185,10 @@ impl Store {
     pub fn named_outbox(&self, name: &str) -> Result<Outbox, StoreError> {
         let o = Outbox::open(&self.db, name, self.writes.clone())?;
         o.report_damage(&format!("outbox_{name}"), &self.damage);
+        self.outboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(o.clone());
         Ok(o)
     }
 
@@ -231,7 +263,7 @@ impl Store {
             let Ok(v) = record::open(&k, &v) else {
                 continue; // counted at start; damage written since is caught there next time
             };
-            let a: Alert = match serde_json::from_slice(v) {
+            let a: Alert = match serde_json::from_slice(&v) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable alert log record");
@@ -279,7 +311,7 @@ impl Store {
             }
             self.alerts.remove(&k)?;
             let body = record::open(&k, &v).unwrap_or_default();
-            if let Ok(a) = serde_json::from_slice::<Alert>(body) {
+            if let Ok(a) = serde_json::from_slice::<Alert>(&body) {
                 self.alert_keys.remove(a.id.as_bytes())?;
             }
             removed += 1;
@@ -290,6 +322,14 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<usize, StoreError> {
+        for o in self
+            .outboxes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            o.persist_seq()?;
+        }
         let n = self.db.flush()?;
         self.sync.log()?;
         self.writes.flushed();

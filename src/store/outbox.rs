@@ -48,6 +48,8 @@ struct Inner {
     trees: [sled::Tree; 2],
     meta: sled::Tree,
     next_seq: AtomicU64,
+    /// The seq last written to the meta tree (`persist_seq`, before each store flush).
+    written_seq: AtomicU64,
     bytes: [AtomicU64; 2],
     counts: [AtomicU64; 2],
     dropped: AtomicU64,
@@ -116,7 +118,7 @@ impl Outbox {
                     note_lost(&mut lost, lane, seq_of(&k), e);
                     continue;
                 }
-                bytes[i] += (k.len() + v.len()) as u64;
+                bytes[i] += (k.len() + record::plain_len(&v)) as u64;
                 counts[i] += 1;
             }
         }
@@ -125,6 +127,7 @@ impl Outbox {
                 trees,
                 meta,
                 next_seq: AtomicU64::new(last + 1),
+                written_seq: AtomicU64::new(last),
                 bytes: bytes.map(AtomicU64::new),
                 counts: counts.map(AtomicU64::new),
                 dropped: AtomicU64::new(0),
@@ -149,11 +152,11 @@ impl Outbox {
         body.extend_from_slice(&now.to_be_bytes());
         body.extend_from_slice(&json);
         let v = record::seal(&key(seq), &body);
-        let len = (v.len() + 8) as u64;
+        // Budgets count the message as it is, not as it compresses.
+        let len = (record::plain_len(&v) + 8) as u64;
+        let stored = v.len() + 8;
         i.trees[lane.idx()].insert(key(seq), v)?;
-        // The highest seq ever issued survives even when every message was acknowledged.
-        i.meta.insert("last_seq", &key(seq))?;
-        i.writes.outbox(len as usize + "last_seq".len() + 8);
+        i.writes.outbox(stored);
         i.bytes[lane.idx()].fetch_add(len, Relaxed);
         i.counts[lane.idx()].fetch_add(1, Relaxed);
         Ok(seq)
@@ -189,11 +192,23 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Writes the highest seq issued, if it grew, so that it survives even when every message
+    /// is acknowledged. Once per store flush, before it (the message records become durable in
+    /// the same flush), instead of once per message: one sled update instead of many.
+    pub(super) fn persist_seq(&self) -> Result<(), StoreError> {
+        let last = self.last_seq();
+        if self.inner.written_seq.load(Relaxed) < last {
+            self.inner.meta.insert("last_seq", &key(last))?;
+            self.inner.written_seq.fetch_max(last, Relaxed);
+        }
+        Ok(())
+    }
+
     /// Removes a delivered message. Returns whether it was still queued.
     pub fn ack(&self, seq: u64) -> Result<bool, StoreError> {
         for lane in [Lane::Alert, Lane::Summary] {
             if let Some(v) = self.inner.trees[lane.idx()].remove(key(seq))? {
-                self.account_removed(lane, v.len());
+                self.account_removed(lane, record::plain_len(&v));
                 self.inner.writes.removed(1);
                 return Ok(true);
             }
@@ -321,7 +336,7 @@ impl Outbox {
         for kv in tree.iter() {
             let (k, v) = kv?;
             let body = record::open(&k, &v).unwrap_or_default();
-            if !more(self, created_of(body)) {
+            if !more(self, created_of(&body)) {
                 break;
             }
             if body
@@ -334,7 +349,7 @@ impl Outbox {
             if tree.remove(&k)?.is_none() {
                 continue;
             }
-            self.account_removed(lane, v.len());
+            self.account_removed(lane, record::plain_len(&v));
             self.inner.writes.removed(1);
             self.inner.dropped.fetch_add(1, Relaxed);
             let seq = seq_of(&k);
@@ -439,6 +454,7 @@ mod tests {
             assert!(!o.ack(2).expect("ack twice"));
             assert!(o.is_empty());
             assert_eq!((o.bytes(Lane::Alert), o.bytes(Lane::Summary)), (0, 0));
+            o.persist_seq().expect("seq"); // as `Store::flush` does
             db.flush().expect("flush");
         }
         let (_db, o) = open(dir.path());

@@ -48,9 +48,10 @@ fn is_damage(e: &StoreError) -> bool {
 pub fn open_or_recover(
     dir: &Path,
     cache_bytes: u64,
+    segment_size: usize,
     keep: usize,
 ) -> Result<(Store, Option<Recovery>), StoreError> {
-    let first = std::panic::catch_unwind(|| Store::open(dir, cache_bytes));
+    let first = std::panic::catch_unwind(|| Store::open_sized(dir, cache_bytes, segment_size));
     let reason = match first {
         Ok(Ok(s)) => return Ok((s, None)),
         Ok(Err(e)) if !is_damage(&e) => return Err(e),
@@ -71,7 +72,7 @@ pub fn open_or_recover(
         path: dir.to_path_buf(),
         source,
     })?;
-    let s = Store::open(dir, cache_bytes)?;
+    let s = Store::open_sized(dir, cache_bytes, segment_size)?;
     Ok((s, Some(Recovery { moved_to, reason })))
 }
 
@@ -110,6 +111,7 @@ fn move_aside(dir: &Path, keep: usize) -> Result<PathBuf, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SEGMENT_SIZE;
 
     #[test]
     fn garbage_for_a_database_is_moved_aside_and_a_fresh_store_opens() {
@@ -120,7 +122,7 @@ mod tests {
             // Not a sled database at all: a garbage `conf` and `db`.
             std::fs::write(dir.join("conf"), [0xAB; 64]).expect("conf");
             std::fs::write(dir.join("db"), [0xCD; 4096]).expect("db");
-            let (s, r) = open_or_recover(&dir, 1 << 20, 2).expect("recovered");
+            let (s, r) = open_or_recover(&dir, 1 << 20, SEGMENT_SIZE, 2).expect("recovered");
             let r = r.expect("a recovery was reported");
             assert!(
                 r.moved_to.join("db").exists(),

@@ -14,6 +14,8 @@ pub struct Writes {
     alert_log_bytes: AtomicU64,
     outbox_records: AtomicU64,
     outbox_bytes: AtomicU64,
+    history_records: AtomicU64,
+    history_bytes: AtomicU64,
     removals: AtomicU64,
     flushes: AtomicU64,
     manifests: AtomicU64,
@@ -29,6 +31,9 @@ pub struct WritesView {
     pub alert_log_bytes: u64,
     pub outbox_records: u64,
     pub outbox_bytes: u64,
+    /// Downsampled history records (one per series and snapshot round).
+    pub history_records: u64,
+    pub history_bytes: u64,
     /// Records removed: acknowledged outbox messages, budget drops, retention.
     pub removals: u64,
     /// Durable flushes (each a log write plus fsyncs).
@@ -52,6 +57,9 @@ impl Writes {
     pub(super) fn outbox(&self, bytes: usize) {
         add(&self.outbox_records, 1, &self.outbox_bytes, bytes);
     }
+    pub(super) fn history(&self, bytes: usize) {
+        add(&self.history_records, 1, &self.history_bytes, bytes);
+    }
     pub(super) fn removed(&self, n: u64) {
         self.removals.fetch_add(n, Relaxed);
     }
@@ -70,6 +78,8 @@ impl Writes {
             alert_log_bytes: self.alert_log_bytes.load(Relaxed),
             outbox_records: self.outbox_records.load(Relaxed),
             outbox_bytes: self.outbox_bytes.load(Relaxed),
+            history_records: self.history_records.load(Relaxed),
+            history_bytes: self.history_bytes.load(Relaxed),
             removals: self.removals.load(Relaxed),
             flushes: self.flushes.load(Relaxed),
             manifests: self.manifests.load(Relaxed),

@@ -71,6 +71,13 @@ struct State {
     /// Total bytes of file data allowed (None: unlimited); beyond it writes fail with ENOSPC.
     capacity: Option<u64>,
     ops: Ops,
+    /// How long a file fsync takes before it makes anything durable (a card's flush latency).
+    fsync_delay: Duration,
+    /// Set while the test inspects a frozen program: fsyncs completing meanwhile wait, so that
+    /// what it saw unsynced is what a cut then loses.
+    held: bool,
+    /// The power is gone: fsyncs still in flight make nothing durable.
+    dead: bool,
 }
 
 /// What was not durable at a cut, and what the cut did.
@@ -109,6 +116,9 @@ impl State {
             last_write: None,
             capacity: None,
             ops: Ops::default(),
+            fsync_delay: Duration::ZERO,
+            held: false,
+            dead: false,
         }
     }
 
@@ -518,7 +528,22 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let mut st = self.st();
+        // The data is not durable before the delay is over (the lock is not held meanwhile).
+        let delay = self.st().fsync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        let mut st = loop {
+            let st = self.st();
+            if st.dead {
+                return reply.error(Errno::EIO);
+            }
+            if !st.held {
+                break st;
+            }
+            drop(st);
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let st = &mut *st;
         // fsync of a file makes its data and size durable, not its name.
         if let Some(Node {
@@ -647,8 +672,13 @@ impl PowerCutFs {
     /// A power cut: unmounts (every process using the mount must be gone), drops everything not
     /// synced (tearing the last unsynced write when `tear` is given), and mounts what survived.
     pub fn cut(&mut self, tear: Option<&mut dyn rand::RngCore>) -> io::Result<CutReport> {
+        self.st().dead = true;
         self.unmount()?;
-        let report = self.st().cut(tear);
+        let report = {
+            let mut st = self.st();
+            (st.held, st.dead) = (false, false);
+            st.cut(tear)
+        };
         self.session = Some(self.spawn()?);
         Ok(report)
     }
@@ -664,6 +694,17 @@ impl PowerCutFs {
     /// Limits file data to `bytes` in total (writes beyond fail with ENOSPC); None lifts it.
     pub fn set_capacity(&self, bytes: Option<u64>) {
         self.st().capacity = bytes;
+    }
+
+    /// Makes every file fsync take `d` before its data becomes durable (an SD card takes
+    /// milliseconds), so that cuts can land between a write and the end of its fsync.
+    pub fn set_fsync_delay(&self, d: Duration) {
+        self.st().fsync_delay = d;
+    }
+
+    /// Holds (true) or releases fsyncs that complete while the test looks at a frozen program.
+    pub fn hold(&self, on: bool) {
+        self.st().held = on;
     }
 
     /// Names in the filesystem now (current view).
@@ -688,6 +729,43 @@ impl PowerCutFs {
             }
         }
         (files, dirs)
+    }
+
+    /// Files whose unsynced changes rewrite bytes that were synced (rather than only append):
+    /// (name, offset of the first rewritten byte; `None`: the file was cut shorter). For sled's
+    /// log that is a freed segment being reused or the file truncated (the end of its segment
+    /// cleanup), or its tail rewritten after a recovery.
+    pub fn overwritten(&self) -> Vec<(String, Option<usize>)> {
+        let st = self.st();
+        let mut out = Vec::new();
+        for n in st.nodes.values() {
+            if let Kind::File { data, synced } = &n.kind {
+                let common = data.len().min(synced.len());
+                // Slice compares (memcmp) first: this runs while the program is frozen.
+                let first = (data[..common] != synced[..common]).then(|| {
+                    let chunk = (0..common)
+                        .step_by(4096)
+                        .find(|&i| {
+                            let e = (i + 4096).min(common);
+                            data[i..e] != synced[i..e]
+                        })
+                        .unwrap_or(0);
+                    let e = (chunk + 4096).min(common);
+                    chunk
+                        + data[chunk..e]
+                            .iter()
+                            .zip(&synced[chunk..e])
+                            .position(|(a, b)| a != b)
+                            .unwrap_or(0)
+                });
+                if data.len() < synced.len() {
+                    out.push((n.name.to_string_lossy().into_owned(), None));
+                } else if first.is_some() {
+                    out.push((n.name.to_string_lossy().into_owned(), first));
+                }
+            }
+        }
+        out
     }
 
     pub fn ops(&self) -> Ops {
