@@ -702,6 +702,12 @@ impl PowerCutFs {
         self.st().fsync_delay = d;
     }
 
+    /// The power goes: fsyncs in flight (held ones included) fail and make nothing durable, so a
+    /// killed program's last fsync cannot keep its process (and the mount) alive.
+    pub fn power_off(&self) {
+        self.st().dead = true;
+    }
+
     /// Holds (true) or releases fsyncs that complete while the test looks at a frozen program.
     pub fn hold(&self, on: bool) {
         self.st().held = on;
