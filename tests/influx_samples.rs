@@ -160,27 +160,8 @@ fn interval_statistics_land_in_victoria_metrics_one_point_per_series_and_interva
     }
     let dir = tempfile::tempdir().expect("tmp");
     let vm = servers::victoria(dir.path());
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t0ken").expect("write token");
-    let cfg = write_config(
-        dir.path(),
-        &config(&format!(
-            r#"
-[[sink]]
-kind = "influxdb"
-id = "vm"
-api = "v2"
-url = "{}"
-org = "o"
-bucket = "b"
-token_file = "{}"
-samples = "2s"
-backoff_min = "50ms"
-"#,
-            vm.url(),
-            token.display()
-        )),
-    );
+    let sink = servers::victoria_v2_sink(dir.path(), &vm, "samples = \"2s\"");
+    let cfg = write_config(dir.path(), &config(&sink));
     let mut ew = Edgewatch::start(&cfg);
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     // Five 2 s intervals per device, four samples each (values 1, 2, 3, 4 + interval index);

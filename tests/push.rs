@@ -331,26 +331,8 @@ fn the_v2_write_api_lands_in_victoria_metrics() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let vm = servers::victoria(dir.path());
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t0ken").expect("write token");
-    let cfg = write_config(
-        dir.path(),
-        &config(&format!(
-            r#"
-[[sink]]
-kind = "influxdb"
-id = "vm"
-api = "v2"
-url = "{}"
-org = "o"
-bucket = "b"
-token_file = "{}"
-backoff_min = "50ms"
-"#,
-            vm.url(),
-            token.display()
-        )),
-    );
+    let sink = servers::victoria_v2_sink(dir.path(), &vm, "");
+    let cfg = write_config(dir.path(), &config(&sink));
     let mut ew = Edgewatch::start(&cfg);
     let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
     flip(&mut tx, "v1", 6);

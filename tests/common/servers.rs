@@ -211,6 +211,19 @@ pub fn victoria(dir: &Path) -> Server {
     )
 }
 
+/// The `[[sink]]` of an `influxdb` output writing to `vm` over the v2 API (a token file in `dir`),
+/// with `extra` lines appended to the table.
+pub fn victoria_v2_sink(dir: &Path, vm: &Server, extra: &str) -> String {
+    let token = dir.join("token");
+    std::fs::write(&token, "t0ken").expect("write token");
+    format!(
+        "\n[[sink]]\nkind = \"influxdb\"\nid = \"vm\"\napi = \"v2\"\nurl = \"{}\"\norg = \"o\"\n\
+         bucket = \"b\"\ntoken_file = \"{}\"\nbackoff_min = \"50ms\"\n{extra}\n",
+        vm.url(),
+        token.display()
+    )
+}
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Request {
