@@ -77,6 +77,7 @@ pub fn default_device_detectors() -> Vec<DeviceDetectorInstance> {
         spec: multivariate::Spec::default(),
         severity: Severity::Warning,
         hold_ms: multivariate::DEFAULT_HOLD_MS,
+        resolve: multivariate::DEFAULT_RESOLVE,
     }]
 }
 
@@ -155,6 +156,7 @@ pub(super) fn device_level(
                             spec,
                             severity: c.severity.unwrap_or_default(),
                             hold_ms: c.hold.map_or(multivariate::DEFAULT_HOLD_MS, |h| h.as_ms()),
+                            resolve: c.resolve.unwrap_or(multivariate::DEFAULT_RESOLVE),
                         }
                     }
                 };

@@ -51,6 +51,8 @@ pub struct DeviceDetectorInstance {
     pub spec: multivariate::Spec,
     pub severity: Severity,
     pub hold_ms: i64,
+    /// A firing alert stays anomalous while the ratio exceeds this (hysteresis; 1: none).
+    pub resolve: f64,
 }
 
 /// A device's vector and detectors, as configured.
@@ -511,7 +513,8 @@ fn judge(
         resolved_at: None,
         message: alert_message(j, v),
     };
-    match slot.life.step(j.anomalous, now, slot.inst.hold_ms) {
+    let anomalous = j.anomalous || (slot.life.is_firing() && j.ratio > slot.inst.resolve);
+    match slot.life.step(anomalous, now, slot.inst.hold_ms) {
         None => {}
         Some(Transition::Fire) => {
             let id = rng.gen::<u64>() | 1;

@@ -13,6 +13,9 @@ use crate::model::Severity;
 
 /// Default minimum firing time of a multivariate alert.
 pub const DEFAULT_HOLD_MS: i64 = 20_000;
+/// Default resolve level: a firing alert stays anomalous until the ratio (statistic / limit)
+/// falls to this (hysteresis, so a statistic hovering around the limit does not flap).
+pub const DEFAULT_RESOLVE: f64 = 0.5;
 /// Most metrics a multivariate alert names as the main contributors.
 pub const MAX_TOP: usize = 8;
 /// Largest warm-up (vectors kept until the model is fitted; 16 metrics × 8 bytes each).
@@ -40,6 +43,10 @@ pub struct Config {
     /// Minimum time an alert stays firing before it may resolve (default 20s).
     #[serde(default)]
     pub hold: Option<Dur>,
+    /// A firing alert resolves once the ratio to the limit falls to this (in (0, 1]; default
+    /// 0.5; 1: no hysteresis).
+    #[serde(default)]
+    pub resolve: Option<f64>,
     /// Vectors learnt from before judging (default 400).
     #[serde(default)]
     pub warmup: Option<usize>,
@@ -123,6 +130,12 @@ impl Config {
         let ridge = self.ridge.unwrap_or(d.ridge);
         if !(0.0..=1e3).contains(&ridge) {
             return Err(("ridge", "ridge must be in [0, 1000]".into()));
+        }
+        if self
+            .resolve
+            .is_some_and(|r| !(r > 0.0 && r <= 1.0 && r.is_finite()))
+        {
+            return Err(("resolve", "resolve must be in (0, 1]".into()));
         }
         let top = self.top.unwrap_or(d.top);
         if top > MAX_TOP {
@@ -548,6 +561,7 @@ mod tests {
             name: None,
             severity: None,
             hold: None,
+            resolve: None,
             warmup: Some(5),
             smoothing: None,
             residual: None,
@@ -558,5 +572,11 @@ mod tests {
             top: None,
         };
         assert_eq!(c.validate().unwrap_err().0, "warmup");
+        let c = Config {
+            warmup: None,
+            resolve: Some(1.5),
+            ..c
+        };
+        assert_eq!(c.validate().unwrap_err().0, "resolve");
     }
 }

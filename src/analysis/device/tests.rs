@@ -179,6 +179,38 @@ fn every_metric_mode_settles_after_the_first_round() {
 }
 
 #[test]
+fn a_firing_alert_resolves_only_below_the_resolve_level() {
+    // Two detectors with the same model (so the same ratio) differ only in `resolve`.
+    let mut c = core(
+        "[[device]]\nid = \"pump\"\ndevice_detectors = [\
+         { type = \"multivariate\", name = \"plain\", warmup = 200, hold = \"0s\", resolve = 1.0 },\
+         { type = \"multivariate\", name = \"sticky\", warmup = 200, hold = \"0s\", resolve = 0.3 }]\n\
+         [device.vector]\nmetrics = [\"x\", \"y\", \"z\"]\n",
+    );
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut out = Vec::new();
+    let (mut sticky_was, mut held) = (false, 0);
+    for i in 0..500 {
+        feed_row(&mut c, i, row(&mut rng, (300..330).contains(&i)), &mut out);
+        let v = c.view(Some("pump"))[0].vector.clone().expect("vector view");
+        let (plain, sticky) = (&v.detectors[0], &v.detectors[1]);
+        let Some(r) = plain.ratio else { continue };
+        assert_eq!(sticky.ratio, Some(r), "row {i}: one model");
+        assert_eq!(
+            plain.firing.is_some(),
+            r > 1.0,
+            "row {i}: no hysteresis, ratio {r}"
+        );
+        let expect = r > 1.0 || (sticky_was && r > 0.3);
+        assert_eq!(sticky.firing.is_some(), expect, "row {i}: ratio {r}");
+        held += usize::from(expect && r <= 1.0);
+        sticky_was = expect;
+    }
+    assert!(held > 0, "the ratio passed between 0.3 and 1 while firing");
+    assert!(!sticky_was, "resolved once the relation came back");
+}
+
+#[test]
 fn snapshot_and_restore_continue_the_same_model_and_a_changed_one_starts_over() {
     let mut a = core(DEVICE_CFG);
     let mut rng = SmallRng::seed_from_u64(3);
