@@ -277,6 +277,47 @@ impl Spec {
     }
 }
 
+/// A forecast detector's line and crossing, for charts (`GET /api/devices/{id}/series`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastView {
+    pub detector: String,
+    pub above: Option<f64>,
+    pub below: Option<f64>,
+    pub horizon_ms: Millis,
+    /// The fitted line over the detector's window (`None` below two samples).
+    pub trend: Option<Trend>,
+    /// The trend is followed: enough samples and R² at least `min_r2`.
+    pub followed: bool,
+    /// The limit the followed trend heads to, in how long from its newest sample, and when.
+    pub limit: Option<f64>,
+    pub eta_ms: Option<Millis>,
+    pub crossing_ts: Option<Millis>,
+}
+
+impl Spec {
+    /// The view of `state` under these settings.
+    pub fn view(&self, name: &str, state: &RollingTrend) -> ForecastView {
+        let trend = state.trend();
+        let followed = state.len() >= self.min_samples && trend.is_some_and(|t| t.r2 >= self.min_r2);
+        let cross = trend
+            .filter(|_| followed)
+            .and_then(|t| self.crossing(&t).map(|(l, eta)| (t, l, eta)))
+            .filter(|(_, _, eta)| *eta < 1e9);
+        let eta_ms = cross.map(|(_, _, eta)| (eta * 1000.0).round() as Millis);
+        ForecastView {
+            detector: name.to_string(),
+            above: self.above,
+            below: self.below,
+            horizon_ms: self.horizon_ms,
+            trend,
+            followed,
+            limit: cross.map(|c| c.1),
+            eta_ms,
+            crossing_ts: cross.zip(eta_ms).map(|((t, _, _), e)| t.at_ms.saturating_add(e)),
+        }
+    }
+}
+
 impl Kind for Spec {
     type State = RollingTrend;
 
