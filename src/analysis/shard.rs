@@ -1308,7 +1308,7 @@ mod tests {
             ("forecast", AlertState::Firing)
         );
         // Fired at the 10th sample (90 s): 43.5 min to go, within ±10 %.
-        let truth = (45.0 * 60.0 - 90.0) as f64;
+        let truth = 45.0 * 60.0 - 90.0;
         assert!((a.score - truth).abs() < 0.1 * truth, "{a:?}");
         assert!(a.message.starts_with("crosses 95 in ~4"), "{}", a.message);
 

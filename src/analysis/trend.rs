@@ -79,7 +79,7 @@ impl LineMoments {
     /// The fit, with `t` measured from `origin` (ms) and `y` from `shift`; `at_ms`/`from_ms` as
     /// in [`Trend`]. `None` below two points or when every point has the same time.
     fn fit(&self, origin: Millis, shift: f64, at_ms: Millis, from_ms: Millis) -> Option<Trend> {
-        if self.n < 2 || !(self.stt > 0.0) {
+        if self.n < 2 || self.stt.is_nan() || self.stt <= 0.0 {
             return None;
         }
         let stt = self.stt;
