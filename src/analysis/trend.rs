@@ -36,7 +36,7 @@ impl Trend {
 /// Count, means and centred co-moments of points `(t, y)`; `t` in seconds from an origin and `y`
 /// relative to a shift, both chosen by the owner near the data so offsets cost no precision.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-struct LineMoments {
+pub(crate) struct LineMoments {
     n: u64,
     mt: f64,
     my: f64,
@@ -46,8 +46,23 @@ struct LineMoments {
 }
 
 impl LineMoments {
+    /// Points in the set.
+    pub(crate) fn len(&self) -> u64 {
+        self.n
+    }
+
+    /// The least-squares line as (mean t, mean y, slope); `None` below two points or when every
+    /// point has the same `t`.
+    pub(crate) fn line(&self) -> Option<(f64, f64, f64)> {
+        if self.n < 2 || self.stt.is_nan() || self.stt <= 0.0 {
+            return None;
+        }
+        let slope = self.sty / self.stt;
+        slope.is_finite().then_some((self.mt, self.my, slope))
+    }
+
     /// Welford's update.
-    fn push(&mut self, t: f64, y: f64) {
+    pub(crate) fn push(&mut self, t: f64, y: f64) {
         self.n += 1;
         let n = self.n as f64;
         let dt = t - self.mt;
@@ -60,7 +75,7 @@ impl LineMoments {
     }
 
     /// The inverse of `push` for a point in the set.
-    fn remove(&mut self, t: f64, y: f64) {
+    pub(crate) fn remove(&mut self, t: f64, y: f64) {
         if self.n <= 1 {
             *self = LineMoments::default();
             return;
