@@ -588,7 +588,8 @@ impl ShardCore {
             for slot in &mut m.detectors {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
-                fired |= v.anomalous;
+                // A forecast judges the trend, not this point: charts draw its line instead.
+                fired |= v.anomalous && !matches!(slot.spec, DetectorSpec::Forecast(_));
                 slot.last_anomaly = v.anomaly;
                 judge(
                     slot,
@@ -1323,6 +1324,7 @@ mod tests {
         let truth = (45.0 * 60.0 - 290.0) * 1000.0;
         assert!((eta - truth).abs() < 0.05 * truth, "{eta} vs {truth}");
         assert_eq!(f.crossing_ts, Some(t.at_ms + f.eta_ms.unwrap_or(0)));
+        assert!(m.points.fired.is_empty(), "a forecast marks no points");
         let w = m.trend.expect("window trend");
         assert!((w.slope - t.slope).abs() < 1e-9, "the same 30 samples");
         let d = c.view(Some("tank")).into_iter().next().expect("tank");
