@@ -79,9 +79,10 @@ function forecastShape(f) {
  * Draws a metric's forecast over the chart (uPlot hooks): the trend line over the detector's
  * window, continued to the crossing when one is due within the horizon, the limit as a dashed
  * line and the crossing as a ring labelled with the time to it. The scales stretch to include them.
- * The canvas coordinates drawn are kept in the plot element's `data-forecast` (read by tests).
+ * The canvas coordinates drawn are kept in `host`'s `data-forecast` (read by tests); `host` is
+ * the chart's element, not read from the DOM, since a draw may come while it is detached.
  */
-function forecastPlugin(get) {
+function forecastPlugin(get, host) {
   const color = css("--warn");
   return {
     opts: (u, o) => {
@@ -101,7 +102,6 @@ function forecastPlugin(get) {
     hooks: {
       draw: [
         (u) => {
-          const host = u.root.parentElement;
           const f = forecastShape(get().forecast);
           if (!f) {
             delete host.dataset.forecast;
@@ -177,7 +177,7 @@ export function deviceChart(el, s) {
       { label: "fired", value: (u, v) => fmtNum(v), ...pointsOnly(css("--bad"), 8) },
     ],
     bands: [{ series: [3, 4], fill: css("--band") }],
-    plugins: [forecastPlugin(() => cur)],
+    plugins: [forecastPlugin(() => cur, el)],
   };
   const u = new uPlot(opts, columns(s), el);
   return {
