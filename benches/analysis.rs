@@ -7,8 +7,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgewatch::analysis::detector::seasonal::Period;
 use edgewatch::analysis::detector::{
-    cusum, ensemble, ewma, mad, predict, rate, seasonal, silence, stuck, threshold, zscore,
-    DetectorSpec, DetectorState,
+    cusum, ensemble, ewma, forecast, mad, predict, rate, seasonal, silence, stuck, threshold,
+    zscore, DetectorSpec, DetectorState,
 };
 use edgewatch::analysis::stats::{RollingStats, WindowSpec};
 
@@ -132,6 +132,18 @@ fn bench_detectors(c: &mut Criterion) {
                 window: 128,
                 threshold: 6.0,
                 warmup: 32,
+            }),
+        ),
+        (
+            "forecast_256",
+            DetectorSpec::Forecast(forecast::Spec {
+                above: Some(95.0),
+                below: Some(5.0),
+                horizon_ms: 3_600_000,
+                window: 256,
+                span_ms: None,
+                min_r2: 0.5,
+                min_samples: 32,
             }),
         ),
         (

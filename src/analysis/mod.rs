@@ -10,3 +10,4 @@ pub(crate) mod lifecycle;
 pub mod samples;
 pub mod shard;
 pub mod stats;
+pub mod trend;

@@ -12,12 +12,14 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::budget::Limit;
+use super::detector::forecast::ForecastView;
 use super::detector::{DetectorSpec, DetectorState, Verdict};
 use super::device::{CorrelationView, DeviceLevel, LevelSnapshot, LevelView};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
 use super::samples::{Block, SeriesTap, Tap};
 use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
+use super::trend::{self, Trend};
 use crate::config::{MetricPolicy, Resolved};
 use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
 use crate::store::history::{Bucket, MinuteAcc, SeriesBuckets};
@@ -184,6 +186,8 @@ pub struct MetricView {
     pub anomaly: f64,
     pub detectors: Vec<String>,
     pub firing: Vec<Alert>,
+    /// Least-squares trend of the statistics window (computed when read).
+    pub trend: Option<Trend>,
 }
 
 pub struct ShardCore {
@@ -286,6 +290,11 @@ pub struct MetricSeries {
     /// zscore detector's window, `k` = its threshold) or `window` (the statistics window).
     pub k: f64,
     pub band: &'static str,
+    /// Least-squares trend of the statistics window.
+    pub trend: Option<Trend>,
+    /// The first forecast detector's line and crossing, when the metric has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastView>,
     #[serde(flatten)]
     pub points: Columns,
 }
@@ -579,7 +588,8 @@ impl ShardCore {
             for slot in &mut m.detectors {
                 slot.state.seen(now);
                 let v = slot.state.observe(&slot.spec, s.ts, s.value);
-                fired |= v.anomalous;
+                // A forecast judges the trend, not this point: charts draw its line instead.
+                fired |= v.anomalous && !matches!(slot.spec, DetectorSpec::Forecast(_));
                 slot.last_anomaly = v.anomaly;
                 judge(
                     slot,
@@ -883,6 +893,7 @@ impl ShardCore {
                             .iter()
                             .filter_map(|d| d.active.clone())
                             .collect(),
+                        trend: trend::fit(m.stats.points()),
                     })
                     .collect(),
                 vector: dev.level.as_ref().map(|l| l.view()),
@@ -955,6 +966,13 @@ impl ShardCore {
                 capacity: self.history_cap,
                 k,
                 band,
+                trend: trend::fit(m.stats.points()),
+                forecast: m.detectors.iter().find_map(|d| match (&d.spec, &d.state) {
+                    (DetectorSpec::Forecast(f), DetectorState::Forecast(s)) => {
+                        Some(f.view(&d.name, s))
+                    }
+                    _ => None,
+                }),
                 points,
             });
         }
@@ -1260,6 +1278,59 @@ mod tests {
             c.series("d2", Some("x"), None, 0),
             Err(SeriesError::UnknownMetric { .. })
         ));
+    }
+
+    /// A tank filling 1 % per minute, one sample every 10 s, from 50 %: full (95) at 45 min.
+    /// Through the shard: the alert says when, the series and the device view carry the line.
+    #[test]
+    fn forecast_alert_says_when_and_the_series_carries_the_line() {
+        let mut c = core(
+            "[[device]]\nid = \"tank\"\n[device.metrics.level]\nwindow = 100\n\
+             detectors = [{ type = \"forecast\", above = 95.0, horizon = \"3h\", window = 60, min_samples = 10 }]\n",
+        );
+        let t0: Millis = 1_790_000_000_000;
+        let mut b = Batch::with_capacity(30);
+        for i in 0..30i64 {
+            // A little deterministic wobble, so the fit is not exact.
+            let wobble = [0.2, -0.1, 0.0, 0.1, -0.2][i as usize % 5];
+            b.push(
+                "tank",
+                "level",
+                t0 + i * 10_000,
+                50.0 + i as f64 / 6.0 + wobble,
+            );
+        }
+        let mut out = Vec::new();
+        c.ingest(0, &b, t0 + 300_000, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let a = &out[0];
+        assert_eq!(
+            (a.detector.as_str(), a.state),
+            ("forecast", AlertState::Firing)
+        );
+        // Fired at the 10th sample (90 s): 43.5 min to go, within ±10 %.
+        let truth = 45.0 * 60.0 - 90.0;
+        assert!((a.score - truth).abs() < 0.1 * truth, "{a:?}");
+        assert!(a.message.starts_with("crosses 95 in ~4"), "{}", a.message);
+
+        let s = c.series("tank", Some("level"), None, 0).expect("series");
+        let m = &s.metrics[0];
+        let f = m.forecast.as_ref().expect("forecast view");
+        let t = f.trend.expect("trend");
+        assert!((t.slope * 60.0 - 1.0).abs() < 0.02, "{t:?}");
+        assert_eq!((t.count, t.at_ms), (30, t0 + 290_000));
+        assert!(f.followed && f.limit == Some(95.0));
+        let eta = f.eta_ms.expect("eta") as f64;
+        let truth = (45.0 * 60.0 - 290.0) * 1000.0;
+        assert!((eta - truth).abs() < 0.05 * truth, "{eta} vs {truth}");
+        assert_eq!(f.crossing_ts, Some(t.at_ms + f.eta_ms.unwrap_or(0)));
+        assert!(m.points.fired.is_empty(), "a forecast marks no points");
+        let w = m.trend.expect("window trend");
+        assert!((w.slope - t.slope).abs() < 1e-9, "the same 30 samples");
+        let d = c.view(Some("tank")).into_iter().next().expect("tank");
+        assert!(d.metrics[0]
+            .trend
+            .is_some_and(|x| (x.slope - w.slope).abs() < 1e-12));
     }
 
     #[test]

@@ -318,6 +318,11 @@ impl RollingStats {
     pub fn spec(&self) -> WindowSpec {
         self.spec
     }
+
+    /// The samples in the window (time, value), oldest arrival first.
+    pub fn points(&self) -> impl Iterator<Item = (Millis, f64)> + '_ {
+        self.ring.iter().copied()
+    }
 }
 
 /// Plain Welford accumulator for per-interval summaries: count, mean, population std, min, max

@@ -1,5 +1,6 @@
 //! Device-level analysis settings: `[device.vector]` (which metrics form a device's vector and how
-//! their samples are aligned) and `device_detectors` (detectors over that vector: `multivariate`).
+//! their samples are aligned) and `device_detectors` (detectors over that vector: `multivariate`,
+//! `relation`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use super::load::Seg;
 use super::validate::{at, check_name, fail, key};
 use super::Dur;
-use crate::analysis::device::multivariate;
+use crate::analysis::device::{multivariate, relation};
 use crate::analysis::device::{DeviceDetectorInstance, DeviceLevelPolicy, VectorSpec, MAX_VECTOR};
 use crate::model::Severity;
 
@@ -67,6 +68,8 @@ impl Default for VectorConfig {
 pub enum DeviceDetectorConfig {
     #[serde(rename = "multivariate")]
     Multivariate(multivariate::Config),
+    #[serde(rename = "relation")]
+    Relation(relation::Config),
 }
 
 /// The device-level detector set a device gets when it has a `[device.vector]` (or replay a
@@ -86,6 +89,7 @@ pub fn default_device_level() -> Arc<DeviceLevelPolicy> {
     Arc::new(DeviceLevelPolicy {
         vector: VectorSpec::from_config(&VectorConfig::default()),
         detectors: default_device_detectors(),
+        relations: Vec::new(),
     })
 }
 
@@ -141,6 +145,7 @@ pub(super) fn device_level(
     if v.span.is_some_and(|s| s.as_ms() <= 0) {
         return fail(at(&vp, &[key("span")]), "span must be greater than 0");
     }
+    let mut relations = Vec::new();
     let detectors = match detectors {
         None => default_device_detectors(),
         Some(ds) => {
@@ -148,29 +153,31 @@ pub(super) fn device_level(
             let mut names = HashSet::new();
             for (i, d) in ds.iter().enumerate() {
                 let dp = at(p, &[key("device_detectors"), Seg::Index(i)]);
-                let inst = match d {
+                let name = match d {
                     DeviceDetectorConfig::Multivariate(c) => {
                         let spec = c.validate().map_err(|(f, m)| (at(&dp, &[key(f)]), m))?;
-                        DeviceDetectorInstance {
+                        out.push(DeviceDetectorInstance {
                             name: c.name.clone().unwrap_or_else(|| "multivariate".into()),
                             spec,
                             severity: c.severity.unwrap_or_default(),
                             hold_ms: c.hold.map_or(multivariate::DEFAULT_HOLD_MS, |h| h.as_ms()),
                             resolve: c.resolve.unwrap_or(multivariate::DEFAULT_RESOLVE),
-                        }
+                        });
+                        out.last().map(|d| d.name.clone())
                     }
-                };
-                check_name(at(&dp, &[key("name")]), "detector name", &inst.name)?;
-                if !names.insert(inst.name.clone()) {
+                    DeviceDetectorConfig::Relation(c) => {
+                        relations.push(relation_instance(c, v, &dp)?);
+                        relations.last().map(|r| r.name.clone())
+                    }
+                }
+                .unwrap_or_default();
+                check_name(at(&dp, &[key("name")]), "detector name", &name)?;
+                if !names.insert(name.clone()) {
                     return fail(
                         at(&dp, &[key("name")]),
-                        format!(
-                            "two device detectors named {:?}: give one a distinct `name`",
-                            inst.name
-                        ),
+                        format!("two device detectors named {name:?}: give one a distinct `name`"),
                     );
                 }
-                out.push(inst);
             }
             out
         }
@@ -178,5 +185,32 @@ pub(super) fn device_level(
     Ok(Some(Arc::new(DeviceLevelPolicy {
         vector: VectorSpec::from_config(v),
         detectors,
+        relations,
     })))
+}
+
+/// A `relation` detector: its settings, and `x` and `y` members of a configured vector.
+fn relation_instance(
+    c: &relation::Config,
+    v: &VectorConfig,
+    dp: &[Seg],
+) -> VResult<relation::Instance> {
+    let spec = c.validate().map_err(|(f, m)| (at(dp, &[key(f)]), m))?;
+    for (field, m) in [("y", &spec.y), ("x", &spec.x)] {
+        check_name(at(dp, &[key(field)]), "metric name", m)?;
+        if let Some(ms) = &v.metrics {
+            if !ms.contains(m) {
+                return fail(
+                    at(dp, &[key(field)]),
+                    format!("metric {m:?} is not in the device's vector.metrics"),
+                );
+            }
+        }
+    }
+    Ok(relation::Instance {
+        name: c.name.clone().unwrap_or_else(|| "relation".into()),
+        spec,
+        severity: c.severity.unwrap_or_default(),
+        hold_ms: c.hold.map_or(relation::DEFAULT_HOLD_MS, |h| h.as_ms()),
+    })
 }

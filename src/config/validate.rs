@@ -1233,6 +1233,35 @@ mod tests {
     }
 
     #[test]
+    fn forecast_errors_are_located() {
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"forecast\", above = 9.0, horizon = \"0s\" }]\n");
+        assert!(
+            e.starts_with("c.toml:3:48: horizon must be greater than 0"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(field `template.t.detectors[0].horizon`)"),
+            "{e}"
+        );
+        let e = err("node_id = \"n\"\n[template.t]\n[[template.t.detectors]]\ntype = \"forecast\"\nhorizon = \"1h\"\nabove = 1.0\nbelow = 2.0\n");
+        assert!(
+            e.starts_with("c.toml:7:1: below must be less than above"),
+            "{e}"
+        );
+        // Neither limit: located at the detector's table.
+        let e = err("node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"forecast\", horizon = \"1h\" }]\n");
+        assert!(
+            e.starts_with("c.toml:3:14: a forecast detector needs a limit"),
+            "{e}"
+        );
+        // A missing horizon is serde's, located too.
+        let e = err(
+            "node_id = \"n\"\n[template.t]\ndetectors = [{ type = \"forecast\", above = 1.0 }]\n",
+        );
+        assert!(e.starts_with("c.toml:3:") && e.contains("horizon"), "{e}");
+    }
+
+    #[test]
     fn template_cycle_and_missing_template() {
         let e = err(
             "node_id = \"n\"\n[template.a]\ntemplate = \"b\"\n[template.b]\ntemplate = \"a\"\n",

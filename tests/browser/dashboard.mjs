@@ -157,7 +157,8 @@ try {
     (await page.$(`#alert-slot li.alert.firing[data-id="${alertId}"]`)) === null,
     "the resolved alert is still listed as firing",
   );
-  const sparks = await pixels(page, "article.dev .spark canvas");
+  // (tank-1, configured for step 5c, has no samples yet: its sparkline is empty.)
+  const sparks = await pixels(page, 'article.dev:not([data-device="tank-1"]) .spark canvas');
   check(sparks.length >= 8 && sparks.every((p) => p.ink > 50), `blank sparklines: ${JSON.stringify(sparks)}`);
   await page.screenshot({ path: path.join(out, "dashboard.png"), fullPage: true });
   step("overview screenshot saved");
@@ -202,6 +203,44 @@ try {
   await page.screenshot({ path: path.join(out, "device-1h.png"), fullPage: true });
   await page.click('.ranges button[data-range="live"]');
   await page.waitForFunction(() => document.querySelector(".u-legend")?.textContent.includes("fired"), null, { timeout: T });
+
+  // 5c. A forecast: a tank filling 1 % a minute (samples 10 s apart over the last 20 min, from
+  // 50 %) reaches the demo's limit of 95 in 25 min; its chart draws the trend line up to the
+  // limit and marks the crossing there.
+  step("send a rising tank level");
+  {
+    const [host, port] = tcp.split(/:(?=\d+$)/);
+    const s = net.createConnection({ host, port: Number(port) });
+    const t0 = Date.now() - 20 * 60_000;
+    let lines = "";
+    for (let i = 0; i <= 120; i++) {
+      const wobble = [0.2, -0.1, 0, 0.1, -0.2][i % 5];
+      lines += JSON.stringify({ device: "tank-1", metric: "level", ts: t0 + i * 10_000, value: 50 + i / 6 + wobble }) + "\n";
+    }
+    await new Promise((r) => s.end(lines, r));
+  }
+  await page.goto(`${base}/#/device/tank-1`);
+  const fsel = '.chart[data-metric="level"] .plot[data-forecast]';
+  await page.waitForFunction((sel) => JSON.parse(document.querySelector(sel)?.dataset.forecast || "{}").cross, fsel, { timeout: T });
+  const drawn = JSON.parse(await page.getAttribute(fsel, "data-forecast"));
+  const inside = (x, y) => x >= 0 && x <= drawn.w && y >= 0 && y <= drawn.h;
+  check(inside(drawn.x0, drawn.y0) && inside(drawn.x1, drawn.y1), `forecast line off the canvas: ${JSON.stringify(drawn)}`);
+  check(drawn.x1 - drawn.x0 > drawn.w / 3 && drawn.y1 < drawn.y0 - 20, `the trend line does not rise across the chart: ${JSON.stringify(drawn)}`);
+  check(Math.abs(drawn.cross.y - drawn.y1) < 2 && Math.abs(drawn.cross.x - drawn.x1) < 1, `the line does not meet the limit at the crossing: ${JSON.stringify(drawn)}`);
+  const eta = Number((drawn.cross.label.match(/^95 in ~(\d+) min$/) || [])[1]);
+  check(eta >= 22 && eta <= 28, `crossing label ${drawn.cross.label}, expected ~25 min`);
+  const tankFooter = await page.textContent('.chart[data-metric="level"] footer');
+  check(/forecast: crosses 95 in ~2\d min/.test(tankFooter), `footer: ${tankFooter}`);
+  // The drawn line is there in the pixels too (the forecast colour, --warn).
+  const warm = await page.$eval('.chart[data-metric="level"] .plot canvas', (c) => {
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 200 && d[i] > 150 && d[i] - d[i + 2] > 80 && d[i + 1] > 90) n++;
+    return n;
+  });
+  check(warm > 100, `no forecast pixels on the chart (${warm})`);
+  result.forecast = { ...drawn, warm_pixels: warm };
+  await page.screenshot({ path: path.join(out, "device-forecast.png"), fullPage: true });
 
   // 6. The token was kept: a new page of the same browser shows the overview directly.
   const again = await ctx.newPage();

@@ -330,6 +330,8 @@ kinds! {
     Predict(predict) = "predict",
     /// The default: six views combined by surprise.
     Ensemble(ensemble) = "ensemble",
+    /// The rolling least-squares trend will cross a limit within a horizon.
+    Forecast(forecast) = "forecast",
 }
 
 pub mod baseline;

@@ -4,6 +4,7 @@
 pub mod covariance;
 pub(crate) mod linalg;
 pub mod multivariate;
+pub mod relation;
 
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ pub struct DeviceDetectorInstance {
 pub struct DeviceLevelPolicy {
     pub vector: VectorSpec,
     pub detectors: Vec<DeviceDetectorInstance>,
+    /// `relation` detectors (regression of one member on another).
+    pub relations: Vec<relation::Instance>,
 }
 
 /// Aligns samples of the member metrics into vectors. No allocation per sample.
@@ -205,6 +208,7 @@ pub(crate) struct DeviceLevel {
     vectors: u64,
     /// Rolling covariance of the raw vectors (created with the first vector).
     cov: Option<covariance::RollingCov>,
+    relations: Vec<relation::Slot>,
 }
 
 /// Persisted form (postcard), appended after the device's per-metric snapshot.
@@ -215,6 +219,7 @@ pub(crate) struct LevelSnapshot {
     vectors: u64,
     detectors: Vec<SlotSnapshot>,
     cov: Option<covariance::RollingCov>,
+    relations: Vec<relation::SlotSnapshot>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -279,6 +284,7 @@ impl DeviceLevel {
             .collect();
         DeviceLevel {
             vector: VectorState::new(&policy.vector),
+            relations: policy.relations.iter().map(relation::Slot::new).collect(),
             policy,
             slots,
             vectors: 0,
@@ -337,6 +343,10 @@ impl DeviceLevel {
             slot.last = Some(j);
             judge(slot, &j, &self.vector, device, now, rng, out);
         }
+        for r in &mut self.relations {
+            let v = &self.vector;
+            r.push(&v.members, &v.out, v.out_ts, now, device, rng, out);
+        }
     }
 
     /// Each detector's latest (anomaly in [0, 1], firing), in config order, into `out`.
@@ -355,6 +365,7 @@ impl DeviceLevel {
 
     pub(crate) fn firing(&self) -> usize {
         self.slots.iter().filter(|s| s.active.is_some()).count()
+            + self.relations.iter().filter(|r| r.is_firing()).count()
     }
 
     pub(crate) fn view(&self) -> LevelView {
@@ -392,6 +403,7 @@ impl DeviceLevel {
                 })
                 .collect(),
             cov: self.cov.clone(),
+            relations: self.relations.iter().map(|r| r.snapshot()).collect(),
         }
     }
 
@@ -450,6 +462,11 @@ impl DeviceLevel {
             .filter(|c| c.fits(self.vector.members.len(), spec.window, spec.span_ms));
         let d = self.vector.members.len();
         let mut firing = 0;
+        for rs in snap.relations {
+            if let Some(r) = self.relations.iter_mut().find(|r| r.name() == rs.name()) {
+                firing += usize::from(r.restore(rs));
+            }
+        }
         for ds in snap.detectors {
             let Some(slot) = self
                 .slots

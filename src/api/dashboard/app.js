@@ -1,7 +1,7 @@
 // edgewatch dashboard: hash routes (#/, #/alerts, #/device/ID), state polled from /api, alerts live
 // from /ws. Asks once for the API token when the appliance requires one and keeps it in localStorage.
 
-import { sparkline, deviceChart, historyChart } from "./charts.js";
+import { sparkline, deviceChart, historyChart, humanMs } from "./charts.js";
 
 const TOKEN_KEY = "edgewatch.token";
 const POLL_MS = 2000;
@@ -173,6 +173,7 @@ async function loadSeries(device) {
     if (extra > 0) for (const c of ["ts", "value", "mean", "std", "fired"]) s[c].splice(0, extra);
     s.k = m.k;
     s.band = m.band;
+    s.forecast = m.forecast;
     s.capacity = m.capacity;
     held.set(m.metric, s);
   }
@@ -420,6 +421,14 @@ function alertsView() {
   return view;
 }
 
+/** The footer's words on a forecast: when the trend crosses its limit, or that it does not. */
+function forecastText(f) {
+  if (!f) return "";
+  if (!f.followed) return ` · ${f.detector}: no clear trend`;
+  if (f.eta_ms == null || f.eta_ms > f.horizon_ms) return ` · ${f.detector}: no crossing within ${humanMs(f.horizon_ms).slice(1)}`;
+  return ` · ${f.detector}: crosses ${fmtVal(f.limit)} in ${humanMs(f.eta_ms)}`;
+}
+
 /** One device: a chart per metric (live: value, rolling mean, mean ± k·std, fired points; or the
  * history of a range from sled: mean, min…max, alerts marked), its alerts. */
 function deviceView(id) {
@@ -537,6 +546,7 @@ function deviceView(id) {
         $("footer", el).textContent =
           `${m.total} samples · window ${m.window} · detectors ${m.detectors.join(", ") || "none"}` +
           (s ? ` · band: ${s.band === "zscore" ? "zscore baseline" : "statistics window"} ± ${s.k}σ · ${s.ts.length} points` : "") +
+          forecastText(s && s.forecast) +
           firing;
         if (!s || !s.ts.length) return;
         if (chart) chart.update(s);

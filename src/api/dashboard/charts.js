@@ -1,5 +1,6 @@
 // Charts drawn by uPlot (vendored, global `uPlot`): a sparkline per metric on the overview, and per
-// metric on a device page the values, the rolling mean, the mean ± k·std band and the points that fired.
+// metric on a device page the values, the rolling mean, the mean ± k·std band and the points that fired,
+// and a forecast detector's trend line, limit and crossing.
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
@@ -53,8 +54,106 @@ export function sparkline(el, s) {
 
 const fmtNum = (v) => (v == null ? "–" : Number(v.toPrecision(5)).toString());
 
-/** A device metric's chart: value, rolling mean, band of mean ± k·std, fired points. */
+/** "~2 h 10 min" for a duration in ms (as the forecast alert's text). */
+export function humanMs(ms) {
+  const s = Math.max(0, ms / 1000);
+  if (s < 59.5) return `~${Math.round(s)} s`;
+  const min = Math.round(s / 60);
+  if (min < 60) return `~${min} min`;
+  if (min < 1440) return `~${Math.floor(min / 60)} h` + (min % 60 ? ` ${min % 60} min` : "");
+  const h = Math.round(s / 3600);
+  return `~${Math.floor(h / 24)} d` + (h % 24 ? ` ${h % 24} h` : "");
+}
+
+/** The forecast to draw: the followed trend and, when it crosses within the horizon, where. */
+function forecastShape(f) {
+  if (!f || !f.followed || !f.trend) return null;
+  const t = f.trend;
+  const at = (ms) => t.level + (t.slope * (ms - t.at_ms)) / 1000;
+  const cross = f.crossing_ts != null && f.eta_ms <= f.horizon_ms ? f.crossing_ts : null;
+  const end = cross ?? t.at_ms;
+  return { from: t.from_ms, end, y0: at(t.from_ms), y1: at(end), cross, limit: cross == null ? null : f.limit, eta: f.eta_ms };
+}
+
+/**
+ * Draws a metric's forecast over the chart (uPlot hooks): the trend line over the detector's
+ * window, continued to the crossing when one is due within the horizon, the limit as a dashed
+ * line and the crossing as a ring labelled with the time to it. The scales stretch to include them.
+ * The canvas coordinates drawn are kept in `host`'s `data-forecast` (read by tests); `host` is
+ * the chart's element, not read from the DOM, since a draw may come while it is detached.
+ */
+function forecastPlugin(get, host) {
+  const color = css("--warn");
+  return {
+    opts: (u, o) => {
+      o.scales.x.range = (u, lo, hi) => {
+        const f = forecastShape(get().forecast);
+        if (f) hi = Math.max(hi, f.end / 1000);
+        return lo === hi ? [lo - 1, hi + 1] : [lo, hi];
+      };
+      o.scales.y = {
+        range: (u, lo, hi) => {
+          const f = forecastShape(get().forecast);
+          if (f && f.limit != null) (lo = Math.min(lo, f.limit)), (hi = Math.max(hi, f.limit));
+          return uPlot.rangeNum(lo, hi, 0.1, true);
+        },
+      };
+    },
+    hooks: {
+      draw: [
+        (u) => {
+          const f = forecastShape(get().forecast);
+          if (!f) {
+            delete host.dataset.forecast;
+            return;
+          }
+          const X = (ms) => u.valToPos(ms / 1000, "x", true);
+          const Y = (v) => u.valToPos(v, "y", true);
+          const ctx = u.ctx;
+          const dpr = window.devicePixelRatio || 1;
+          const drawn = { w: ctx.canvas.width, h: ctx.canvas.height, x0: X(f.from), y0: Y(f.y0), x1: X(f.end), y1: Y(f.y1) };
+          ctx.save();
+          ctx.beginPath();
+          ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
+          ctx.clip();
+          ctx.strokeStyle = color;
+          ctx.lineWidth = 2 * dpr;
+          ctx.setLineDash([6 * dpr, 4 * dpr]);
+          ctx.beginPath();
+          ctx.moveTo(drawn.x0, drawn.y0);
+          ctx.lineTo(drawn.x1, drawn.y1);
+          ctx.stroke();
+          if (f.cross != null) {
+            drawn.limit_y = Y(f.limit);
+            ctx.lineWidth = 1 * dpr;
+            ctx.setLineDash([2 * dpr, 3 * dpr]);
+            ctx.beginPath();
+            ctx.moveTo(u.bbox.left, drawn.limit_y);
+            ctx.lineTo(u.bbox.left + u.bbox.width, drawn.limit_y);
+            ctx.stroke();
+            ctx.setLineDash([]);
+            ctx.lineWidth = 3 * dpr;
+            ctx.beginPath();
+            ctx.arc(drawn.x1, drawn.limit_y, 6 * dpr, 0, 2 * Math.PI);
+            ctx.stroke();
+            const label = `${fmtNum(f.limit)} in ${humanMs(f.eta)}`;
+            ctx.fillStyle = color;
+            ctx.font = `${12 * dpr}px system-ui, sans-serif`;
+            ctx.textAlign = "right";
+            ctx.fillText(label, drawn.x1 - 10 * dpr, drawn.limit_y + (f.y1 >= f.y0 ? 16 : -8) * dpr);
+            drawn.cross = { x: drawn.x1, y: drawn.limit_y, label };
+          }
+          ctx.restore();
+          host.dataset.forecast = JSON.stringify(drawn);
+        },
+      ],
+    },
+  };
+}
+
+/** A device metric's chart: value, rolling mean, band of mean ± k·std, fired points, forecast. */
 export function deviceChart(el, s) {
+  let cur = s;
   const height = 220;
   const muted = css("--muted");
   const grid = { stroke: css("--grid"), width: 1 };
@@ -78,10 +177,12 @@ export function deviceChart(el, s) {
       { label: "fired", value: (u, v) => fmtNum(v), ...pointsOnly(css("--bad"), 8) },
     ],
     bands: [{ series: [3, 4], fill: css("--band") }],
+    plugins: [forecastPlugin(() => cur, el)],
   };
   const u = new uPlot(opts, columns(s), el);
   return {
     update(s2) {
+      cur = s2;
       u.setData(columns(s2));
     },
     resize() {
