@@ -1,5 +1,5 @@
 //! Device-level analysis settings: `[device.vector]` (which metrics form a device's vector and how
-//! their samples are aligned) and `device_detectors` (detectors over that vector: `multivariate`).
+//! their samples are aligned) and `device_detectors` (detectors over it: `multivariate`, `mode`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,8 +9,10 @@ use serde::Deserialize;
 use super::load::Seg;
 use super::validate::{at, check_name, fail, key};
 use super::Dur;
-use crate::analysis::device::multivariate;
-use crate::analysis::device::{DeviceDetectorInstance, DeviceLevelPolicy, VectorSpec, MAX_VECTOR};
+use crate::analysis::device::{mode, multivariate};
+use crate::analysis::device::{
+    DetectorSpec, DeviceDetectorInstance, DeviceLevelPolicy, VectorSpec, MAX_VECTOR,
+};
 use crate::model::Severity;
 
 type VResult<T> = Result<T, (Vec<Seg>, String)>;
@@ -47,6 +49,9 @@ pub struct VectorConfig {
     /// When set, the rolling covariance also covers only the vectors within this time.
     #[serde(default)]
     pub span: Option<Dur>,
+    /// Summaries carry the vector's correlation matrix.
+    #[serde(default)]
+    pub summary_correlation: bool,
 }
 
 impl Default for VectorConfig {
@@ -57,6 +62,7 @@ impl Default for VectorConfig {
             max_age: None,
             window: default_cov_window(),
             span: None,
+            summary_correlation: false,
         }
     }
 }
@@ -67,6 +73,8 @@ impl Default for VectorConfig {
 pub enum DeviceDetectorConfig {
     #[serde(rename = "multivariate")]
     Multivariate(multivariate::Config),
+    #[serde(rename = "mode")]
+    Mode(mode::Config),
 }
 
 /// The device-level detector set a device gets when it has a `[device.vector]` (or replay a
@@ -74,7 +82,7 @@ pub enum DeviceDetectorConfig {
 pub fn default_device_detectors() -> Vec<DeviceDetectorInstance> {
     vec![DeviceDetectorInstance {
         name: "multivariate".into(),
-        spec: multivariate::Spec::default(),
+        spec: DetectorSpec::Multivariate(multivariate::Spec::default()),
         severity: Severity::Warning,
         hold_ms: multivariate::DEFAULT_HOLD_MS,
     }]
@@ -152,9 +160,19 @@ pub(super) fn device_level(
                         let spec = c.validate().map_err(|(f, m)| (at(&dp, &[key(f)]), m))?;
                         DeviceDetectorInstance {
                             name: c.name.clone().unwrap_or_else(|| "multivariate".into()),
-                            spec,
+                            spec: DetectorSpec::Multivariate(spec),
                             severity: c.severity.unwrap_or_default(),
                             hold_ms: c.hold.map_or(multivariate::DEFAULT_HOLD_MS, |h| h.as_ms()),
+                        }
+                    }
+                    DeviceDetectorConfig::Mode(c) => {
+                        let (spec, labels) =
+                            c.validate().map_err(|(f, m)| (at(&dp, &[key(f)]), m))?;
+                        DeviceDetectorInstance {
+                            name: c.name.clone().unwrap_or_else(|| "mode".into()),
+                            spec: DetectorSpec::Mode(spec, labels),
+                            severity: c.severity.unwrap_or_default(),
+                            hold_ms: c.hold.map_or(mode::DEFAULT_HOLD_MS, |h| h.as_ms()),
                         }
                     }
                 };
