@@ -601,14 +601,18 @@ impl State {
         let mut mode = j;
         let mut new_mode = false;
         if dj > spec.new_mode_distance {
-            // A state never seen: a mode of its own, in a free place or a forgotten mode's.
-            let slot = if !spec.fixed && m.n < spec.k {
-                m.n += 1;
-                Some(m.n - 1)
-            } else {
-                (0..m.n)
-                    .filter(|&i| m.weights[i] < FORGOTTEN)
-                    .min_by(|&a, &b| m.weights[a].total_cmp(&m.weights[b]))
+            // A state never seen: a mode of its own, in a forgotten mode's place (a lone outlier
+            // of before, say) or, grown, a new one while there is room.
+            let forgotten = (0..m.n)
+                .filter(|&i| m.weights[i] < FORGOTTEN)
+                .min_by(|&a, &b| m.weights[a].total_cmp(&m.weights[b]));
+            let slot = match forgotten {
+                Some(s) => Some(s),
+                None if !spec.fixed && m.n < spec.k => {
+                    m.n += 1;
+                    Some(m.n - 1)
+                }
+                None => None,
             };
             if let Some(s) = slot {
                 m.centroids[s * d..(s + 1) * d].copy_from_slice(x);
