@@ -514,7 +514,7 @@ function deviceView(id) {
       badge.textContent = hl.text;
       $("#dev-seen", root).textContent = ` last sample ${fmtAge(d.last_seen == null ? null : now() - d.last_seen)}${d.registered ? " · registered automatically" : ""}`;
       this.alerts();
-      await vectorPanel(d);
+      await vectorPanel(d).catch(fail); // the charts are drawn even if it fails
       if (shown !== state.range) {
         clearCharts();
         shown = state.range;
