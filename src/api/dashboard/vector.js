@@ -66,5 +66,5 @@ export function modeText(mode) {
   if (mode.warming || mode.index == null) return "operating mode: learning…";
   const name = mode.label ? `${mode.index} (${mode.label})` : String(mode.index);
   const dist = mode.distance == null ? "" : ` · distance ${mode.distance.toFixed(1)}`;
-  return `operating mode ${name}${mode.bad ? " — labelled bad" : ""}${dist} · ${mode.modes} modes learnt`;
+  return `operating mode ${name}${mode.bad ? " — labelled bad" : ""}${dist} · ${mode.modes} mode${mode.modes === 1 ? "" : "s"} learnt`;
 }
