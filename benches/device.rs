@@ -1,5 +1,5 @@
-//! Device-level analysis cost: the `multivariate` judgement of one 8-metric vector after its
-//! warm-up (target ≤ 5 µs), and a shard's ingest of 8-metric rows without and with it.
+//! Device-level analysis cost: the `multivariate` and `mode` judgements of one 8-metric vector
+//! after the warm-up (target ≤ 5 µs), and a shard's ingest of 8-metric rows without and with them.
 //! Run: `cargo bench --bench device`.
 
 use std::hint::black_box;
@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use edgewatch::analysis::device::mode;
 use edgewatch::analysis::device::multivariate::{Spec, State};
 use edgewatch::analysis::shard::{Policies, ShardCore};
 use edgewatch::model::Batch;
@@ -35,11 +36,11 @@ fn rows() -> Vec<[f64; D]> {
         .collect()
 }
 
-fn core(device_level: bool) -> ShardCore {
-    let level = if device_level {
-        "device_detectors = [{ type = \"multivariate\" }]\n"
+fn core(device_level: &str) -> ShardCore {
+    let level = if device_level.is_empty() {
+        String::new()
     } else {
-        ""
+        format!("device_detectors = [{device_level}]\n")
     };
     let text = format!(
         "node_id = \"bench\"\n[analysis]\nhistory = 0\n\
@@ -90,6 +91,34 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
+    let mut g = c.benchmark_group("mode");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    for (name, spec) in [
+        ("grown max_k 8/8 metrics", mode::Spec::default()),
+        (
+            "fixed k 3/8 metrics",
+            mode::Spec {
+                fixed: true,
+                k: 3,
+                ..mode::Spec::default()
+            },
+        ),
+    ] {
+        let labels = mode::Labels::default();
+        let mut state = mode::State::new(&spec, D);
+        for r in &data[..spec.warmup] {
+            state.observe(&spec, &labels, r);
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for r in &data {
+                    black_box(state.observe(&spec, &labels, black_box(r)));
+                }
+            })
+        });
+    }
+    g.finish();
+
     let names: Vec<String> = (0..D).map(|i| format!("m{i}")).collect();
     let batches: Vec<Batch> = data
         .chunks(512)
@@ -108,8 +137,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("shard rows");
     g.throughput(Throughput::Elements(ROWS as u64));
     for (name, level) in [
-        ("8 metrics, threshold", false),
-        ("8 metrics, threshold + multivariate", true),
+        ("8 metrics, threshold", ""),
+        (
+            "8 metrics, threshold + multivariate",
+            "{ type = \"multivariate\" }",
+        ),
+        (
+            "8 metrics, threshold + multivariate + mode",
+            "{ type = \"multivariate\" }, { type = \"mode\" }",
+        ),
     ] {
         let mut core = core(level);
         let mut out = Vec::new();

@@ -76,16 +76,21 @@ impl Actor for Hub {
             futures_util::future::join_all(asks)
                 .into_actor(act)
                 .map(move |parts, act, _| {
-                    let mut devices: Vec<_> =
-                        parts.into_iter().filter_map(Result::ok).flatten().collect();
+                    let (mut devices, mut vectors) = (Vec::new(), Vec::new());
+                    for (d, v) in parts.into_iter().filter_map(Result::ok) {
+                        devices.extend(d);
+                        vectors.extend(v);
+                    }
                     if devices.is_empty() {
                         return;
                     }
                     devices.sort_by(|a, b| (&a.device, &a.metric).cmp(&(&b.device, &b.metric)));
+                    vectors.sort_by(|a, b| a.device.cmp(&b.device));
                     act.publish_summary(Summary {
                         ts: now,
                         interval_ms: every.as_millis() as u64,
                         devices,
+                        vectors,
                     });
                 })
                 .spawn(ctx);

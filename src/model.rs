@@ -177,10 +177,49 @@ pub struct SummaryEntry {
     pub total: u64,
 }
 
+/// The device's operating mode now (from its first `mode` detector).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeNow {
+    /// The mode of the latest vector (`null` while warming).
+    pub index: Option<usize>,
+    pub label: Option<String>,
+    /// Labelled bad in the config.
+    pub bad: bool,
+    /// RMS distance of the latest vector to its mode, in within-mode spreads.
+    pub distance: Option<f64>,
+    /// Modes learnt so far.
+    pub modes: usize,
+    pub warming: bool,
+}
+
+/// The correlation matrix of a device's vector in a summary (`summary_correlation = true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationSummary {
+    pub metrics: Vec<String>,
+    /// Vectors in the rolling window.
+    pub count: usize,
+    /// Pearson correlation as rows; `null` where a metric did not vary.
+    pub matrix: Vec<Vec<Option<f64>>>,
+}
+
+/// A device's vector in a summary: its mode (with a `mode` detector) and correlation (when asked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorSummary {
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ModeNow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<CorrelationSummary>,
+}
+
 /// Periodic summary from one analyzer shard: every device metric that shard owns which saw data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub ts: Millis,
     pub interval_ms: u64,
     pub devices: Vec<SummaryEntry>,
+    /// Per device with device-level analysis that has something to say: its operating mode and
+    /// (with `summary_correlation`) correlation matrix. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vectors: Vec<VectorSummary>,
 }

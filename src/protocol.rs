@@ -280,6 +280,7 @@ mod tests {
             ts: 10,
             interval_ms: 1000,
             devices: Vec::new(),
+            vectors: Vec::new(),
         };
         assert_eq!(
             summary_json("n", None, &s),

@@ -43,6 +43,13 @@ fn demo_config(dir: &Path) -> PathBuf {
         );
         text = text.replacen(from, &to, 1);
     }
+    // A device of three metrics sent over TCP by the browser test (b follows a, c mirrors it),
+    // with device-level analysis: its page draws the correlation heatmap.
+    text.push_str(
+        "\n[[device]]\nid = \"vec-probe\"\ntemplate = \"climate\"\n\
+         device_detectors = [{ type = \"mode\", warmup = 20 }]\n\
+         [device.vector]\nmetrics = [\"a\", \"b\", \"c\"]\nsummary_correlation = true\n",
+    );
     let path = dir.join("demo.toml");
     std::fs::write(&path, text).expect("write config");
     path

@@ -1,5 +1,6 @@
-//! Device-level analysis end to end: the multivariate model survives a restart (real sled, the
-//! in-process appliance), `edgewatch replay` on multi-column files, and the SKAB scores.
+//! Device-level analysis end to end: the multivariate model and the operating modes survive a
+//! restart (real sled, the in-process appliance), `edgewatch replay` on multi-column files, and
+//! the SKAB scores.
 
 mod common;
 
@@ -111,6 +112,102 @@ format = "json"
     let msg = a["message"].as_str().unwrap_or_default();
     assert!(msg.contains("T²") && msg.contains("most: "), "{msg}");
     assert!(a["ts"].as_i64().unwrap_or(0) < T0 + 100 * 1000, "{a}");
+    ew.stop();
+}
+
+/// Row `i` of a pump in state `s`: idle (0), pumping (1) or a state never shown (2).
+fn mode_row(i: u64, s: usize) -> (f64, f64) {
+    let (flow, current) = [(0.0, 0.5), (10.0, 5.0), (4.0, 9.0)][s];
+    (flow + 0.1 * rough(i), current + 0.1 * rough(i + 7_000_001))
+}
+
+#[test]
+fn operating_modes_reach_the_api_and_summaries_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(
+        dir.path(),
+        r#"
+persist_interval = "1h"
+summary_interval = "200ms"
+[[device]]
+id = "pump"
+device_detectors = [{ type = "mode", warmup = 40, hold = "0s", labels = ["idle", "pumping"] }]
+[device.vector]
+metrics = ["flow", "current"]
+summary_correlation = true
+[[source]]
+id = "tcp"
+kind = "tcp"
+listen = "127.0.0.1:0"
+format = "json"
+"#,
+    );
+    let send = |ew: &mut InProcess, rows: std::ops::Range<u64>, state: &dyn Fn(u64) -> usize| {
+        let mut tx = Sender::connect(&ew.tcp_addr("tcp"));
+        for i in rows {
+            let (flow, current) = mode_row(i, state(i));
+            let ts = T0 + i as i64 * 1000;
+            tx.line(&format!(
+                r#"{{"device":"pump","ts":{ts},"flow":{flow},"current":{current}}}"#
+            ));
+        }
+    };
+    let alternate = |i: u64| ((i / 20) % 2) as usize;
+    let mut ew = InProcess::start(&cfg);
+    let mut ws = ew.ws("?type=summary&device=pump");
+    send(&mut ew, 0..120, &alternate);
+    ew.poll("/api/devices", Duration::from_secs(10), |d| {
+        vector(d, "pump").is_some_and(|v| v["vectors"] == 120)
+    });
+    let m = ew.get("/api/devices/pump/modes");
+    assert_eq!(m["metrics"], serde_json::json!(["flow", "current"]), "{m}");
+    assert_eq!(m["modes"].as_array().map(Vec::len), Some(2), "{m}");
+    assert_eq!(m["modes"][1]["label"], "pumping", "{m}");
+    assert!(
+        (m["modes"][1]["centroid"][0].as_f64().unwrap_or(0.0) - 10.0).abs() < 0.1,
+        "{m}"
+    );
+    // Rows 100..120 are in state 1.
+    assert_eq!(m["now"]["index"], 1, "{m}");
+    let v = vector(&ew.get("/api/devices"), "pump").expect("vector");
+    assert_eq!(v["mode"]["label"], "pumping", "{v}");
+    assert_eq!(ew.get_status("/api/devices/nope/modes").0, 404);
+    let s = ws.wait_for(Duration::from_secs(10), "a summary with the mode", |s| {
+        s["vectors"][0]["mode"]["index"].is_u64()
+    });
+    assert_eq!(s["vectors"][0]["device"], "pump", "{s}");
+    let corr = &s["vectors"][0]["correlation"];
+    assert_eq!(
+        corr["metrics"],
+        serde_json::json!(["flow", "current"]),
+        "{s}"
+    );
+    assert!(
+        corr["matrix"][0][1].as_f64().unwrap_or(0.0) > 0.9,
+        "flow and current move together between the modes: {s}"
+    );
+    ew.stop();
+
+    let mut ew = InProcess::start(&cfg);
+    let again = ew.get("/api/devices/pump/modes");
+    assert_eq!(again["modes"], m["modes"], "centroids and counts restored");
+    assert_eq!(again["now"]["warming"], false, "{again}");
+    let mut ws = ew.ws("?type=alert");
+    send(&mut ew, 120..125, &|_| 2);
+    let a = ws.wait_for(Duration::from_secs(10), "mode alert", |m| {
+        m["type"] == "alert" && m["detector"] == "mode"
+    });
+    assert_eq!(a["state"], "firing");
+    assert_eq!(
+        a["ts"],
+        T0 + 120 * 1000,
+        "the first vector of the new state: {a}"
+    );
+    let msg = a["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("a state never seen") && msg.contains("mode 1 (pumping)"),
+        "{msg}"
+    );
     ew.stop();
 }
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use super::device::CorrelationView;
+use super::device::{CorrelationView, ModesView};
 use super::shard::{DeviceView, SeriesError, SeriesView, ShardCore};
-use crate::model::SummaryEntry;
 use crate::model::{now_ms, Alert};
+use crate::model::{SummaryEntry, VectorSummary};
 use crate::sources::route::Ingest;
 use crate::store::{DropSnapshots, QueueSamples, SaveHistory, SaveSnapshot, StoreActor};
 
@@ -192,9 +192,10 @@ impl Handler<TakeSnapshot> for ShardActor {
     }
 }
 
-/// Statistics since the previous summary (the hub asks every shard at once, then merges).
+/// Statistics since the previous summary, and the device vectors' part (the hub asks every shard
+/// at once, then merges).
 #[derive(Message)]
-#[rtype(result = "Vec<SummaryEntry>")]
+#[rtype(result = "(Vec<SummaryEntry>, Vec<VectorSummary>)")]
 pub struct TakeSummary {
     pub now: i64,
 }
@@ -232,6 +233,18 @@ impl Handler<QueryCorrelation> for ShardActor {
     type Result = Result<CorrelationView, SeriesError>;
     fn handle(&mut self, msg: QueryCorrelation, _: &mut Self::Context) -> Self::Result {
         self.core.correlation(&msg.0)
+    }
+}
+
+/// The operating modes of one device; ask the device's shard.
+#[derive(Message)]
+#[rtype(result = "Result<ModesView, SeriesError>")]
+pub struct QueryModes(pub String);
+
+impl Handler<QueryModes> for ShardActor {
+    type Result = Result<ModesView, SeriesError>;
+    fn handle(&mut self, msg: QueryModes, _: &mut Self::Context) -> Self::Result {
+        self.core.modes(&msg.0)
     }
 }
 

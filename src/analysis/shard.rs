@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::budget::Limit;
 use super::detector::forecast::ForecastView;
 use super::detector::{DetectorSpec, DetectorState, Verdict};
-use super::device::{CorrelationView, DeviceLevel, LevelSnapshot, LevelView};
+use super::device::{CorrelationView, DeviceLevel, LevelView, ModesView};
 use super::history::{Columns, History};
 use super::lifecycle::{Lifecycle, Transition};
 use super::samples::{Block, SeriesTap, Tap};
 use super::stats::{Accumulator, RollingStats, SPAN_ONLY_MAX_COUNT};
 use super::trend::{self, Trend};
 use crate::config::{MetricPolicy, Resolved};
-use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry};
+use crate::model::{Alert, AlertState, Batch, Millis, Severity, SummaryEntry, VectorSummary};
 use crate::store::history::{Bucket, MinuteAcc, SeriesBuckets};
 
 /// What the InfluxDB sinks ask of raw samples (validation allows one setting for all of them).
@@ -307,6 +307,8 @@ pub enum SeriesError {
     UnknownMetric { device: String, metric: String },
     #[error("device {0:?} has no device-level analysis (no `vector` or `device_detectors`)")]
     NoVector(String),
+    #[error("device {0:?} has no `mode` device detector")]
+    NoModes(String),
 }
 
 fn alert_id(rng: &mut SmallRng) -> u64 {
@@ -834,10 +836,14 @@ impl ShardCore {
     }
 
     /// Statistics since the previous summary for every metric that saw data; resets the interval.
-    pub fn summary(&mut self, _now: Millis) -> Vec<SummaryEntry> {
+    pub fn summary(&mut self, _now: Millis) -> (Vec<SummaryEntry>, Vec<VectorSummary>) {
         let mut entries = Vec::new();
+        let mut vectors = Vec::new();
         for dev in self.devices.iter_mut() {
             let id = &dev.id;
+            if let Some(v) = dev.level.as_ref().and_then(|l| l.summary(id)) {
+                vectors.push(v);
+            }
             for m in &mut dev.metrics {
                 if m.interval.count() == 0 {
                     continue;
@@ -856,7 +862,7 @@ impl ShardCore {
                 m.interval.reset();
             }
         }
-        entries
+        (entries, vectors)
     }
 
     /// Current state of every device, for the API.
@@ -913,6 +919,19 @@ impl ShardCore {
             .as_ref()
             .ok_or_else(|| SeriesError::NoVector(device.to_string()))?;
         Ok(level.correlation(device))
+    }
+
+    /// The operating modes of `device` (its first `mode` detector's).
+    pub fn modes(&self, device: &str) -> Result<ModesView, SeriesError> {
+        let dev = self
+            .by_id
+            .get(device)
+            .and_then(|&i| self.devices.get(i as usize))
+            .ok_or_else(|| SeriesError::UnknownDevice(device.to_string()))?;
+        dev.level
+            .as_ref()
+            .and_then(|l| l.modes(device))
+            .ok_or_else(|| SeriesError::NoModes(device.to_string()))
     }
 
     /// Names of the device-level detectors of `device`, in config order (`None`: no such device
@@ -1022,10 +1041,9 @@ impl ShardCore {
             };
             // The device-level state follows the per-metric one in the same value, so that states
             // saved before it existed still decode (and older readers ignore it).
-            let level = dev.level.as_ref().map(|l| l.snapshot());
             let bytes = postcard::to_stdvec(&snap).and_then(|mut b| {
-                if let Some(l) = &level {
-                    b.extend(postcard::to_stdvec(l)?);
+                if let Some(l) = &dev.level {
+                    l.encode(&mut b)?;
                 }
                 Ok(b)
             });
@@ -1127,10 +1145,9 @@ impl ShardCore {
                 }
             }
             if let (Some(l), false) = (&mut dev.level, rest.is_empty()) {
-                match postcard::from_bytes::<LevelSnapshot>(rest) {
-                    Ok(ls) => {
-                        let names: Vec<&str> = dev.metrics.iter().map(|m| &*m.name).collect();
-                        let firing = l.restore(ls, &names);
+                let names: Vec<&str> = dev.metrics.iter().map(|m| &*m.name).collect();
+                match l.decode(rest, &names) {
+                    Ok(firing) => {
                         self.counters
                             .pipeline
                             .alerts_firing

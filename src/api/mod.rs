@@ -19,7 +19,7 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::analysis::actor::{QueryCorrelation, QueryDevices, QuerySeries, ShardActor};
+use crate::analysis::actor::{QueryCorrelation, QueryDevices, QueryModes, QuerySeries, ShardActor};
 use crate::analysis::shard::{DeviceView, SeriesError};
 use crate::auth::ApiToken;
 use crate::model::AlertState;
@@ -157,6 +157,7 @@ pub fn start(
                     .route("/devices/{id}", web::get().to(device))
                     .route("/devices/{id}/series", web::get().to(series))
                     .route("/devices/{id}/correlation", web::get().to(correlation))
+                    .route("/devices/{id}/modes", web::get().to(modes))
                     .route("/alerts", web::get().to(alerts))
                     .route("/series", web::get().to(history::series))
                     .route("/ingest", web::post().to(ingest))
@@ -335,7 +336,8 @@ async fn series(
         .map_err(|e| match e {
             SeriesError::UnknownDevice(_)
             | SeriesError::UnknownMetric { .. }
-            | SeriesError::NoVector(_) => ApiError::NotFound(e.to_string()),
+            | SeriesError::NoVector(_)
+            | SeriesError::NoModes(_) => ApiError::NotFound(e.to_string()),
         })?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -354,6 +356,23 @@ async fn correlation(
     };
     let view = shard
         .send(QueryCorrelation(device))
+        .await
+        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `GET /api/devices/{id}/modes`: the operating modes its `mode` detector learnt.
+async fn modes(s: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let device = id.into_inner();
+    let Some(shard) = s
+        .shards
+        .get(crate::sources::route::shard_of(&device, s.shards.len()))
+    else {
+        return Err(ApiError::Internal("no analysis shards".into()));
+    };
+    let view = shard
+        .send(QueryModes(device))
         .await
         .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
         .map_err(|e| ApiError::NotFound(e.to_string()))?;

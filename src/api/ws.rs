@@ -56,6 +56,7 @@ impl Filter {
             (Kind::Summary, Some(s)) => {
                 let mut mine = (**s).clone();
                 mine.devices.retain(|e| &e.device == dev);
+                mine.vectors.retain(|v| &v.device == dev);
                 (!mine.devices.is_empty()).then(|| protocol::summary_json(node, None, &mine))
             }
             (Kind::Summary, None) => None,

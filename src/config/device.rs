@@ -1,6 +1,6 @@
 //! Device-level analysis settings: `[device.vector]` (which metrics form a device's vector and how
 //! their samples are aligned) and `device_detectors` (detectors over that vector: `multivariate`,
-//! `relation`).
+//! `mode`, `relation`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,8 +10,10 @@ use serde::Deserialize;
 use super::load::Seg;
 use super::validate::{at, check_name, fail, key};
 use super::Dur;
-use crate::analysis::device::{multivariate, relation};
-use crate::analysis::device::{DeviceDetectorInstance, DeviceLevelPolicy, VectorSpec, MAX_VECTOR};
+use crate::analysis::device::{mode, multivariate, relation};
+use crate::analysis::device::{
+    DetectorSpec, DeviceDetectorInstance, DeviceLevelPolicy, VectorSpec, MAX_VECTOR,
+};
 use crate::model::Severity;
 
 type VResult<T> = Result<T, (Vec<Seg>, String)>;
@@ -48,6 +50,9 @@ pub struct VectorConfig {
     /// When set, the rolling covariance also covers only the vectors within this time.
     #[serde(default)]
     pub span: Option<Dur>,
+    /// Summaries carry the vector's correlation matrix.
+    #[serde(default)]
+    pub summary_correlation: bool,
 }
 
 impl Default for VectorConfig {
@@ -58,6 +63,7 @@ impl Default for VectorConfig {
             max_age: None,
             window: default_cov_window(),
             span: None,
+            summary_correlation: false,
         }
     }
 }
@@ -68,6 +74,8 @@ impl Default for VectorConfig {
 pub enum DeviceDetectorConfig {
     #[serde(rename = "multivariate")]
     Multivariate(multivariate::Config),
+    #[serde(rename = "mode")]
+    Mode(mode::Config),
     #[serde(rename = "relation")]
     Relation(relation::Config),
 }
@@ -77,7 +85,7 @@ pub enum DeviceDetectorConfig {
 pub fn default_device_detectors() -> Vec<DeviceDetectorInstance> {
     vec![DeviceDetectorInstance {
         name: "multivariate".into(),
-        spec: multivariate::Spec::default(),
+        spec: DetectorSpec::Multivariate(multivariate::Spec::default()),
         severity: Severity::Warning,
         hold_ms: multivariate::DEFAULT_HOLD_MS,
         resolve: multivariate::DEFAULT_RESOLVE,
@@ -158,10 +166,22 @@ pub(super) fn device_level(
                         let spec = c.validate().map_err(|(f, m)| (at(&dp, &[key(f)]), m))?;
                         out.push(DeviceDetectorInstance {
                             name: c.name.clone().unwrap_or_else(|| "multivariate".into()),
-                            spec,
+                            spec: DetectorSpec::Multivariate(spec),
                             severity: c.severity.unwrap_or_default(),
                             hold_ms: c.hold.map_or(multivariate::DEFAULT_HOLD_MS, |h| h.as_ms()),
                             resolve: c.resolve.unwrap_or(multivariate::DEFAULT_RESOLVE),
+                        });
+                        out.last().map(|d| d.name.clone())
+                    }
+                    DeviceDetectorConfig::Mode(c) => {
+                        let (spec, labels) =
+                            c.validate().map_err(|(f, m)| (at(&dp, &[key(f)]), m))?;
+                        out.push(DeviceDetectorInstance {
+                            name: c.name.clone().unwrap_or_else(|| "mode".into()),
+                            spec: DetectorSpec::Mode(spec, labels),
+                            severity: c.severity.unwrap_or_default(),
+                            hold_ms: c.hold.map_or(mode::DEFAULT_HOLD_MS, |h| h.as_ms()),
+                            resolve: 1.0,
                         });
                         out.last().map(|d| d.name.clone())
                     }

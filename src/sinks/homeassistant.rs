@@ -406,6 +406,7 @@ mod tests {
             ts: 0,
             interval_ms: 1000,
             devices: vec![entry("d1", "t", 1.5), entry("d1", "h", 40.0)],
+            vectors: Vec::new(),
         };
         let topics = |m: &[Msg]| m.iter().map(|m| m.topic.clone()).collect::<Vec<_>>();
         let out = d.on_summary(&s);
@@ -449,6 +450,7 @@ mod tests {
             ts,
             interval_ms: 1000,
             devices,
+            vectors: Vec::new(),
         };
         d.on_summary(&at(
             1_000,

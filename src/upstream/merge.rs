@@ -1,9 +1,10 @@
 //! Merges consecutive local summaries into one per upstream interval, exactly: counts add,
-//! means are count-weighted, variances pooled (within + between), min/max/last/total carried.
+//! means are count-weighted, variances pooled (within + between), min/max/last/total carried;
+//! a device vector's mode and correlation are the latest ones.
 
 use std::collections::BTreeMap;
 
-use crate::model::{Millis, Summary, SummaryEntry};
+use crate::model::{Millis, Summary, SummaryEntry, VectorSummary};
 
 #[derive(Debug, Clone, Copy)]
 struct Part {
@@ -61,6 +62,7 @@ impl Part {
 #[derive(Debug, Default)]
 pub struct SummaryMerger {
     parts: BTreeMap<(String, String), Part>,
+    vectors: BTreeMap<String, VectorSummary>,
 }
 
 impl SummaryMerger {
@@ -71,6 +73,9 @@ impl SummaryMerger {
                 .entry((e.device.clone(), e.metric.clone()))
                 .and_modify(|acc| *acc = acc.merge(p))
                 .or_insert(p);
+        }
+        for v in &s.vectors {
+            self.vectors.insert(v.device.clone(), v.clone());
         }
     }
 
@@ -101,6 +106,7 @@ impl SummaryMerger {
             ts: now,
             interval_ms,
             devices,
+            vectors: std::mem::take(&mut self.vectors).into_values().collect(),
         })
     }
 }
@@ -137,6 +143,7 @@ mod tests {
                 ts: 0,
                 interval_ms: 1000,
                 devices: vec![entry(vals, total)],
+                vectors: Vec::new(),
             });
         }
         let all: Vec<f64> = a.iter().chain(&b).chain(&c).copied().collect();

@@ -188,6 +188,52 @@ try {
   check(demo.every((p) => p.ink > 2000), `blank pump-3 charts: ${JSON.stringify(demo)}`);
   await page.screenshot({ path: path.join(out, "device-pump-3.png"), fullPage: true });
 
+  // 5a. A device vector: three metrics over TCP (b follows a, c mirrors a); its page shows the
+  // operating mode and the correlation heatmap, one cell per pair, blue where the API's
+  // correlation is positive and red where it is negative.
+  step("device vector: heatmap");
+  {
+    const [host, port] = tcp.split(/:(?=\d+$)/);
+    const s = net.createConnection({ host, port: Number(port) });
+    s.on("error", (e) => console.error(`tcp: ${e.message}`));
+    for (let i = 0; i < 60; i++) {
+      const a = Math.sin(i / 3) * 5 + ((i * 7) % 5) / 10;
+      const row = { device: "vec-probe", a, b: 2 * a + ((i * 3) % 4) / 10, c: -a + ((i * 5) % 3) / 10 };
+      s.write(JSON.stringify(row) + "\n");
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    s.end();
+  }
+  await page.goto(`${base}/#/device/vec-probe`);
+  await page.waitForSelector('#heatmap[data-n="3"]', { timeout: T });
+  await page.waitForFunction(() => /operating mode \d/.test(document.querySelector("#mode")?.textContent || ""), null, { timeout: T });
+  const corr = await page.evaluate(async (t) => {
+    const r = await fetch("/api/devices/vec-probe/correlation", { headers: { Authorization: `Bearer ${t}` } });
+    return r.json();
+  }, token);
+  check(corr.count >= 50, `too few vectors: ${JSON.stringify(corr)}`);
+  const cells = await page.$eval("#heatmap", (c) => {
+    const { n, x0, y0, cell } = Object.fromEntries(Object.entries(c.dataset).map(([k, v]) => [k, Number(v)]));
+    const ctx = c.getContext("2d");
+    const out = [];
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        const [r, g, b, a] = ctx.getImageData(Math.round(x0 + (j + 0.5) * cell), Math.round(y0 + (i + 0.5) * cell), 1, 1).data;
+        out.push({ i, j, r, g, b, a });
+      }
+    return out;
+  });
+  check(cells.length === 9, `the heatmap has ${cells.length} cells, not 9`);
+  for (const c of cells) {
+    const r = corr.correlation[c.i][c.j];
+    check(c.a === 255, `cell ${c.i},${c.j} is not drawn: ${JSON.stringify(c)}`);
+    if (r > 0.2) check(c.b > c.r + 40, `cell ${c.i},${c.j} (r=${r}) is not blue: ${JSON.stringify(c)}`);
+    if (r < -0.2) check(c.r > c.b + 40, `cell ${c.i},${c.j} (r=${r}) is not red: ${JSON.stringify(c)}`);
+  }
+  check(corr.correlation[0][1] > 0.9 && corr.correlation[0][2] < -0.9, `unexpected correlation: ${JSON.stringify(corr.correlation)}`);
+  result.heatmap = { cells: cells.length, count: corr.count, mode: await page.textContent("#mode") };
+  await page.screenshot({ path: path.join(out, "device-vector.png"), fullPage: true });
+
   // 5b. History from sled: the last hour of the probe device, its alert marked in red.
   await page.goto(`${base}/#/device/${encodeURIComponent(PROBE)}`);
   await page.waitForSelector('.ranges button[data-range="1h"]', { timeout: T });

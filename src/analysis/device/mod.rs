@@ -1,8 +1,9 @@
 //! Device-level analysis: a device's metrics aligned in time into one vector (`VectorState`) and
-//! the detectors over it (`multivariate`), with their alert lifecycles; owned by the device's shard.
+//! the detectors over it (`multivariate`, `mode`), with their alert lifecycles; owned by the device's shard.
 
 pub mod covariance;
 pub(crate) mod linalg;
+pub mod mode;
 pub mod multivariate;
 pub mod relation;
 
@@ -13,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Lifecycle, Transition};
 use crate::config::device::VectorConfig;
-use crate::model::{Alert, AlertState, Millis, Severity};
+use crate::model::{
+    Alert, AlertState, CorrelationSummary, Millis, ModeNow, Severity, VectorSummary,
+};
 
 /// Most metrics in one device vector.
 pub const MAX_VECTOR: usize = 16;
@@ -28,6 +31,8 @@ pub struct VectorSpec {
     /// Rolling covariance window: vectors, and time when set.
     pub window: usize,
     pub span_ms: Option<i64>,
+    /// Summaries carry the vector's correlation matrix.
+    pub summary_correlation: bool,
 }
 
 impl VectorSpec {
@@ -41,15 +46,24 @@ impl VectorSpec {
             max_age_ms: c.max_age.map(|a| a.as_ms()),
             window: c.window,
             span_ms: c.span.map(|s| s.as_ms()),
+            summary_correlation: c.summary_correlation,
         }
     }
+}
+
+/// A device-level detector's kind and settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DetectorSpec {
+    Multivariate(multivariate::Spec),
+    /// The operating modes; the labels are not part of the learnt state.
+    Mode(mode::Spec, mode::Labels),
 }
 
 /// One configured device-level detector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceDetectorInstance {
     pub name: String,
-    pub spec: multivariate::Spec,
+    pub spec: DetectorSpec,
     pub severity: Severity,
     pub hold_ms: i64,
     /// A firing alert stays anomalous while the ratio exceeds this (hysteresis; 1: none).
@@ -190,13 +204,47 @@ impl VectorState {
     }
 }
 
+/// A detector's state, by kind (created with the first vector of the current size).
+enum SlotState {
+    Multivariate(Option<multivariate::State>),
+    Mode(Option<mode::State>),
+}
+
+/// A detector's latest outcome, whatever its kind.
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    anomalous: bool,
+    /// The detector's measure (T², the distance to the nearest mode).
+    value: f64,
+    /// measure / limit: > 1 fires.
+    ratio: f64,
+    anomaly: f64,
+    warming: bool,
+}
+
 struct Slot {
     name: Arc<str>,
     inst: DeviceDetectorInstance,
-    state: Option<multivariate::State>,
+    state: SlotState,
     life: Lifecycle,
     active: Option<Alert>,
-    last: Option<multivariate::Judgement>,
+    last: Option<Verdict>,
+}
+
+impl Slot {
+    fn ready(&self) -> bool {
+        match &self.state {
+            SlotState::Multivariate(s) => s.as_ref().is_some_and(|s| s.ready()),
+            SlotState::Mode(s) => s.as_ref().is_some_and(|s| s.ready()),
+        }
+    }
+
+    fn reset(&mut self) {
+        match &mut self.state {
+            SlotState::Multivariate(s) => *s = None,
+            SlotState::Mode(s) => *s = None,
+        }
+    }
 }
 
 /// One device's device-level state.
@@ -211,12 +259,14 @@ pub(crate) struct DeviceLevel {
     relations: Vec<relation::Slot>,
 }
 
-/// Persisted form (postcard), appended after the device's per-metric snapshot.
+/// Persisted form (postcard), appended after the device's per-metric snapshot; the `mode`
+/// detectors' part (`ModePart`) follows it, so that states saved before it existed still decode.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct LevelSnapshot {
     members: Vec<String>,
     settled: bool,
     vectors: u64,
+    /// The `multivariate` detectors.
     detectors: Vec<SlotSnapshot>,
     cov: Option<covariance::RollingCov>,
     relations: Vec<relation::SlotSnapshot>,
@@ -231,13 +281,29 @@ struct SlotSnapshot {
     active: Option<Alert>,
 }
 
+/// The `mode` detectors' saved state (after `LevelSnapshot`).
+#[derive(Serialize, Deserialize, Default)]
+struct ModePart {
+    detectors: Vec<ModeSlotSnapshot>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ModeSlotSnapshot {
+    name: String,
+    spec: mode::Spec,
+    state: Option<mode::State>,
+    life: Lifecycle,
+    active: Option<Alert>,
+}
+
 /// A device-level detector's latest outcome (for replay and the API).
 #[derive(Debug, Clone, Serialize)]
 pub struct LevelDetectorView {
     pub name: String,
     /// Still learning its model.
     pub warming: bool,
-    /// max(T²/limit, Q/limit) of the latest vector (> 1: anomalous).
+    /// The latest vector's statistic / limit (> 1: anomalous): max(T²/limit, Q/limit) for
+    /// `multivariate`, distance to the nearest mode / limit for `mode`.
     pub ratio: Option<f64>,
     pub anomaly: f64,
     pub firing: Option<Alert>,
@@ -260,12 +326,36 @@ pub struct CorrelationView {
     pub correlation: Vec<Vec<f64>>,
 }
 
+/// `GET /api/devices/{id}/modes`: the device's operating modes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModesView {
+    pub device: String,
+    /// The `mode` detector they come from.
+    pub detector: String,
+    /// The order of each centroid's values.
+    pub metrics: Vec<String>,
+    pub now: ModeNow,
+    /// The distance beyond which a vector is "a state never seen" (`null` while warming).
+    pub limit: Option<f64>,
+    pub new_mode_distance: f64,
+    /// Within-mode spread of each metric: the unit of the distances.
+    pub scale: Vec<f64>,
+    pub modes: Vec<mode::ModeInfo>,
+}
+
 /// A device's vector and device-level detectors, for `GET /api/devices`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LevelView {
     pub metrics: Vec<String>,
     pub vectors: u64,
     pub detectors: Vec<LevelDetectorView>,
+    /// The operating mode, with a `mode` detector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ModeNow>,
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 impl DeviceLevel {
@@ -276,7 +366,10 @@ impl DeviceLevel {
             .map(|d| Slot {
                 name: d.name.as_str().into(),
                 inst: d.clone(),
-                state: None,
+                state: match d.spec {
+                    DetectorSpec::Multivariate(_) => SlotState::Multivariate(None),
+                    DetectorSpec::Mode(..) => SlotState::Mode(None),
+                },
                 life: Lifecycle::new(),
                 active: None,
                 last: None,
@@ -296,7 +389,7 @@ impl DeviceLevel {
     pub(crate) fn metric_added(&mut self, pos: usize, name: &str) {
         if self.vector.metric_added(pos, name) {
             for s in &mut self.slots {
-                s.state = None;
+                s.reset();
             }
             self.cov = None;
         }
@@ -332,16 +425,56 @@ impl DeviceLevel {
                 .insert(covariance::RollingCov::new(d, spec.window, spec.span_ms)),
         };
         cov.push(self.vector.out_ts, x);
-        for slot in &mut self.slots {
-            let state = match &mut slot.state {
-                Some(s) if s.dim() == d => s,
-                _ => slot
-                    .state
-                    .insert(multivariate::State::new(&slot.inst.spec, d)),
+        for (k, slot) in self.slots.iter_mut().enumerate() {
+            // The policy's copy of the settings: the slot is borrowed mutably below.
+            let Some(inst) = self.policy.detectors.get(k) else {
+                continue;
             };
-            let j = state.observe(&slot.inst.spec, x);
-            slot.last = Some(j);
-            judge(slot, &j, &self.vector, device, now, rng, out);
+            match (&inst.spec, &mut slot.state) {
+                (DetectorSpec::Multivariate(spec), SlotState::Multivariate(state)) => {
+                    let state = match state {
+                        Some(s) if s.dim() == d => s,
+                        _ => state.insert(multivariate::State::new(spec, d)),
+                    };
+                    let j = state.observe(spec, x);
+                    let v = Verdict {
+                        anomalous: j.anomalous,
+                        value: j.t2,
+                        ratio: j.ratio,
+                        anomaly: j.anomaly,
+                        warming: j.warming,
+                    };
+                    slot.last = Some(v);
+                    judge(slot, v, &self.vector, device, now, rng, out, || {
+                        alert_message(&j, &self.vector)
+                    });
+                }
+                (DetectorSpec::Mode(spec, labels), SlotState::Mode(state)) => {
+                    let state = match state {
+                        Some(s) if s.dim() == d => s,
+                        _ => state.insert(mode::State::new(spec, d)),
+                    };
+                    let j = state.observe(spec, labels, x);
+                    let ratio = j.ratio();
+                    let mut anomaly = crate::analysis::detector::anomaly(ratio, 1.0);
+                    if j.anomalous {
+                        anomaly = anomaly.max(0.5);
+                    }
+                    let v = Verdict {
+                        anomalous: j.anomalous,
+                        value: j.distance,
+                        ratio,
+                        anomaly: if j.warming { 0.0 } else { anomaly },
+                        warming: j.warming,
+                    };
+                    slot.last = Some(v);
+                    judge(slot, v, &self.vector, device, now, rng, out, || {
+                        mode_message(&j, labels)
+                    });
+                }
+                // A slot's state is made for its kind in `new`.
+                _ => {}
+            }
         }
         for r in &mut self.relations {
             let v = &self.vector;
@@ -377,13 +510,78 @@ impl DeviceLevel {
                 .iter()
                 .map(|s| LevelDetectorView {
                     name: s.name.to_string(),
-                    warming: !s.state.as_ref().is_some_and(|st| st.ready()),
+                    warming: !s.ready(),
                     ratio: s.last.filter(|j| !j.warming).map(|j| j.ratio),
                     anomaly: s.last.map_or(0.0, |j| j.anomaly),
                     firing: s.active.clone(),
                 })
                 .collect(),
+            mode: self.mode_now(),
         }
+    }
+
+    /// The first `mode` detector: its settings and state.
+    fn mode_slot(&self) -> Option<(&Slot, &mode::Spec, &mode::Labels, Option<&mode::State>)> {
+        self.slots
+            .iter()
+            .find_map(|s| match (&s.inst.spec, &s.state) {
+                (DetectorSpec::Mode(spec, labels), SlotState::Mode(st)) => {
+                    Some((s, spec, labels, st.as_ref()))
+                }
+                _ => None,
+            })
+    }
+
+    /// The device's operating mode now (`None` without a `mode` detector).
+    pub(crate) fn mode_now(&self) -> Option<ModeNow> {
+        let (_, _, labels, st) = self.mode_slot()?;
+        let cur = st.and_then(|s| s.current());
+        Some(ModeNow {
+            index: cur.map(|c| c.0),
+            label: cur.and_then(|c| labels.name(c.0)).map(str::to_string),
+            bad: cur.is_some_and(|c| labels.is_bad(c.0)),
+            distance: cur.and_then(|c| finite(c.1)),
+            modes: st.map_or(0, |s| s.modes()),
+            warming: !st.is_some_and(|s| s.ready()),
+        })
+    }
+
+    /// The device's operating modes (`None` without a `mode` detector).
+    pub(crate) fn modes(&self, device: &str) -> Option<ModesView> {
+        let (slot, spec, labels, st) = self.mode_slot()?;
+        Some(ModesView {
+            device: device.to_string(),
+            detector: slot.name.to_string(),
+            metrics: self.vector.members.iter().map(|m| m.to_string()).collect(),
+            now: self.mode_now()?,
+            limit: st.and_then(|s| finite(s.limit(spec))),
+            new_mode_distance: spec.new_mode_distance,
+            scale: st.map_or_else(Vec::new, |s| s.scale().to_vec()),
+            modes: st.map_or_else(Vec::new, |s| s.mode_list(labels)),
+        })
+    }
+
+    /// The device's part of a summary: its mode (with a `mode` detector) and correlation matrix
+    /// (with `summary_correlation`); `None` when neither applies.
+    pub(crate) fn summary(&self, device: &str) -> Option<VectorSummary> {
+        let mode = self.mode_now();
+        let correlation = self.policy.vector.summary_correlation.then(|| {
+            let c = self.correlation(device);
+            CorrelationSummary {
+                metrics: c.metrics,
+                count: c.count,
+                matrix: c
+                    .correlation
+                    .into_iter()
+                    .map(|r| r.into_iter().map(finite).collect())
+                    .collect(),
+            }
+        });
+        (mode.is_some() || correlation.is_some()).then(|| VectorSummary {
+            device: device.to_string(),
+            mode,
+            correlation,
+        })
     }
 
     pub(crate) fn snapshot(&self) -> LevelSnapshot {
@@ -394,17 +592,68 @@ impl DeviceLevel {
             detectors: self
                 .slots
                 .iter()
-                .map(|s| SlotSnapshot {
-                    name: s.name.to_string(),
-                    spec: s.inst.spec.clone(),
-                    state: s.state.clone(),
-                    life: s.life.clone(),
-                    active: s.active.clone(),
+                .filter_map(|s| match (&s.inst.spec, &s.state) {
+                    (DetectorSpec::Multivariate(spec), SlotState::Multivariate(state)) => {
+                        Some(SlotSnapshot {
+                            name: s.name.to_string(),
+                            spec: spec.clone(),
+                            state: state.clone(),
+                            life: s.life.clone(),
+                            active: s.active.clone(),
+                        })
+                    }
+                    _ => None,
                 })
                 .collect(),
             cov: self.cov.clone(),
             relations: self.relations.iter().map(|r| r.snapshot()).collect(),
         }
+    }
+
+    fn mode_part(&self) -> ModePart {
+        ModePart {
+            detectors: self
+                .slots
+                .iter()
+                .filter_map(|s| match (&s.inst.spec, &s.state) {
+                    (DetectorSpec::Mode(spec, _), SlotState::Mode(state)) => {
+                        Some(ModeSlotSnapshot {
+                            name: s.name.to_string(),
+                            spec: spec.clone(),
+                            state: state.clone(),
+                            life: s.life.clone(),
+                            active: s.active.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The saved form: `LevelSnapshot`, then the `mode` detectors' part when there are any.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+        out.extend(postcard::to_stdvec(&self.snapshot())?);
+        let modes = self.mode_part();
+        if !modes.detectors.is_empty() {
+            out.extend(postcard::to_stdvec(&modes)?);
+        }
+        Ok(())
+    }
+
+    /// Continues from `encode`d bytes (see `restore`). Returns the firing alerts taken over.
+    pub(crate) fn decode(
+        &mut self,
+        bytes: &[u8],
+        metrics: &[&str],
+    ) -> Result<usize, postcard::Error> {
+        let (snap, rest) = postcard::take_from_bytes::<LevelSnapshot>(bytes)?;
+        let modes = if rest.is_empty() {
+            ModePart::default()
+        } else {
+            postcard::from_bytes::<ModePart>(rest)?
+        };
+        Ok(self.restore(snap, metrics) + self.restore_modes(modes))
     }
 
     /// The rolling covariance and correlation of the vector.
@@ -468,11 +717,10 @@ impl DeviceLevel {
             }
         }
         for ds in snap.detectors {
-            let Some(slot) = self
-                .slots
-                .iter_mut()
-                .find(|s| *s.name == *ds.name && s.inst.spec == ds.spec)
-            else {
+            let Some(slot) = self.slots.iter_mut().find(|s| {
+                *s.name == *ds.name
+                    && matches!(&s.inst.spec, DetectorSpec::Multivariate(sp) if *sp == ds.spec)
+            }) else {
                 continue;
             };
             if ds.state.as_ref().is_some_and(|s| !s.fits(d)) {
@@ -481,7 +729,31 @@ impl DeviceLevel {
             if ds.active.is_some() {
                 firing += 1;
             }
-            slot.state = ds.state;
+            slot.state = SlotState::Multivariate(ds.state);
+            slot.life = ds.life;
+            slot.active = ds.active;
+        }
+        firing
+    }
+
+    /// The `mode` detectors' part of `restore` (after it: the vector's members are known).
+    fn restore_modes(&mut self, part: ModePart) -> usize {
+        let d = self.vector.members.len();
+        let mut firing = 0;
+        for ds in part.detectors {
+            let Some(slot) = self.slots.iter_mut().find(|s| {
+                *s.name == *ds.name
+                    && matches!(&s.inst.spec, DetectorSpec::Mode(sp, _) if *sp == ds.spec)
+            }) else {
+                continue;
+            };
+            if ds.state.as_ref().is_some_and(|s| !s.fits(&ds.spec, d)) {
+                continue;
+            }
+            if ds.active.is_some() {
+                firing += 1;
+            }
+            slot.state = SlotState::Mode(ds.state);
             slot.life = ds.life;
             slot.active = ds.active;
         }
@@ -505,17 +777,53 @@ fn alert_message(j: &multivariate::Judgement, v: &VectorState) -> String {
     m
 }
 
+/// "mode 2" or "mode 2 (idle)".
+fn mode_name(i: usize, labels: &mode::Labels) -> String {
+    match labels.name(i) {
+        Some(l) => format!("mode {i} ({l})"),
+        None => format!("mode {i}"),
+    }
+}
+
+fn mode_message(j: &mode::Judgement, labels: &mode::Labels) -> String {
+    let mut m = String::new();
+    if j.far {
+        m.push_str(&format!(
+            "a state never seen: distance {:.1} from the nearest mode, {} (limit {:.1})",
+            j.distance,
+            mode_name(j.nearest, labels),
+            j.limit
+        ));
+        if j.new_mode {
+            m.push_str(&format!("; learnt as {}", mode_name(j.mode, labels)));
+        }
+    }
+    if labels.is_bad(j.mode) {
+        if !m.is_empty() {
+            m.push_str("; ");
+        }
+        m.push_str(&format!(
+            "in {}, labelled bad (distance {:.1})",
+            mode_name(j.mode, labels),
+            j.distance
+        ));
+    }
+    m
+}
+
+#[allow(clippy::too_many_arguments)]
 fn judge(
     slot: &mut Slot,
-    j: &multivariate::Judgement,
+    j: Verdict,
     v: &VectorState,
     device: &str,
     now: Millis,
     rng: &mut SmallRng,
     out: &mut Vec<Alert>,
+    message: impl Fn() -> String,
 ) {
     use rand::Rng;
-    let alert = |slot: &Slot, id: String, raised_at: Millis| Alert {
+    let alert = |slot: &Slot, id: String, raised_at: Millis, message: String| Alert {
         id,
         device: device.to_string(),
         metric: "*".to_string(),
@@ -523,12 +831,12 @@ fn judge(
         severity: slot.inst.severity,
         state: AlertState::Firing,
         ts: v.out_ts,
-        value: j.t2,
+        value: j.value,
         score: j.ratio,
         anomaly: j.anomaly,
         raised_at,
         resolved_at: None,
-        message: alert_message(j, v),
+        message,
     };
     let anomalous = j.anomalous || (slot.life.is_firing() && j.ratio > slot.inst.resolve);
     match slot.life.step(anomalous, now, slot.inst.hold_ms) {
@@ -536,7 +844,7 @@ fn judge(
         Some(Transition::Fire) => {
             let id = rng.gen::<u64>() | 1;
             slot.life.set_id(id);
-            let a = alert(slot, format!("{id:016x}"), now);
+            let a = alert(slot, format!("{id:016x}"), now, message());
             slot.active = Some(a.clone());
             out.push(a);
         }
@@ -546,11 +854,15 @@ fn judge(
                 slot,
                 format!("{:016x}", slot.life.id().unwrap_or(0)),
                 slot.life.raised_at().unwrap_or(now),
+                String::new(),
             );
-            if let Some(f) = fired {
-                a.id = f.id;
-                a.raised_at = f.raised_at;
-                a.message = f.message;
+            match fired {
+                Some(f) => {
+                    a.id = f.id;
+                    a.raised_at = f.raised_at;
+                    a.message = f.message;
+                }
+                None => a.message = message(),
             }
             a.state = AlertState::Resolved;
             a.resolved_at = Some(now);

@@ -125,6 +125,7 @@ fn samples_align_within_the_tolerance_or_with_recent_enough_values() {
         max_age_ms: None,
         window: 10,
         span_ms: None,
+        summary_correlation: false,
     };
     let mut v = VectorState::new(&spec);
     v.metric_added(0, "a");
@@ -282,4 +283,189 @@ fn device_level_config_errors_are_located() {
     assert!(e.contains("wamup"), "{e}");
     let e = err("[[device]]\nid = \"p\"\n[device.vector]\ntolerance = \"1s\"\nmax_agee = \"5s\"\n");
     assert!(e.contains("max_agee"), "{e}");
+}
+
+const MODE_CFG: &str = "[[device]]\nid = \"pump\"\n\
+    device_detectors = [{ type = \"mode\", warmup = 200, hold = \"0s\", labels = [\"idle\", \"run\", \"dry\"], bad = [\"dry\"] }]\n\
+    [device.vector]\nmetrics = [\"x\", \"y\", \"z\"]\nsummary_correlation = true\n";
+
+/// A pump idling (A) or running (B), or a state it never showed (C); ±0.1 noise on each metric.
+fn mode_row(rng: &mut SmallRng, state: char) -> [f64; 3] {
+    let c = match state {
+        'A' => [0.0, 10.0, 5.0],
+        'B' => [3.0, 14.0, 5.5],
+        _ => [1.5, 12.0, 9.0],
+    };
+    c.map(|v| v + rng.gen_range(-0.1..0.1))
+}
+
+/// A and B in turns of 40 vectors.
+fn two_modes(i: i64) -> char {
+    if (i / 40) % 2 == 0 {
+        'A'
+    } else {
+        'B'
+    }
+}
+
+#[test]
+fn two_alternating_modes_stay_quiet_a_new_state_fires_and_entering_a_bad_mode_fires() {
+    let mut c = core(MODE_CFG);
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut out = Vec::new();
+    for i in 0..800 {
+        feed_row(&mut c, i, mode_row(&mut rng, two_modes(i)), &mut out);
+    }
+    assert!(
+        device_alerts(&out).is_empty(),
+        "quiet on two known modes: {:?}",
+        device_alerts(&out)
+    );
+    let m = c.modes("pump").expect("modes");
+    assert_eq!(m.modes.len(), 2, "{m:?}");
+    assert_eq!(m.metrics, ["x", "y", "z"]);
+    assert_eq!(
+        (m.modes[0].label.as_deref(), m.modes[1].label.as_deref()),
+        (Some("idle"), Some("run"))
+    );
+    assert!((m.modes[1].centroid[0] - 3.0).abs() < 0.05, "{m:?}");
+    // Row 799 is in B (rows 760..800).
+    assert_eq!(
+        (m.now.index, m.now.label.as_deref()),
+        (Some(1), Some("run"))
+    );
+    assert!(m.limit.is_some_and(|l| l > 1.0 && l < 6.0), "{m:?}");
+    let view = c.view(Some("pump"))[0].vector.clone().expect("vector");
+    assert_eq!(view.mode.as_ref().map(|m| m.modes), Some(2));
+
+    // The summary carries the mode and, asked for, the correlation matrix.
+    let (_, vectors) = c.summary(0);
+    assert_eq!(vectors.len(), 1);
+    assert_eq!(vectors[0].mode.as_ref().and_then(|m| m.index), Some(1));
+    let corr = vectors[0].correlation.as_ref().expect("correlation");
+    assert_eq!(corr.matrix.len(), 3);
+    assert!(
+        corr.matrix[0][1].is_some_and(|r| r > 0.9),
+        "x and y move together between the modes: {corr:?}"
+    );
+
+    // C was never seen: fires at once, naming the distance; learnt as mode 2, labelled bad.
+    out.clear();
+    feed_row(&mut c, 800, mode_row(&mut rng, 'C'), &mut out);
+    let a = device_alerts(&out)
+        .first()
+        .cloned()
+        .cloned()
+        .expect("a new state fires");
+    assert_eq!((a.detector.as_str(), a.state), ("mode", AlertState::Firing));
+    assert!(a.message.contains("a state never seen"), "{}", a.message);
+    assert!(
+        a.message.contains("learnt as mode 2 (dry)"),
+        "{}",
+        a.message
+    );
+    assert!(a.value > 6.0 && a.score > 1.0, "{a:?}");
+    for i in 801..820 {
+        feed_row(&mut c, i, mode_row(&mut rng, 'C'), &mut out);
+    }
+    assert_eq!(c.modes("pump").expect("modes").modes.len(), 3);
+    out.clear();
+    for i in 820..900 {
+        feed_row(&mut c, i, mode_row(&mut rng, two_modes(i)), &mut out);
+    }
+    let resolved = device_alerts(&out);
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    assert_eq!(resolved[0].state, AlertState::Resolved);
+
+    // Back into C, now a known mode labelled bad: fires for that alone.
+    out.clear();
+    feed_row(&mut c, 900, mode_row(&mut rng, 'C'), &mut out);
+    let a = device_alerts(&out)
+        .first()
+        .cloned()
+        .cloned()
+        .expect("entering a bad mode fires");
+    assert!(!a.message.contains("never seen"), "{}", a.message);
+    assert!(
+        a.message.contains("in mode 2 (dry), labelled bad"),
+        "{}",
+        a.message
+    );
+    let now = c.modes("pump").expect("modes").now;
+    assert!(now.bad && now.index == Some(2), "{now:?}");
+}
+
+#[test]
+fn mode_state_survives_snapshot_and_restore() {
+    let mut a = core(MODE_CFG);
+    let mut rng = SmallRng::seed_from_u64(12);
+    let mut out = Vec::new();
+    for i in 0..400 {
+        feed_row(&mut a, i, mode_row(&mut rng, two_modes(i)), &mut out);
+    }
+    let saved = a.snapshot();
+    let mut b = core(MODE_CFG);
+    assert_eq!(b.restore(&saved, 0), 1);
+    let (ma, mb) = (a.modes("pump").expect("a"), b.modes("pump").expect("b"));
+    assert_eq!(mb.modes, ma.modes, "centroids and counts restored");
+    assert_eq!(mb.now, ma.now);
+    assert_eq!(mb.modes.len(), 2);
+    let (mut oa, mut ob) = (Vec::new(), Vec::new());
+    for i in 400..440 {
+        let r = mode_row(&mut rng, if i < 430 { two_modes(i) } else { 'C' });
+        feed_row(&mut a, i, r, &mut out);
+        feed_row(&mut b, i, r, &mut out);
+        a.device_outcomes("pump", &mut oa);
+        b.device_outcomes("pump", &mut ob);
+        assert_eq!(oa, ob, "row {i}");
+    }
+    assert!(oa[0].1, "C fires in both");
+
+    // Relabelling keeps the learnt modes; other learning settings start over.
+    let mut c = core(
+        &MODE_CFG
+            .replace("\"dry\"]", "\"other\"]")
+            .replace("bad = [\"other\"]", "bad = []"),
+    );
+    c.restore(&saved, 0);
+    let mc = c.modes("pump").expect("c");
+    assert_eq!(mc.modes.len(), 2);
+    assert_eq!(mc.modes[0].centroid, ma.modes[0].centroid);
+    let mut d = core(&MODE_CFG.replace("warmup = 200", "warmup = 300"));
+    d.restore(&saved, 0);
+    assert!(d.modes("pump").expect("d").now.warming);
+}
+
+#[test]
+fn mode_config_errors_are_located() {
+    let err = |t: &str| {
+        crate::config::parse_str(&format!("node_id = \"n\"\n{t}"), Path::new("c.toml"))
+            .expect_err("invalid")
+            .to_string()
+    };
+    let e =
+        err("[[device]]\nid = \"p\"\ndevice_detectors = [{ type = \"mode\", k = 3, max_k = 5 }]\n");
+    assert!(
+        e.contains("not both") && e.contains("device[0].device_detectors[0].max_k"),
+        "{e}"
+    );
+    let e = err("[[device]]\nid = \"p\"\ndevice_detectors = [{ type = \"mode\", k = 40 }]\n");
+    assert!(
+        e.contains("between 1 and 16") && e.contains("device_detectors[0].k"),
+        "{e}"
+    );
+    let e = err(
+        "[[device]]\nid = \"p\"\ndevice_detectors = [{ type = \"mode\", labels = [\"a\"], bad = [\"b\"] }]\n",
+    );
+    assert!(
+        e.contains("\"b\" is not one of the `labels`") && e.contains("device_detectors[0].bad"),
+        "{e}"
+    );
+    let e = err("[[device]]\nid = \"p\"\ndevice_detectors = [{ type = \"mode\", new_mode_distance = -1 }]\n");
+    assert!(e.contains("device_detectors[0].new_mode_distance"), "{e}");
+    let e =
+        err("[[device]]\nid = \"p\"\ndevice_detectors = [{ type = \"mode\", half_lfe = 10 }]\n");
+    assert!(e.starts_with("c.toml:4:") && e.contains("half_lfe"), "{e}");
+    let e = err("[[device]]\nid = \"p\"\n[device.vector]\nsummary_correlation = 1\n");
+    assert!(e.contains("summary_correlation"), "{e}");
 }

@@ -2,6 +2,7 @@
 // from /ws. Asks once for the API token when the appliance requires one and keeps it in localStorage.
 
 import { sparkline, deviceChart, historyChart, humanMs } from "./charts.js";
+import { heatmap, modeText } from "./vector.js";
 
 const TOKEN_KEY = "edgewatch.token";
 const POLL_MS = 2000;
@@ -318,7 +319,7 @@ function overview() {
 
   function card(d) {
     const el = h("article", { class: "card dev", "data-device": d.device });
-    const c = { el, sparks: new Map(), visible: false, metrics: "" };
+    const c = { el, sparks: new Map(), visible: false, metrics: null }; // null: not filled yet
     cards.set(d.device, c);
     seen.observe(el);
     return c;
@@ -445,6 +446,11 @@ function deviceView(id) {
     { class: "device-page" },
     h("nav", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / ", h("b", { id: "dev-name" }, id)),
     h("div", { class: "devhead" }, h("span", { class: "badge", id: "dev-health" }), h("span", { class: "muted", id: "dev-seen" })),
+    h("section", { id: "vector", class: "card vector", hidden: true },
+      h("header", {}, h("b", {}, "Device vector"), h("span", { class: "muted", id: "mode" })),
+      h("div", { class: "heat" }, h("canvas", { id: "heatmap" })),
+      h("footer", { class: "muted", id: "heat-note" }),
+    ),
     h("div", { class: "filters ranges", role: "group", "aria-label": "time range" }, buttons),
     h("div", { id: "charts", class: "charts" }),
     h("section", {}, h("h2", {}, "Alerts of this device"), h("div", { id: "alert-slot" })),
@@ -475,6 +481,20 @@ function deviceView(id) {
     for (const p of root.querySelectorAll(".plot")) p.replaceChildren();
   }
 
+  /** The device-level panel: operating mode and correlation heatmap (devices with a vector). */
+  async function vectorPanel(d) {
+    const panel = $("#vector", root);
+    panel.hidden = !d.vector;
+    if (!d.vector) return;
+    const mode = $("#mode", root);
+    mode.textContent = d.vector.mode ? ` ${modeText(d.vector.mode)}` : "";
+    mode.classList.toggle("error", !!d.vector.mode?.bad);
+    const corr = await api(`/api/devices/${encodeURIComponent(id)}/correlation`);
+    heatmap($("#heatmap", root), corr);
+    $("#heat-note", root).textContent =
+      `correlation over the last ${corr.count} vectors (window ${corr.window}) · blue: rise together, red: one rises as the other falls`;
+  }
+
   /** The history of every metric over the range, and the device's alerts in it. */
   async function loadHistory(d, span) {
     const to = now();
@@ -503,6 +523,7 @@ function deviceView(id) {
       badge.textContent = hl.text;
       $("#dev-seen", root).textContent = ` last sample ${fmtAge(d.last_seen == null ? null : now() - d.last_seen)}${d.registered ? " · registered automatically" : ""}`;
       this.alerts();
+      await vectorPanel(d).catch(fail); // the charts are drawn even if it fails
       if (shown !== state.range) {
         clearCharts();
         shown = state.range;

@@ -67,6 +67,12 @@ static ASSETS: &[Asset] = &[
         body: include_bytes!("vendor/uPlot.min.css"),
         immutable: true,
     },
+    Asset {
+        path: "vector.js",
+        content_type: JS,
+        body: include_bytes!("vector.js"),
+        immutable: false,
+    },
 ];
 
 static INDEX: Asset = Asset {
