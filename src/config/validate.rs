@@ -890,6 +890,8 @@ mod tests {
             d[0].spec,
             DetectorSpec::Ensemble(ensemble::Spec { window: 6144, .. })
         ));
+        // It de-duplicates events itself: no wall-clock hold.
+        assert_eq!(d[0].hold_ms, 0);
     }
 
     #[test]
