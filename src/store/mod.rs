@@ -59,7 +59,7 @@ pub struct Store {
     checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
-const STATE_VERSION: &[u8] = b"state-format-2";
+const STATE_VERSION: &[u8] = b"state-format-3";
 /// Marks a database whose values are all sealed (`record::seal`); older ones are sealed once.
 const RECORD_FORMAT: &[u8] = b"crc32-1";
 
