@@ -234,6 +234,8 @@ pub struct EnsembleState {
     quick_mean: f64,
     quick_m2: f64,
     quick_n: u32,
+    /// How many of those samples came before the first that differed (a constant start).
+    quick_flat: u32,
 }
 
 impl EnsembleState {
@@ -252,6 +254,7 @@ impl EnsembleState {
             quick_mean: 0.0,
             quick_m2: 0.0,
             quick_n: 0,
+            quick_flat: 0,
         }
     }
 
@@ -334,19 +337,15 @@ impl EnsembleState {
     /// The warm-up z-view: surprise of `x` against the mean and spread of the samples learned so
     /// far (0 before `warmup` samples), then learns `x`, pulled in to |z| ≈ 6 when it is further
     /// out (so one outlier does not inflate the spread, and a lasting shift is still learned).
+    /// The samples of a constant start do not count towards `warmup`: a series that has not moved
+    /// yet has no spread to judge by, so a step in a flat signal (a square wave) is learned, not
+    /// judged against a spread of zero.
     fn quick(&mut self, warmup: usize, x: f64) -> (f64, bool) {
         let mut surprise = 0.0;
         let mut learn = x;
-        if self.quick_n as usize >= warmup.max(2) {
-            let std = (self.quick_m2 / f64::from(self.quick_n)).sqrt();
-            let d = x - self.quick_mean;
-            let z = if std > 0.0 {
-                d / std
-            } else if d == 0.0 {
-                0.0
-            } else {
-                f64::INFINITY
-            };
+        let std = (self.quick_m2 / f64::from(self.quick_n.max(1))).sqrt();
+        if (self.quick_n - self.quick_flat) as usize >= warmup.max(2) && std > 0.0 {
+            let z = (x - self.quick_mean) / std;
             surprise = (z * z / QUICK_DIVISOR).min(MAX_SURPRISE);
             let bound = (QUICK_LEARN_BELOW * QUICK_DIVISOR).sqrt() * std;
             learn = x.clamp(self.quick_mean - bound, self.quick_mean + bound);
@@ -355,6 +354,9 @@ impl EnsembleState {
         let d = learn - self.quick_mean;
         self.quick_mean += d / f64::from(self.quick_n);
         self.quick_m2 += d * (learn - self.quick_mean);
+        if self.quick_m2 == 0.0 {
+            self.quick_flat = self.quick_n;
+        }
         (surprise, x >= self.quick_mean)
     }
 }
@@ -375,6 +377,33 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| e.observe(100, i as Millis * STEP, v))
             .collect()
+    }
+
+    #[test]
+    fn a_square_wave_from_a_flat_start_is_not_an_outlier_of_the_warm_up() {
+        // NAB's art_daily_perfect_square_wave: 108 samples at 20, then days of 80 / 20 halves.
+        let v: Vec<f64> = (0..3_000)
+            .map(|i| if (i + 180) % 288 < 144 { 80.0 } else { 20.0 })
+            .collect();
+        assert_eq!(v[107], 20.0);
+        assert_eq!(v[108], 80.0);
+        let mut e = EnsembleState::new(DEFAULT_WINDOW);
+        let r: Vec<usize> = (0..v.len())
+            .filter(|&i| e.observe(DEFAULT_WARMUP, i as Millis * STEP, v[i]).reported >= DEFAULT_THRESHOLD)
+            .collect();
+        assert!(r.is_empty(), "{r:?}");
+        // A spike in a noisy warm-up is still caught from the 33rd sample on.
+        let mut e = EnsembleState::new(DEFAULT_WINDOW);
+        let mut x: u32 = 12_345;
+        for i in 0..40 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let noise = f64::from(x % 1_000) / 1_000.0 - 0.5;
+            let spike = if i == 36 { 12.0 * 0.29 } else { 0.0 };
+            let o = e.observe(DEFAULT_WARMUP, i as Millis * STEP, 20.0 + noise + spike);
+            assert_eq!(o.reported >= DEFAULT_THRESHOLD, i == 36, "sample {i}: {o:?}");
+        }
     }
 
     fn reports(out: &[EnsembleOutcome], threshold: f64) -> Vec<usize> {
