@@ -554,8 +554,8 @@ fn snapshot_encoding_is_unchanged() {
             }),
             12,
             0x8a534afe1b8596fc,
-            9090,
-            0xc9bc0af852c830c3,
+            9091,
+            0x92b765f4aa2ad9a6,
         ),
     ];
     for (spec, spec_len, spec_hash, state_len, state_hash) in cases {
