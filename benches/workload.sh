@@ -9,7 +9,7 @@ mode=${1:?usage: benches/workload.sh tcp|mqtt RATE...}; shift
 BENCH=${BENCH:-$(cd .. && pwd)/shared/bench}
 [ -x "$BENCH/run_peer.sh" ] || { echo "no load generator at $BENCH" >&2; exit 1; }
 cargo build --release --locked -q
-cfg=config/bench-$mode.toml
+cfg=${CONFIG:-config/bench-$mode.toml}
 data=$(awk -F'"' '/^data_dir/ {print $2}' "$cfg")
 log=/tmp/edgewatch-bench-$mode.log
 export MODE=$mode TCP_ADDR=127.0.0.1:9000 RESULTS=${RESULTS:-$PWD/bench-results}

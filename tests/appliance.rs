@@ -200,6 +200,45 @@ format = "kv"
     );
 }
 
+/// permessage-deflate (RFC 7692) is not implemented by actix-ws (docs/PROTOCOL.md): a client that
+/// offers it (as browsers do) gets the handshake answered without the extension and plain frames,
+/// which it reads as usual (tungstenite rejects a frame with the compression bit set); a client
+/// that offers nothing gets the same messages.
+#[test]
+fn a_ws_client_offering_permessage_deflate_is_answered_without_it_and_reads_plain_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), &tcp_config(""));
+    let mut ew = InProcess::start(&cfg);
+    let url = format!("ws://{}/ws?type=summary", ew.api);
+    let (mut offering, resp) = common::Ws::connect_offering(
+        &url,
+        &[(
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits",
+        )],
+    );
+    assert_eq!(resp.status(), 101);
+    assert!(
+        resp.headers().get("Sec-WebSocket-Extensions").is_none(),
+        "extension answered: {:?}",
+        resp.headers()
+    );
+    let mut plain = ew.ws("?type=summary");
+    let mut tcp = Sender::connect(&ew.tcp_addr("tcp"));
+    for i in 0..5 {
+        tcp.line(&json_line("deflate-1", "temp", i, 20.0 + 0.1 * i as f64));
+    }
+    for ws in [&mut offering, &mut plain] {
+        let s = ws.wait_for(Duration::from_secs(10), "summary of deflate-1", |v| {
+            v["devices"].as_array().is_some_and(|d| {
+                d.iter()
+                    .any(|e| e["device"] == "deflate-1" && e["total"] == 5)
+            })
+        });
+        assert_eq!(s["type"], "summary");
+    }
+}
+
 #[test]
 fn kill_9_then_restart_resumes_state_and_keeps_the_alert_log() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1359,3 +1359,93 @@ mod tests {
         assert_eq!(s.metrics[0].capacity, 0);
     }
 }
+
+/// The default detector set on the reference benchmark's workload (../shared/bench: Gaussian
+/// noise per device, +12σ spikes from the 64th sample on, at least 256 samples apart), run
+/// through the shard as the appliance runs it; an alert matches a spike by (device, ts).
+#[cfg(test)]
+mod default_catches_spikes {
+    use std::path::Path;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+
+    use super::*;
+    use crate::status::StatusBoard;
+
+    fn core() -> ShardCore {
+        let text = "node_id = \"n\"\n[unknown_devices]\npolicy = \"register\"\n";
+        let resolved = crate::config::parse_str(text, Path::new("t.toml")).expect("config");
+        let policies = Arc::new(Policies {
+            resolved,
+            source_ids: vec![],
+            shards: 1,
+        });
+        ShardCore::new(0, policies, Arc::new(StatusBoard::new("n", Vec::new())), 0)
+    }
+
+    /// Feeds `devices` series of `len` samples (10 ms apart, interleaved in batches of 100 per
+    /// device) with spikes of probability `p` per eligible sample; returns (spikes, matched
+    /// spikes, false alerts).
+    fn run(devices: usize, len: usize, p: f64, seed: u64) -> (usize, usize, usize) {
+        let mut c = core();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let noise = Normal::new(0.0, 0.5).expect("normal");
+        let names: Vec<String> = (0..devices).map(|d| format!("dev{d:04}")).collect();
+        let mut last_spike: Vec<Option<usize>> = vec![None; devices];
+        let mut spikes = std::collections::HashSet::new();
+        let (mut matched, mut false_alerts) = (0, 0);
+        let mut out = Vec::new();
+        for start in (0..len).step_by(100) {
+            let mut b = Batch::with_capacity(100 * devices);
+            for (d, name) in names.iter().enumerate() {
+                for i in start..(start + 100).min(len) {
+                    let spike = i >= 64
+                        && last_spike[d].is_none_or(|l| i - l >= 256)
+                        && rng.gen::<f64>() < p;
+                    let ts = 1_700_000_000_000 + i as i64 * 10;
+                    if spike {
+                        last_spike[d] = Some(i);
+                        spikes.insert((d, ts));
+                    }
+                    let mean = 20.0 + (d % 10) as f64;
+                    let x = mean + noise.sample(&mut rng) + if spike { 6.0 } else { 0.0 };
+                    b.push(name, "temp", ts, x);
+                }
+            }
+            out.clear();
+            c.ingest(0, &b, 5_000, &mut out);
+            for a in out.iter().filter(|a| a.state == AlertState::Firing) {
+                let d: usize = a.device[3..].parse().expect("device number");
+                if spikes.contains(&(d, a.ts)) {
+                    matched += 1;
+                } else {
+                    false_alerts += 1;
+                }
+            }
+        }
+        (spikes.len(), matched, false_alerts)
+    }
+
+    #[test]
+    fn spikes_from_the_64th_sample_on_are_caught() {
+        // 40 devices × 2,000 samples, about two spikes each: the first ones while the history
+        // is young (the warm-up z-view), the later ones against the ensemble's views.
+        let (spikes, matched, false_alerts) = run(40, 2_000, 1.0 / 800.0, 1);
+        assert!(spikes >= 60, "{spikes} spikes injected");
+        assert!(
+            matched * 100 >= spikes * 99,
+            "matched {matched} of {spikes} spikes"
+        );
+        assert_eq!(false_alerts, 0, "false alerts next to {spikes} spikes");
+    }
+
+    #[test]
+    fn a_long_clean_stretch_raises_nothing() {
+        // 20 devices × 15,000 samples of noise: 300,000 samples, no alert.
+        let (spikes, matched, false_alerts) = run(20, 15_000, 0.0, 2);
+        assert_eq!((spikes, matched), (0, 0));
+        assert_eq!(false_alerts, 0);
+    }
+}

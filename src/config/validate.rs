@@ -63,6 +63,10 @@ pub struct Resolved {
 pub use crate::analysis::detector::DEFAULT_WINDOW;
 pub const DEFAULT_EWMA_ALPHA: f64 = 0.1;
 const DEFAULT_HOLD_MS: i64 = 2_000;
+/// The ensemble reports each event once (its own de-duplication, counted in samples), so its
+/// alert resolves on the next quiet sample: a wall-clock hold would swallow separate events that
+/// come close together on a fast series.
+const ENSEMBLE_HOLD_MS: i64 = 0;
 /// Most points `analysis.history` may keep per metric (16 bytes each).
 pub const MAX_HISTORY: usize = 100_000;
 
@@ -72,7 +76,7 @@ pub fn default_detectors() -> Vec<DetectorInstance> {
         name: "ensemble".into(),
         spec: DetectorSpec::Ensemble(ensemble::Spec::default()),
         severity: Severity::Warning,
-        hold_ms: DEFAULT_HOLD_MS,
+        hold_ms: ENSEMBLE_HOLD_MS,
     }]
 }
 
@@ -1063,11 +1067,17 @@ fn detector(d: &DetectorConfig, p: &[Seg]) -> VResult<DetectorInstance> {
     let common = d.common();
     let name = common.name.unwrap_or(d.kind()).to_string();
     check_name(at(p, &[key("name")]), "detector name", &name)?;
+    let default_hold = if matches!(spec, DetectorSpec::Ensemble(_)) {
+        ENSEMBLE_HOLD_MS
+    } else {
+        DEFAULT_HOLD_MS
+    };
+    let hold_ms = common.hold.map_or(default_hold, |h| h.as_ms());
     Ok(DetectorInstance {
         name,
         spec,
         severity: common.severity.unwrap_or_default(),
-        hold_ms: common.hold.map_or(DEFAULT_HOLD_MS, |h| h.as_ms()),
+        hold_ms,
     })
 }
 
@@ -1363,6 +1373,8 @@ mod tests {
             d[0].spec,
             DetectorSpec::Ensemble(ensemble::Spec { window: 6144, .. })
         ));
+        // It de-duplicates events itself: no wall-clock hold.
+        assert_eq!(d[0].hold_ms, 0);
     }
 
     #[test]

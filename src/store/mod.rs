@@ -61,7 +61,7 @@ pub struct Store {
     checkpoint_due: std::sync::atomic::AtomicBool,
 }
 
-const STATE_VERSION: &[u8] = b"state-format-2";
+const STATE_VERSION: &[u8] = b"state-format-3";
 /// sled's default log segment size.
 pub const SEGMENT_SIZE: usize = 512 * 1024;
 

@@ -329,12 +329,27 @@ pub struct Ws {
 
 impl Ws {
     pub fn connect(url: &str) -> Self {
-        let (ws, _) = tungstenite::connect(url).unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Self::connect_offering(url, &[]).0
+    }
+
+    /// Connects with extra handshake headers (e.g. `Sec-WebSocket-Extensions`); also returns the
+    /// server's handshake response.
+    pub fn connect_offering(
+        url: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> (Self, tungstenite::handshake::client::Response) {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = url.into_client_request().expect("ws url");
+        for (k, v) in headers {
+            req.headers_mut()
+                .insert(*k, tungstenite::http::HeaderValue::from_static(v));
+        }
+        let (ws, resp) = tungstenite::connect(req).unwrap_or_else(|e| panic!("connect {url}: {e}"));
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_millis(200)))
                 .expect("timeout");
         }
-        Ws { ws }
+        (Ws { ws }, resp)
     }
 
     /// Next JSON message, or None when `timeout` passes without one.

@@ -9,6 +9,13 @@ pub const BLOCKS: usize = 256;
 const MIN_BLOCKS: usize = 12;
 /// Fraction of the most extreme blocks the exponential tail is fitted to.
 const TAIL_FRACTION: f64 = 0.1;
+/// Most of the extreme blocks (a fraction, at least three) left out of the tail's fit as outliers,
+/// so one or two earlier outliers in the history do not make the next one look ordinary; a series
+/// where outliers are common still has them in its tail.
+const TRIM_FRACTION: f64 = 0.02;
+const MIN_TRIM: usize = 3;
+/// How far beyond the rest's tail (in its scales) a block must lie to be left out as an outlier.
+const OUTLIER_SCALES: f64 = 8.0;
 /// Smallest probability reported: surprise is capped at 12 decimal digits.
 pub const MAX_SURPRISE: f64 = 12.0;
 const MIN_P: f64 = 1e-12;
@@ -86,6 +93,11 @@ impl ExtremeHistory {
     /// Blocks of history so far.
     pub fn blocks(&self) -> usize {
         self.hi.len()
+    }
+
+    /// Whether the history holds enough blocks to judge.
+    pub fn ready(&self) -> bool {
+        self.hi.len() >= MIN_BLOCKS
     }
 
     /// `-log10 p` of `x` against the history (0 = ordinary, up to [`MAX_SURPRISE`]), and whether it
@@ -243,11 +255,28 @@ fn block_len(window: usize) -> u32 {
     u32::try_from(window.div_ceil(BLOCKS).max(1)).unwrap_or(u32::MAX)
 }
 
-/// Fits the exponential tail to the `k` most extreme of `n` oriented values (`v(0)` the most extreme).
+/// Fits the exponential tail to the `k` most extreme of `n` oriented values (`v(0)` the most
+/// extreme), leaving out the most extreme ones as outliers: the most (up to [`TRIM_FRACTION`]) such
+/// that the last one left out lies more than [`OUTLIER_SCALES`] tail scales beyond the fit of the
+/// rest.
 fn fit(n: usize, spread: f64, v: impl Fn(usize) -> f64) -> Tail {
-    let k = ((n as f64 * TAIL_FRACTION).round() as usize).clamp(3, n - 1);
-    let start = v(k);
-    let mean_excess = (0..k).map(|i| v(i) - start).sum::<f64>() / k as f64;
+    let max_trim = ((n as f64 * TRIM_FRACTION).ceil() as usize)
+        .max(MIN_TRIM)
+        .min(n.saturating_sub(4));
+    for trim in (1..=max_trim).rev() {
+        let rest = fit_from(n, trim, spread, &v);
+        if v(trim - 1) - rest.start > OUTLIER_SCALES * rest.scale {
+            return rest;
+        }
+    }
+    fit_from(n, 0, spread, &v)
+}
+
+/// The tail fitted to the `k` blocks after the `trim` most extreme.
+fn fit_from(n: usize, trim: usize, spread: f64, v: &impl Fn(usize) -> f64) -> Tail {
+    let k = ((n as f64 * TAIL_FRACTION).round() as usize).clamp(3, n - 1 - trim);
+    let start = v(trim + k);
+    let mean_excess = (trim..trim + k).map(|i| v(i) - start).sum::<f64>() / k as f64;
     Tail {
         start,
         scale: mean_excess

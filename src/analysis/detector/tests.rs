@@ -554,8 +554,8 @@ fn snapshot_encoding_is_unchanged() {
             }),
             12,
             0x8a534afe1b8596fc,
-            9073,
-            0x6b6c6a84e3804e7b,
+            9091,
+            0x92b765f4aa2ad9a6,
         ),
     ];
     for (spec, spec_len, spec_hash, state_len, state_hash) in cases {
