@@ -344,7 +344,8 @@ impl EnsembleState {
         let mut surprise = 0.0;
         let mut learn = x;
         let std = (self.quick_m2 / f64::from(self.quick_n.max(1))).sqrt();
-        if (self.quick_n - self.quick_flat) as usize >= warmup.max(2) && std > 0.0 {
+        // `saturating_sub`: a restored state may say more flat samples than samples (damage).
+        if self.quick_n.saturating_sub(self.quick_flat) as usize >= warmup.max(2) && std > 0.0 {
             let z = (x - self.quick_mean) / std;
             surprise = (z * z / QUICK_DIVISOR).min(MAX_SURPRISE);
             let bound = (QUICK_LEARN_BELOW * QUICK_DIVISOR).sqrt() * std;
