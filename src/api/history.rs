@@ -110,7 +110,7 @@ pub async fn series(
                 metric: metric.clone(),
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?,
+            .map_err(super::analysis_down)?,
         None => Vec::new(),
     };
     pending.retain(|(t, _)| *t >= from - from.rem_euclid(res.ms()) && *t < to);

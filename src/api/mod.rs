@@ -226,7 +226,7 @@ async fn collect_devices(
         let v = shard
             .send(QueryDevices(device.clone()))
             .await
-            .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?;
+            .map_err(analysis_down)?;
         all.extend(v);
     }
     all.sort_by(|a, b| a.device.cmp(&b.device));
@@ -305,6 +305,18 @@ async fn alerts(
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// The shard that owns `device`'s analysis.
+fn shard_of<'a>(s: &'a ApiState, device: &str) -> Result<&'a Addr<ShardActor>, ApiError> {
+    s.shards
+        .get(crate::sources::route::shard_of(device, s.shards.len()))
+        .ok_or_else(|| ApiError::Internal("no analysis shards".into()))
+}
+
+/// A shard that did not answer (stopping, or its mailbox closed).
+pub(super) fn analysis_down(e: actix::MailboxError) -> ApiError {
+    ApiError::Internal(format!("analysis unavailable: {e}"))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SeriesQuery {
@@ -319,12 +331,7 @@ async fn series(
 ) -> Result<HttpResponse, ApiError> {
     let device = id.into_inner();
     let q = q.into_inner();
-    let Some(shard) = s
-        .shards
-        .get(crate::sources::route::shard_of(&device, s.shards.len()))
-    else {
-        return Err(ApiError::Internal("no analysis shards".into()));
-    };
+    let shard = shard_of(&s, &device)?;
     let view = shard
         .send(QuerySeries {
             device,
@@ -332,7 +339,7 @@ async fn series(
             since: q.since,
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(analysis_down)?
         .map_err(|e| match e {
             SeriesError::UnknownDevice(_)
             | SeriesError::UnknownMetric { .. }
@@ -348,16 +355,11 @@ async fn correlation(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let device = id.into_inner();
-    let Some(shard) = s
-        .shards
-        .get(crate::sources::route::shard_of(&device, s.shards.len()))
-    else {
-        return Err(ApiError::Internal("no analysis shards".into()));
-    };
+    let shard = shard_of(&s, &device)?;
     let view = shard
         .send(QueryCorrelation(device))
         .await
-        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(analysis_down)?
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
     Ok(HttpResponse::Ok().json(view))
 }
@@ -365,16 +367,11 @@ async fn correlation(
 /// `GET /api/devices/{id}/modes`: the operating modes its `mode` detector learnt.
 async fn modes(s: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let device = id.into_inner();
-    let Some(shard) = s
-        .shards
-        .get(crate::sources::route::shard_of(&device, s.shards.len()))
-    else {
-        return Err(ApiError::Internal("no analysis shards".into()));
-    };
+    let shard = shard_of(&s, &device)?;
     let view = shard
         .send(QueryModes(device))
         .await
-        .map_err(|e| ApiError::Internal(format!("analysis unavailable: {e}")))?
+        .map_err(analysis_down)?
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
     Ok(HttpResponse::Ok().json(view))
 }
