@@ -342,7 +342,16 @@ fn out_of_descriptors_the_api_sheds_with_503_while_the_tcp_source_keeps_acceptin
     ew.wait_log("API shedding load", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(300));
     drop(hold);
-    // with descriptors back, the API answers again: every sample arrived, the shedding counted
+    // with descriptors back (once the server has seen the held connections close), the API
+    // answers again: every sample arrived, the shedding counted
+    let end = Instant::now() + Duration::from_secs(10);
+    while ew.get_status("/healthz").0 == 503 {
+        assert!(
+            Instant::now() < end,
+            "the API still sheds after the descriptors were freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let st = ew.poll("/api/status", Duration::from_secs(10), |v| {
         source(v)["samples"] == 5
     });
