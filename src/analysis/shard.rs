@@ -397,6 +397,16 @@ pub fn series_cost(policy: &MetricPolicy, history_cap: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// Appends a metric growing the vector by at most half its length: a `MetricState` is ~0.5 KiB
+/// and most devices have one to a few metrics, where `Vec`'s usual growth (to 4, then doubling)
+/// would hold up to 1.5 KiB of unused slots per device.
+fn push_metric(metrics: &mut Vec<MetricState>, m: MetricState) {
+    if metrics.len() == metrics.capacity() {
+        metrics.reserve_exact((metrics.len() / 2).max(1));
+    }
+    metrics.push(m);
+}
+
 /// `series_cost`, computed once per policy (keyed by its address; the cache is rebuilt on reload).
 fn cost_of(cache: &mut HashMap<usize, u32>, policy: &Arc<MetricPolicy>, history_cap: usize) -> u32 {
     *cache
@@ -568,8 +578,10 @@ impl ShardCore {
                         over_budget(&counters, &policies, source, limit, s.device, s.metric);
                         continue;
                     }
-                    dev.metrics
-                        .push(MetricState::new(s.metric, policy, now, cost, is_named));
+                    push_metric(
+                        &mut dev.metrics,
+                        MetricState::new(s.metric, policy, now, cost, is_named),
+                    );
                     if let Some(l) = &mut dev.level {
                         l.metric_added(dev.metrics.len() - 1, s.metric);
                     }
@@ -1112,8 +1124,10 @@ impl ShardCore {
                             budget.reject(Limit::Series);
                             continue;
                         }
-                        dev.metrics
-                            .push(MetricState::new(&ms.name, policy, now, cost, is_named));
+                        push_metric(
+                            &mut dev.metrics,
+                            MetricState::new(&ms.name, policy, now, cost, is_named),
+                        );
                         if let Some(l) = &mut dev.level {
                             l.metric_added(dev.metrics.len() - 1, &ms.name);
                         }

@@ -106,7 +106,7 @@ impl fmt::Display for Reason {
 }
 
 impl Kind for Spec {
-    /// Boxed: about 20 KiB, against a few words for the other kinds.
+    /// Boxed: about 17 KiB, against a few words for the other kinds.
     type State = Box<EnsembleState>;
 
     fn start(&self, _now: Millis) -> Box<EnsembleState> {
@@ -216,8 +216,8 @@ pub struct EnsembleOutcome {
 }
 
 /// State of the `ensemble` detector; memory is fixed: six histories of
-/// [`BLOCKS`](super::novelty::BLOCKS) blocks (3 KiB each) and a 96-bin daily profile, about
-/// 20 KiB, 13 KiB persisted.
+/// [`BLOCKS`](super::novelty::BLOCKS) blocks (2.5 KiB each) and a 96-bin daily profile, about
+/// 17 KiB, 13 KiB persisted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnsembleState {
     n: u64,

@@ -139,7 +139,7 @@ macro_rules! kinds {
         }
 
         /// Per-(device, metric, detector) state. Size is O(window) for zscore and mad, fixed for
-        /// seasonal (at most 168 bins) and ensemble (about 20 KiB), and O(1) otherwise.
+        /// seasonal (at most 168 bins) and ensemble (about 17 KiB), and O(1) otherwise.
         #[derive(Debug, Clone, Serialize, Deserialize)]
         pub enum DetectorState {
             $( $variant(<$module::Spec as Kind>::State), )*

@@ -47,8 +47,9 @@ struct Tail {
 /// memory and insensitive to how many samples a short burst has.
 ///
 /// Compact: each block's extremes are kept as `f32` offsets from a reference value (from the
-/// first block), sorted, each with its block's sequence number so the oldest block can be found and
-/// evicted: 12 bytes per block, 3 KiB per history. Persisted oldest block first, 8 bytes per block;
+/// first block), sorted, each with the low byte of its block's sequence number (unique among the
+/// `BLOCKS` = 256 live blocks) so the oldest block can be found and evicted: 10 bytes per block,
+/// 2.5 KiB per history. Persisted oldest block first, 8 bytes per block;
 /// the sorted copies and fitted tails are rebuilt on load.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "Saved", into = "Saved")]
@@ -62,11 +63,12 @@ pub struct ExtremeHistory {
     reference: Option<f64>,
     /// Sequence number of the next finished block (wrapping).
     seq: u16,
-    /// Block maxima and minima as offsets, each sorted ascending, with their blocks' numbers.
+    /// Block maxima and minima as offsets, each sorted ascending, with their blocks' numbers
+    /// (modulo 256).
     hi: Vec<f32>,
-    hi_seq: Vec<u16>,
+    hi_seq: Vec<u8>,
     lo: Vec<f32>,
-    lo_seq: Vec<u16>,
+    lo_seq: Vec<u8>,
     upper: Tail,
     lower: Tail,
 }
@@ -139,12 +141,12 @@ impl ExtremeHistory {
         self.cur_max = f64::NEG_INFINITY;
         self.cur_min = f64::INFINITY;
         if self.hi.len() >= BLOCKS {
-            let oldest = self.seq.wrapping_sub(BLOCKS as u16);
+            let oldest = low_byte(self.seq.wrapping_sub(BLOCKS as u16));
             evict(&mut self.hi, &mut self.hi_seq, oldest);
             evict(&mut self.lo, &mut self.lo_seq, oldest);
         }
-        insert(&mut self.hi, &mut self.hi_seq, max, self.seq);
-        insert(&mut self.lo, &mut self.lo_seq, min, self.seq);
+        insert(&mut self.hi, &mut self.hi_seq, max, low_byte(self.seq));
+        insert(&mut self.lo, &mut self.lo_seq, min, low_byte(self.seq));
         self.seq = self.seq.wrapping_add(1);
         self.refit();
     }
@@ -164,7 +166,7 @@ impl ExtremeHistory {
     /// Blocks as (max, min) offsets, oldest first.
     fn in_order(&self) -> Vec<(f32, f32)> {
         let n = self.hi.len();
-        let first = self.seq.wrapping_sub(n as u16);
+        let first = low_byte(self.seq.wrapping_sub(n as u16));
         let mut out = vec![(0.0f32, 0.0f32); n];
         for (v, s) in self.hi.iter().zip(&self.hi_seq) {
             if let Some(slot) = out.get_mut(s.wrapping_sub(first) as usize) {
@@ -180,18 +182,24 @@ impl ExtremeHistory {
     }
 }
 
+/// A block's number as kept beside its extremes: 256 numbers tell the live blocks apart.
+const _: () = assert!(BLOCKS <= 256);
+fn low_byte(seq: u16) -> u8 {
+    (seq & 0xff) as u8
+}
+
 /// `x - reference` in `f32`, finite (clamped to the `f32` range).
 fn offset(x: f64, reference: f64) -> f32 {
     ((x - reference).clamp(f64::from(f32::MIN), f64::from(f32::MAX))) as f32
 }
 
-fn insert(values: &mut Vec<f32>, seqs: &mut Vec<u16>, x: f32, seq: u16) {
+fn insert(values: &mut Vec<f32>, seqs: &mut Vec<u8>, x: f32, seq: u8) {
     let i = values.partition_point(|&y| y < x);
     values.insert(i, x);
     seqs.insert(i, seq);
 }
 
-fn evict(values: &mut Vec<f32>, seqs: &mut Vec<u16>, seq: u16) {
+fn evict(values: &mut Vec<f32>, seqs: &mut Vec<u8>, seq: u8) {
     if let Some(i) = seqs.iter().position(|&s| s == seq) {
         values.remove(i);
         seqs.remove(i);
@@ -242,8 +250,8 @@ impl From<Saved> for ExtremeHistory {
             .collect();
         h.seq = s.seq.wrapping_sub(blocks.len() as u16);
         for (max, min) in blocks {
-            insert(&mut h.hi, &mut h.hi_seq, max, h.seq);
-            insert(&mut h.lo, &mut h.lo_seq, min, h.seq);
+            insert(&mut h.hi, &mut h.hi_seq, max, low_byte(h.seq));
+            insert(&mut h.lo, &mut h.lo_seq, min, low_byte(h.seq));
             h.seq = h.seq.wrapping_add(1);
         }
         h.refit();
