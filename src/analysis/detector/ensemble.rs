@@ -11,10 +11,12 @@ use super::{anomaly, Invalid, Kind, Verdict};
 use crate::model::Millis;
 
 /// The defaults: history in samples, firing surprise (decimal digits of improbability), warm-up
-/// samples. The threshold is the one that scores best on the NAB development set
-/// (docs/DETECTION.md).
+/// samples. The threshold keeps Gaussian noise under one false alert per million samples once the
+/// histories are full (the sum of two views' surprises counts a noise excursion of the smoothed
+/// level twice: at 7 it fired about twice per million); the NAB score does not depend on it
+/// (docs/DETECTION.md, "Operating point").
 pub const DEFAULT_WINDOW: usize = 6144;
-pub const DEFAULT_THRESHOLD: f64 = 7.0;
+pub const DEFAULT_THRESHOLD: f64 = 8.0;
 pub const DEFAULT_WARMUP: usize = 32;
 
 fn default_window() -> usize {
@@ -153,11 +155,12 @@ const ENVELOPE_DECAY: f64 = 0.99;
 /// The warm-up z-view's surprise is `z² / QUICK_DIVISOR`: the Gaussian tail's `-log10 p`
 /// (`z² / (2 ln 10)`) for a variance twice the estimated one, because a standard deviation from a
 /// few dozen samples is uncertain and real series are rarely Gaussian. At the default threshold
-/// (7) it fires from |z| ≈ 8.0.
+/// (8) it fires from |z| ≈ 8.6.
 const QUICK_DIVISOR: f64 = 4.0 * std::f64::consts::LN_10;
-/// The warm-up z-view judges until the value's history holds this many blocks (768 samples at the
-/// default window).
-const QUICK_UNTIL_BLOCKS: usize = 32;
+/// The warm-up z-view judges until the value's history holds this many blocks (1,536 samples at
+/// the default window): until then the value view's tail, fitted to a few blocks, is too
+/// uncertain to score an obvious spike above the threshold alone.
+const QUICK_UNTIL_BLOCKS: usize = 64;
 /// The z-view learns samples further out than this surprise (|z| ≈ 6.1) as if they were at it.
 const QUICK_LEARN_BELOW: f64 = 4.0;
 
@@ -366,7 +369,7 @@ impl EnsembleState {
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
     use rand_distr::{Distribution, Normal};
 
     const STEP: Millis = 300_000;
@@ -445,6 +448,90 @@ mod tests {
         v[50] = 1e6;
         let out = run(&v);
         assert!(out[..100].iter().all(|o| o.reported == 0.0));
+    }
+
+    /// The reference workload of `../shared/bench` (its loadgen's generator) at `rate` samples/s
+    /// over 100 devices for 20 s: each series `rate / 5` samples of Gaussian noise (sd 0.5 around
+    /// 20 + device % 10), 1 ms apart, and a +12σ spike with probability `5 / rate` per sample from
+    /// the series' 64th sample on, at least 256 samples after the last. Each series runs through
+    /// the default `ensemble` as the shard runs it; a firing transition on a spike matches it, any
+    /// other counts false. (samples, spikes, matched, false alerts).
+    fn workload(len: usize, rate: f64, seed: u64) -> (usize, usize, usize, usize) {
+        let spec = Spec::default();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let noise = Normal::new(0.0, 0.5).unwrap();
+        let (mut spikes, mut matched, mut false_alerts) = (0, 0, 0);
+        for d in 0..100 {
+            let mut s = spec.start(0);
+            let (mut last_spike, mut firing) = (None, false);
+            for i in 0..len {
+                let spike = i >= 64
+                    && last_spike.is_none_or(|l| i - l >= 256)
+                    && rng.gen::<f64>() < 5.0 / rate;
+                if spike {
+                    last_spike = Some(i);
+                    spikes += 1;
+                }
+                let x = 20.0 + (d % 10) as f64 + noise.sample(&mut rng) + if spike { 6.0 } else { 0.0 };
+                let anomalous = spec.observe(&mut s, 1_700_000_000_000 + i as Millis, x).anomalous;
+                if anomalous && !firing {
+                    if spike {
+                        matched += 1;
+                    } else {
+                        false_alerts += 1;
+                    }
+                }
+                firing = anomalous;
+            }
+        }
+        (100 * len, spikes, matched, false_alerts)
+    }
+
+    fn workload_row(rate: f64, len: usize, seeds: u64) -> (usize, usize) {
+        let (mut n, mut spikes, mut matched, mut false_alerts) = (0, 0, 0, 0);
+        for seed in 1..=seeds {
+            let r = workload(len, rate, seed * 1_000 + len as u64);
+            n += r.0;
+            spikes += r.1;
+            matched += r.2;
+            false_alerts += r.3;
+        }
+        println!(
+            "| {rate} | {} | {n} | {spikes} | {matched} ({:.1} %) | {false_alerts} | {:.2} |",
+            len,
+            100.0 * matched as f64 / spikes.max(1) as f64,
+            1e6 * false_alerts as f64 / n as f64
+        );
+        assert!(matched * 100 >= spikes * 99, "{matched} of {spikes} spikes at {rate}/s");
+        (n, false_alerts)
+    }
+
+    /// The workload at 10k samples/s (2,000 samples per series), ten seeds: every spike matched
+    /// but at most 1 in 100, at most one false alert per million samples (2 in these 2,000,000).
+    #[test]
+    fn reference_workload_at_10k_per_second() {
+        let (n, false_alerts) = workload_row(10_000.0, 2_000, 10);
+        assert!(false_alerts as f64 <= 1e-6 * n as f64, "{false_alerts} false in {n}");
+    }
+
+    /// The workload at each rate of `benches/spikes.sh` (the 1M/s row at the 224k samples/s this
+    /// machine delivers, and at the full rate): ≥ 99 % of the spikes matched and ≤ 1 false alert
+    /// per million samples at each. About 80 million samples:
+    /// `cargo test --release --lib reference_workload_at_every_rate -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn reference_workload_at_every_rate() {
+        println!("| rate /s | samples per series | samples | spikes | matched | false alerts | false / 1M |");
+        for (rate, len, seeds) in [
+            (2_000.0, 400, 5),
+            (10_000.0, 2_000, 5),
+            (100_000.0, 20_000, 5),
+            (1_000_000.0, 45_000, 5),
+            (1_000_000.0, 200_000, 2),
+        ] {
+            let (n, false_alerts) = workload_row(rate, len, seeds);
+            assert!(false_alerts as f64 <= 1e-6 * n as f64, "{false_alerts} false in {n} at {rate}/s");
+        }
     }
 
     #[test]

@@ -431,7 +431,9 @@ fn short_number_format() {
 
 /// The postcard encoding of specs and states is what snapshots hold: it must not change without
 /// a bump of the store's format marker. Lengths and FNV-1a hashes of each kind's spec and of its
-/// state after 400 samples, as encoded before the detectors moved to one file per kind.
+/// state after 400 samples, as encoded before the detectors moved to one file per kind. (The
+/// ensemble's state hash changed when its warm-up z-view came to judge for 64 blocks instead of 32:
+/// the same fields, learned over more of these 400 samples; the encoding did not change.)
 #[test]
 fn snapshot_encoding_is_unchanged() {
     fn fnv(b: &[u8]) -> u64 {
@@ -555,7 +557,7 @@ fn snapshot_encoding_is_unchanged() {
             12,
             0x8a534afe1b8596fc,
             9091,
-            0x92b765f4aa2ad9a6,
+            0xc695060ea5024830,
         ),
     ];
     for (spec, spec_len, spec_hash, state_len, state_hash) in cases {
