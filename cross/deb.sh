@@ -51,8 +51,13 @@ for arch in "${arches[@]}"; do
   [ -x "$bin" ] || { echo "$bin missing: run cross/build.sh first" >&2; exit 1; }
   depends=adduser
   if [ -n "$objdump" ]; then
-    # The newest glibc symbol version the binary needs.
+    # The newest glibc symbol version the binary needs; packed relative relocations (DT_RELR,
+    # cross/build.sh's aarch64 link) need the loader of glibc 2.36.
     glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+    verneed=$($objdump -p "$bin")
+    if [[ $verneed == *GLIBC_ABI_DT_RELR* ]]; then
+      glibc=$(printf '%s\n' "$glibc" 2.36 | sort -V | tail -1)
+    fi
     depends="libc6 (>= $glibc), adduser"
   fi
   root=$(mktemp -d)
