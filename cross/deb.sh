@@ -6,8 +6,9 @@
 #          version <v>+armv6 (so `dpkg -l` tells it from the ARMv7 build); the ARMv7 armhf package
 #          gets a preinst that refuses an ARMv6 CPU (cross/README.md, "ARMv6").
 #   amd64: the host's binary (target/debug or BIN=...), for tests of the package itself.
-# BIN=FILE packages that binary; OUT=DIR writes the .deb there instead of dist/; COMPRESS=gzip|none
-# instead of xz (tests).
+# BIN=FILE packages that binary; GEN=FILE is the edgewatch-gen that writes man pages and completions
+# (default: cargo run --bin edgewatch-gen); OUT=DIR writes the .deb there instead of dist/;
+# COMPRESS=gzip|none instead of xz (tests).
 # Layout: /usr/bin/edgewatch, /etc/edgewatch/edgewatch.toml (conffile, from config/pi.toml),
 # /lib/systemd/system/edgewatch.service, /usr/lib/sysusers.d/edgewatch.conf, the man pages
 # (/usr/share/man/man1), bash/zsh/fish completions, and under /usr/share/doc/edgewatch the README,
@@ -20,20 +21,11 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 outdir=${OUT:-dist}
 mkdir -p "$outdir"
 
-# Runs the binary being packaged (for `gen`): natively, under qemu-user, or else the host's build.
-run_bin() { # run_bin ARCH BIN ARGS...
-  local arch=$1 bin=$2; shift 2
-  case $arch in
-    arm64) q=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
-    armhf) q=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
-    armv6) q=(qemu-arm -cpu arm1176) ;;
-    *) q=() ;;
-  esac
-  if "$bin" --version >/dev/null 2>&1; then "$bin" "$@"
-  elif ((${#q[@]})) && command -v "${q[0]}" >/dev/null && "${q[@]}" "$bin" --version >/dev/null 2>&1; then
-    "${q[@]}" "$bin" "$@"
-  else # same CLI on every architecture
-    cargo run --quiet --locked --bin edgewatch -- "$@"
+# Man pages and completions come from edgewatch-gen (src/bin/edgewatch-gen.rs, kept out of the
+# shipped binary; the command line is the same on every architecture): GEN=FILE, else a host build.
+gen_docs() { # gen_docs OUTDIR
+  if [ -n "${GEN:-}" ]; then "$GEN" --out "$1"
+  else cargo run --quiet --locked --bin edgewatch-gen -- --out "$1"
   fi
 }
 
@@ -51,8 +43,13 @@ for arch in "${arches[@]}"; do
   [ -x "$bin" ] || { echo "$bin missing: run cross/build.sh first" >&2; exit 1; }
   depends=adduser
   if [ -n "$objdump" ]; then
-    # The newest glibc symbol version the binary needs.
+    # The newest glibc symbol version the binary needs; packed relative relocations (DT_RELR,
+    # cross/build.sh's aarch64 link) need the loader of glibc 2.36.
     glibc=$($objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+    verneed=$($objdump -p "$bin")
+    if [[ $verneed == *GLIBC_ABI_DT_RELR* ]]; then
+      glibc=$(printf '%s\n' "$glibc" 2.36 | sort -V | tail -1)
+    fi
     depends="libc6 (>= $glibc), adduser"
   fi
   root=$(mktemp -d)
@@ -68,7 +65,7 @@ for arch in "${arches[@]}"; do
   done
 
   gen=$(mktemp -d)
-  run_bin "$arch" "$bin" gen --out "$gen"
+  gen_docs "$gen"
   mkdir -p "$root/usr/share/man/man1"
   for m in "$gen"/man/*.1; do gzip -9n < "$m" > "$root/usr/share/man/man1/$(basename "$m").gz"; done
   install -Dm644 "$gen/completions/edgewatch.bash" "$root/usr/share/bash-completion/completions/edgewatch"

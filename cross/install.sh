@@ -5,8 +5,9 @@
 # ROOT=/some/dir installs into that directory instead of / and skips systemctl (for tests).
 # Installs /usr/local/bin/edgewatch, /etc/edgewatch/edgewatch.toml (kept if present),
 # /etc/systemd/system/edgewatch.service, the docs and example configs under
-# /usr/local/share/doc/edgewatch (same layout as the .deb's /usr/share/doc/edgewatch), and, when the
-# binary runs here, its man pages and bash/zsh/fish completions; creates the edgewatch user (group dialout).
+# /usr/local/share/doc/edgewatch (same layout as the .deb's /usr/share/doc/edgewatch), and, when
+# edgewatch-gen or cargo is at hand (GEN=FILE), the man pages and bash/zsh/fish completions;
+# creates the edgewatch user (group dialout).
 # Uninstall: systemctl disable --now edgewatch; rm -r /usr/local/bin/edgewatch /etc/systemd/system/edgewatch.service /usr/local/share/doc/edgewatch
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,13 +38,17 @@ chmod 644 "$root/etc/systemd/system/edgewatch.service"
 doc=$root/usr/local/share/doc/edgewatch
 for d in README.md docs/*.md config/*.toml cross/README.md; do install -Dm644 "$d" "$doc/$d"; done
 gen=$(mktemp -d)
-if "$root/usr/local/bin/edgewatch" gen --out "$gen" 2>/dev/null; then
+# edgewatch-gen (src/bin/edgewatch-gen.rs, not in the edgewatch binary) writes them: GEN=FILE, else
+# the one next to the binary (cargo build --release builds it), else a host build through cargo.
+genbin=${GEN:-$(dirname "$bin")/edgewatch-gen}
+if { [ -x "$genbin" ] && "$genbin" --out "$gen"; } ||
+   { command -v cargo >/dev/null && cargo run --quiet --locked --bin edgewatch-gen -- --out "$gen"; }; then
   for m in "$gen"/man/*.1; do install -Dm644 "$m" "$root/usr/local/share/man/man1/$(basename "$m")"; done
   install -Dm644 "$gen/completions/edgewatch.bash" "$root/usr/local/share/bash-completion/completions/edgewatch"
   install -Dm644 "$gen/completions/_edgewatch" "$root/usr/local/share/zsh/site-functions/_edgewatch"
   install -Dm644 "$gen/completions/edgewatch.fish" "$root/usr/local/share/fish/vendor_completions.d/edgewatch.fish"
 else
-  echo "($bin does not run on this machine: man pages and completions not installed)"
+  echo "(no edgewatch-gen and no cargo here: man pages and completions not installed)"
 fi
 rm -rf "$gen"
 if [ -n "$root" ]; then

@@ -1,132 +1,21 @@
-//! The `edgewatch` command line: `run` the appliance, `check` a config, `tail`, `replay`, and the
-//! packaging helper `gen` (man pages, completions). Errors reach the user here, with context (anyhow).
+//! The `edgewatch` command line: `run` the appliance, `check` a config, `tail`, `replay`, `probe`
+//! (definition in cli.rs). Errors reach the user here, with context (anyhow).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::Parser;
+
+mod cli;
+use cli::{Cli, Command, LogFormat};
 
 use edgewatch::config::{self, SourceConfig};
-
-#[derive(Parser)]
-#[command(
-    name = "edgewatch",
-    version,
-    about = "Edge sensor collector: rolling statistics, anomaly alerts, live stream"
-)]
-struct Cli {
-    /// Log format of `run`: auto (the journal under systemd, else text), text, or json (one JSON
-    /// object per line on stderr).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Auto,
-    Text,
-    Json,
-}
 
 /// The config `run` and `check` use without `--config`, when it exists.
 const SYSTEM_CONFIG: &str = "/etc/edgewatch/edgewatch.toml";
 /// Otherwise the demo, built into the binary (an installed binary has no `config/` next to it).
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 const DEMO_NAME: &str = "config/demo.toml (built in)";
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the appliance.
-    Run {
-        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
-        /// built-in demo config]
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-    /// Validate a config file and print what it sets up, or every error it finds.
-    Check {
-        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
-        /// built-in demo config]
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-    /// Follow an appliance's live stream: one line per alert or summary.
-    Tail {
-        /// Appliances, e.g. ws://raspberrypi.local:8080 (the /ws path is added when missing), and/or
-        /// MQTT brokers their MQTT sinks publish to, e.g. mqtt://broker:1883; several are followed
-        /// at once, each line then starting with the node's name.
-        #[arg(required = true, num_args = 1..)]
-        urls: Vec<String>,
-        /// MQTT topic to follow on brokers (repeatable; default: the MQTT sink's alert, summary
-        /// and status topics of every node).
-        #[arg(long = "topic")]
-        topics: Vec<String>,
-        /// Bearer token, when the appliance's API requires one (or set EDGEWATCH_TOKEN).
-        #[arg(long, env = "EDGEWATCH_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Only this device.
-        #[arg(long)]
-        device: Option<String>,
-        /// Only this kind of event.
-        #[arg(long = "type", value_parser = ["alert", "summary"])]
-        kind: Option<String>,
-        /// Exit after this many events.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Colours: auto (on a terminal), always, never.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
-        color: String,
-    },
-    /// Run the analysis over CSV files of `timestamp,value` rows (no network) and write each
-    /// row's anomaly score and firing flag under OUT_DIR, at the same relative paths.
-    Replay {
-        /// Config file; without it, the default detector set.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Template of the config to analyse with (default: the unknown-device template).
-        #[arg(long)]
-        template: Option<String>,
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// CSV files, or directories searched for `*.csv`.
-        #[arg(required = true)]
-        inputs: Vec<PathBuf>,
-        /// Worker threads (0 = one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Columns of a multi-column file that are not metrics (labels), comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        ignore_columns: Vec<String>,
-    },
-    /// Run one source of the config alone and print every sample it decodes (`ts device metric
-    /// value`, one per line), with bad frames and their reasons in the log: no analysis, no
-    /// store. To see what a sensor sends before describing its devices.
-    Probe {
-        /// Config file (TOML) [default: /etc/edgewatch/edgewatch.toml when it exists, else the
-        /// built-in demo config]
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The `id` of the source to run.
-        #[arg(long)]
-        source: String,
-        /// Stop after this many seconds (default: run until Ctrl-C).
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// A TCP server source listens here instead (the service may hold the configured port).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-    },
-    /// Write the man pages (OUT/man/*.1) and shell completions (OUT/completions/) for packaging.
-    #[command(hide = true)]
-    Gen {
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-    },
-}
 
 /// Which config a command reads: the one given, else the system one, else the built-in demo.
 fn choose_config(
@@ -151,27 +40,6 @@ fn choose_config_all(
             format!("{DEMO_NAME}: no --config given and no {SYSTEM_CONFIG}"),
         ),
     }
-}
-
-/// `edgewatch gen --out DIR`: man pages and bash/zsh/fish completions from the clap definition.
-fn generate(out: &Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let man = out.join("man");
-    let comp = out.join("completions");
-    for d in [&man, &comp] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
-    }
-    clap_mangen::generate_to(Cli::command(), &man)
-        .with_context(|| format!("cannot write man pages to {}", man.display()))?;
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut Cli::command(), "edgewatch", &comp)
-            .with_context(|| format!("cannot write {shell} completions to {}", comp.display()))?;
-    }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -202,13 +70,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Gen { out } => match generate(&out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Tail {
             urls,
             topics,

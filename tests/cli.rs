@@ -132,14 +132,26 @@ fn json_logs_are_one_object_per_line_and_config_variables_come_from_the_environm
 }
 
 #[test]
-fn gen_writes_man_pages_and_completions() {
+fn edgewatch_gen_writes_man_pages_and_completions_and_edgewatch_has_no_gen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let st = Command::new(BIN)
-        .args(["gen", "--out"])
+    let st = Command::new(env!("CARGO_BIN_EXE_edgewatch-gen"))
+        .arg("--out")
         .arg(dir.path())
         .status()
-        .expect("run gen");
+        .expect("run edgewatch-gen");
     assert!(st.success());
+    // The generators live in the packaging helper only (cross/README.md, "Binary size").
+    let gen = Command::new(BIN)
+        .args(["gen", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run edgewatch gen");
+    assert!(!gen.status.success());
+    assert!(
+        String::from_utf8_lossy(&gen.stderr).contains("unrecognized subcommand"),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
     let man = std::fs::read_to_string(dir.path().join("man/edgewatch.1")).expect("edgewatch.1");
     assert!(man.contains(".TH edgewatch 1"), "{man}");
     assert!(man.contains("log\\-format"), "{man}");
@@ -147,7 +159,7 @@ fn gen_writes_man_pages_and_completions() {
     assert!(run.contains("/etc/edgewatch/edgewatch.toml"), "{run}");
     assert!(
         !dir.path().join("man/edgewatch-gen.1").exists(),
-        "the packaging helper stays hidden"
+        "the packaging helper is not an edgewatch command"
     );
     for (file, needle) in [
         ("edgewatch.bash", "complete -F _edgewatch"),

@@ -71,7 +71,8 @@ fn the_deb_ships_docs_examples_man_pages_and_completions_and_unpacks_into_a_scra
             .arg("amd64")
             .env("BIN", &bin)
             .env("OUT", out.path())
-            .env("COMPRESS", "gzip"),
+            .env("COMPRESS", "gzip")
+            .env("GEN", env!("CARGO_BIN_EXE_edgewatch-gen")),
     );
     let version = env!("CARGO_PKG_VERSION");
     let deb = out.path().join(format!("edgewatch_{version}_amd64.deb"));
@@ -184,7 +185,8 @@ fn install_sh_installs_docs_man_pages_and_completions_into_a_root() {
     let out = stdout(
         Command::new(repo().join("cross/install.sh"))
             .arg(env!("CARGO_BIN_EXE_edgewatch"))
-            .env("ROOT", &root),
+            .env("ROOT", &root)
+            .env("GEN", env!("CARGO_BIN_EXE_edgewatch-gen")),
     );
     assert!(out.contains("installed into"), "{out}");
     for f in [
@@ -231,7 +233,8 @@ fn the_armv6_deb_is_armhf_with_its_own_version_no_libc_dependency_and_no_cpu_che
             .arg("armv6")
             .env("BIN", &bin)
             .env("OUT", out.path())
-            .env("COMPRESS", "gzip"),
+            .env("COMPRESS", "gzip")
+            .env("GEN", env!("CARGO_BIN_EXE_edgewatch-gen")),
     );
     let version = env!("CARGO_PKG_VERSION");
     let deb = out
