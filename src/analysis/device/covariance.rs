@@ -1,6 +1,6 @@
 //! Rolling covariance and correlation of a device's vectors over the last `window` vectors (and,
 //! with a span, only those within it): Welford updates on add and evict, re-summed exactly once
-//! per window of evictions so rounding cannot drift; the vectors live in one flat ring.
+//! per window of evictions and when an outlier leaves; the vectors live in one flat ring.
 
 // Index loops read as the formulas they implement.
 #![allow(clippy::needless_range_loop)]
@@ -126,13 +126,19 @@ impl RollingCov {
             self.mean[i] -= a / (n - 1.0);
         }
         let f = n / (n - 1.0);
+        // A vector carrying at least half of a metric's co-moment is leaving: subtracting would
+        // cancel most digits of what remains, so re-sum instead (as `stats::WindowMoments` does).
+        let cancels = (0..d).any(|i| {
+            let c = self.scratch[i] * self.scratch[i] * f;
+            c >= 0.5 * self.co[i * d + i]
+        });
         for i in 0..d {
             for j in 0..d {
                 self.co[i * d + j] -= self.scratch[i] * self.scratch[j] * f;
             }
         }
         self.evictions += 1;
-        if self.evictions >= self.cap {
+        if cancels || self.evictions >= self.cap {
             self.evictions = 0;
             self.resum();
         }
