@@ -348,7 +348,13 @@ impl EnsembleState {
         let mut learn = x;
         let std = (self.quick_m2 / f64::from(self.quick_n.max(1))).sqrt();
         // `saturating_sub`: a restored state may say more flat samples than samples (damage).
-        if self.quick_n.saturating_sub(self.quick_flat) as usize >= warmup.max(2) && std > 0.0 {
+        // Finite mean and spread only: a damaged state, or values near ±f64::MAX whose
+        // differences overflow, must not reach `clamp` with NaN bounds (it panics).
+        if self.quick_n.saturating_sub(self.quick_flat) as usize >= warmup.max(2)
+            && std > 0.0
+            && std.is_finite()
+            && self.quick_mean.is_finite()
+        {
             let z = (x - self.quick_mean) / std;
             surprise = (z * z / QUICK_DIVISOR).min(MAX_SURPRISE);
             let bound = (QUICK_LEARN_BELOW * QUICK_DIVISOR).sqrt() * std;
@@ -358,6 +364,10 @@ impl EnsembleState {
         let d = learn - self.quick_mean;
         self.quick_mean += d / f64::from(self.quick_n);
         self.quick_m2 += d * (learn - self.quick_mean);
+        if !self.quick_mean.is_finite() || !self.quick_m2.is_finite() {
+            // Overflowed (or restored damaged): this view starts learning again.
+            (self.quick_mean, self.quick_m2, self.quick_n, self.quick_flat) = (0.0, 0.0, 0, 0);
+        }
         if self.quick_m2 == 0.0 {
             self.quick_flat = self.quick_n;
         }
@@ -381,6 +391,25 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| e.observe(100, i as Millis * STEP, v))
             .collect()
+    }
+
+    #[test]
+    fn values_near_the_f64_limits_never_panic_and_the_view_recovers() {
+        // Differences of ±1.7e308 overflow to infinity, and the warm-up view's mean to NaN; its
+        // clamp then had NaN bounds and panicked (found by fuzzing a restored state).
+        let mut e = EnsembleState::new(6144);
+        for i in 0..200 {
+            let x = if i % 2 == 0 { 1.7e308 } else { -1.7e308 };
+            e.observe(4, i * STEP, x);
+        }
+        assert!(e.quick_mean.is_finite() && e.quick_m2.is_finite());
+        // Ordinary values afterwards are learnt and judged again: a 40σ spike is caught.
+        let mut s = 7u64;
+        for i in 200..400 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            e.observe(4, i * STEP, 20.0 + (s >> 33) as f64 / (1u64 << 31) as f64);
+        }
+        assert!(e.observe(4, 400 * STEP, 40.0).surprise >= DEFAULT_THRESHOLD);
     }
 
     #[test]
